@@ -1,0 +1,104 @@
+"""get_attention_map and overlay_attention on every input kind."""
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from timm_patchconvnet import get_attention_map, overlay_attention
+
+
+@pytest.fixture(scope='module')
+def model():
+    return timm.create_model('patchconvnet_test_p4', num_classes=10, init_values=1.0).eval()
+
+
+def _photo(size=(40, 32)) -> Image.Image:
+    """A real-looking RGB image: a smooth gradient with a bright disc."""
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    disc = ((yy - h / 3) ** 2 + (xx - w / 3) ** 2 < (min(w, h) / 5) ** 2) * 200
+    rgb = np.stack([xx * 255 / w, yy * 255 / h, disc], axis=-1)
+    return Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
+
+
+def test_pil_and_array_use_the_models_data_config(model):
+    image = _photo()  # 40x32: the data config resizes the short side to 32 and centre-crops 32x32
+    from_pil = get_attention_map(model, image)
+    from_array = get_attention_map(model, np.asarray(image))
+    assert from_pil.shape == (32, 32)
+    torch.testing.assert_close(from_pil, from_array)
+    transform = timm.data.create_transform(**timm.data.resolve_data_config(model=model))
+    torch.testing.assert_close(from_pil, get_attention_map(model, transform(image)))
+
+
+def test_tensor_batches_and_options(model):
+    batch = torch.randn(3, 3, 36, 44)
+    maps = get_attention_map(model, batch)
+    assert maps.shape == (3, 36, 44)
+    assert torch.allclose(maps.amin((-2, -1)), torch.zeros(3)) and torch.allclose(maps.amax((-2, -1)), torch.ones(3))
+    raw = get_attention_map(model, batch, upsample=False, normalize=False)
+    assert raw.shape == (3, 9, 11)
+    with torch.no_grad():
+        features = model.forward_features(batch)
+        tokens, cls = model._pool_inputs(features)
+        self_weight = model.attn_pool.attention(tokens, cls)[:, 0, 0, 0]
+    torch.testing.assert_close(raw.sum((-2, -1)) + self_weight, torch.ones(3))
+    torch.testing.assert_close(get_attention_map(model, batch[1]), maps[1], rtol=1e-4, atol=1e-4)  # batch-size numerics
+
+
+def test_maps_leave_the_model_as_it_was(model):
+    x = torch.randn(2, 3, 32, 32)
+    model.train()
+    with torch.no_grad():
+        before = model.eval()(x)
+    model.train()
+    get_attention_map(model, x)
+    assert model.training
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), before, rtol=0, atol=0)
+
+
+def test_per_class_maps():
+    model = timm.create_model('patchconvnet_test_p4', class_tokens='per_class', num_classes=3, init_values=1.0).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        predicted = model.forward_head(features).argmax(-1)
+        attention = model.forward_attention(features).mean(1)
+    raw = get_attention_map(model, x, upsample=False, normalize=False)
+    torch.testing.assert_close(raw, attention[torch.arange(2), predicted])
+    torch.testing.assert_close(get_attention_map(model, x, class_index=2, upsample=False, normalize=False),
+                               attention[:, 2])
+    with pytest.raises(ValueError, match='out of range'):
+        get_attention_map(model, x, class_index=3)
+
+
+def test_bad_inputs(model):
+    with pytest.raises(TypeError, match='Expected a PIL image'):
+        get_attention_map(model, 'cat.png')
+    with pytest.raises(ValueError, match='uint8'):
+        get_attention_map(model, np.zeros((8, 8, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match='only applies to models with per-class tokens'):
+        get_attention_map(model, torch.randn(3, 32, 32), class_index=1)
+    with pytest.raises(ValueError, match='attention pooling'):
+        get_attention_map(timm.create_model('patchconvnet_test_p4', global_pool='avg'), torch.randn(3, 32, 32))
+    with pytest.raises(ValueError, match='attention pooling'):
+        get_attention_map(timm.create_model('resnet18'), torch.randn(3, 32, 32))
+
+
+def test_overlay_is_a_heatmap_over_the_image():
+    image = Image.new('RGB', (64, 48), (128, 128, 128))
+    attention = torch.zeros(6, 8)
+    attention[0, 0] = 1.  # the top-left token is hot, the rest cold
+    blended = overlay_attention(image, attention, alpha=0.6)
+    assert blended.size == image.size and blended.mode == 'RGB'
+    pixels = np.asarray(blended).astype(int)
+    assert pixels[2, 2, 0] > pixels[2, 2, 2] + 50  # jet: hot is red
+    assert pixels[-3, -3, 2] > pixels[-3, -3, 0] + 50  # cold is blue
+    assert overlay_attention(image, attention, alpha=0.0).tobytes() == image.tobytes()
+    with pytest.raises(ValueError, match='alpha'):
+        overlay_attention(image, attention, alpha=2)
+    with pytest.raises(ValueError, match=r'one \(H, W\) attention map'):
+        overlay_attention(image, attention[None])
