@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,8 @@ def official_s60_keys() -> Path:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # train.py lives at the top of the repo
+    sys.path.insert(0, str(ROOT))

@@ -25,7 +25,7 @@ def _run_timm_suite(variants, tmp_path):
     # timm's per-test timeouts are sized for its CI hardware: only our own (pytest-timeout, above) applies here
     result = subprocess.run([str(runner), '-p', 'no:timeout'], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    summary = re.findall(r'^=+ (.*) in [\d.]+s', result.stdout, flags=re.M)
+    summary = re.findall(r'^=* ?(\d+ (?:passed|failed).*) in [\d.]+s', result.stdout, flags=re.M)
     assert summary and 'passed' in summary[-1] and 'failed' not in summary[-1], result.stdout[-3000:]
 
 

@@ -1,0 +1,53 @@
+"""Data sets that tests write themselves, in the real layouts and schemas (no network)."""
+import shutil
+from pathlib import Path
+
+import datasets
+import numpy as np
+from PIL import Image
+
+CIFAR10_NAMES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
+# IDC patients: id -> (negative, positive) patch counts, positive shares from 1/8 to 7/8
+IDC_PATIENTS = {str(10253 + i): (8 - k, k) for i, k in enumerate([1, 2, 3, 4, 5, 6, 7, 1, 3, 5])}
+IDC_EDGE_PATCH = ('10253', 1001, 2451, 0)  # patient, x, y, class of the 50x31 edge patch
+
+
+def save_random_png(path: Path, size=(50, 50), mode='RGB', seed=0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    channels = {'RGB': 3, 'RGBA': 4, 'L': 1}[mode]
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
+    Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode).save(path)
+
+
+def random_images(n: int, size=(32, 32)) -> list:
+    rng = np.random.default_rng(n)
+    return [Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def write_idc_patients(root: Path, patients: dict) -> None:
+    for patient, counts in patients.items():
+        for label, count in enumerate(counts):
+            for i in range(count):
+                name = f'{patient}_idx5_x{50 * i}_y{100 * label}_class{label}.png'
+                save_random_png(root / patient / str(label) / name, seed=int(patient) + 31 * i + label)
+
+
+def write_idc_kaggle_folder(root: Path) -> Path:
+    """The Kaggle layout, with an edge patch, a corrupt file and the archive's duplicate copy of some patients."""
+    write_idc_patients(root, IDC_PATIENTS)
+    patient, x, y, label = IDC_EDGE_PATCH
+    save_random_png(root / patient / str(label) / f'{patient}_idx5_x{x}_y{y}_class{label}.png', size=(50, 31))
+    (root / '10254' / '1' / '10254_idx5_x999_y999_class1.png').write_bytes(b'not a png at all')
+    for patient in ('10253', '10254', '10255'):
+        shutil.copytree(root / patient, root / 'IDC_regular_ps50_idx5' / patient)
+    return root
+
+
+def write_cifar10_parquet(root: Path, num_train: int = 200, num_test: int = 50) -> Path:
+    """A local copy of the Hub's uoft-cs/cifar10 layout: plain_text/{train,test}-00000-of-00001.parquet."""
+    features = datasets.Features(img=datasets.Image(), label=datasets.ClassLabel(names=CIFAR10_NAMES))
+    for split, n in (('train', num_train), ('test', num_test)):
+        data = datasets.Dataset.from_dict({'img': random_images(n), 'label': [i % 10 for i in range(n)]},
+                                          features=features)
+        data.to_parquet(root / 'plain_text' / f'{split}-00000-of-00001.parquet')
+    return root

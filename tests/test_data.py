@@ -1,0 +1,196 @@
+"""Data splits and transforms on real data: scikit-learn's digits, and folders written here with the real layouts."""
+import logging
+import pickle
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datagen import (CIFAR10_NAMES, IDC_EDGE_PATCH, IDC_PATIENTS, random_images, save_random_png,
+                     write_cifar10_parquet, write_idc_kaggle_folder, write_idc_patients)
+from timm_patchconvnet.data import DataError, ImageClassificationDataset, build_transform, load_splits
+
+datasets.disable_progress_bars()
+
+DATA_CONFIG = dict(input_size=(3, 50, 50), mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3), interpolation='bicubic')
+
+
+@pytest.fixture
+def idc_folder(tmp_path: Path) -> Path:
+    return write_idc_kaggle_folder(tmp_path / 'idc')
+
+
+def _split_rows(splits, *columns) -> dict:
+    """Each split's rows as tuples of `columns`."""
+    return {name: list(zip(*(getattr(splits, name)[c] for c in columns), strict=True))
+            for name in ('train', 'validation', 'test')}
+
+
+def test_digits_splits_are_stratified_disjoint_and_seeded():
+    splits = load_splits('digits', seed=0)
+    sizes = [len(splits.train), len(splits.validation), len(splits.test)]
+    assert sum(sizes) == 1797 and sizes == [1258, 180, 359]
+    assert splits.label_names == [str(d) for d in range(10)] and splits.kind == 'digits'
+    for split in (splits.train, splits.validation, splits.test):
+        assert sorted(set(split['label'])) == list(range(10))
+    image = splits.train[0]['image']
+    assert image.size == (32, 32) and image.mode == 'RGB'
+    # the bundled images are distinct enough to identify examples by their pixels
+    pixels = {name: {img.tobytes() for img in getattr(splits, name)['image']} for name in ('train', 'test')}
+    assert not pixels['train'] & pixels['test']
+    assert 'seed=0' in splits.protocol and '20% test' in splits.protocol and not splits.patient_level
+    assert splits.test['image'][0].tobytes() == load_splits('digits', seed=0).test['image'][0].tobytes()
+    other = load_splits('digits', seed=1)
+    assert [i.tobytes() for i in other.test['image'][:20]] != [i.tobytes() for i in splits.test['image'][:20]]
+
+
+def test_idc_kaggle_folder_is_split_by_patient(idc_folder: Path, tmp_path: Path, caplog):
+    with caplog.at_level(logging.WARNING):
+        splits = load_splits('idc', data_dir=str(idc_folder), seed=0, cache_dir=str(tmp_path / 'cache'))
+    assert splits.patient_level and splits.kind == 'idc' and splits.skipped_images == 1
+    assert splits.label_names == ['idc_negative', 'idc_positive']
+    assert 'patient-level' in splits.protocol.lower() and 'seed=0' in splits.protocol
+    assert 'IDC_regular_ps50_idx5' in caplog.text  # the duplicate copy is said to be ignored
+    patients = {name: set(getattr(splits, name)['patient_id']) for name in ('train', 'validation', 'test')}
+    assert not (patients['train'] & patients['validation'] or patients['train'] & patients['test']
+                or patients['validation'] & patients['test'])
+    assert set.union(*patients.values()) == set(IDC_PATIENTS)
+    assert (len(patients['test']), len(patients['validation'])) == (2, 1)
+    rows = [row for part in _split_rows(splits, 'patient_id', 'x', 'y', 'label').values() for row in part]
+    assert len(rows) == len(set(rows)) == sum(sum(c) for c in IDC_PATIENTS.values()) + 1  # + edge, - corrupt
+    edge = [(name, i) for name, part in _split_rows(splits, 'patient_id', 'x', 'y', 'label').items()
+            for i, row in enumerate(part) if row == IDC_EDGE_PATCH]
+    assert len(edge) == 1
+    split_name, index = edge[0]
+    image = getattr(splits, split_name)[index]['image']
+    assert image.size == (50, 31)
+    dataset = ImageClassificationDataset(getattr(splits, split_name), build_transform('idc', DATA_CONFIG, True))
+    tensor, label = dataset[index]
+    assert tensor.shape == (3, 50, 50) and label == 0
+
+
+def test_idc_parquet_with_patient_ids_is_split_by_patient_stratified(tmp_path: Path):
+    # 40 patients, enough for every split to hold each quantile bin of the positive share
+    patients = {str(100 + i): (4 - i % 4, 1 + i % 4) for i in range(40)}
+    rows = [(p, label) for p, counts in patients.items() for label, n in enumerate(counts) for _ in range(n)]
+    data = datasets.Dataset.from_dict({
+        'image': random_images(len(rows), (8, 8)), 'label': [label for _, label in rows],
+        'patient_id': [int(p) for p, _ in rows], 'x': list(range(len(rows))), 'y': [0] * len(rows),
+    }, features=datasets.Features(image=datasets.Image(), label=datasets.Value('int64'),
+                                  patient_id=datasets.Value('int64'), x=datasets.Value('int64'),
+                                  y=datasets.Value('int64')))
+    data.to_parquet(tmp_path / 'export' / 'train-00000-of-00001.parquet')
+    splits = load_splits('idc', data_dir=str(tmp_path / 'export'), cache_dir=str(tmp_path / 'cache'))
+    assert splits.patient_level and splits.label_names == ['idc_negative', 'idc_positive']
+    assert "stratified by each patient's share of positive patches" in splits.protocol
+    assert splits.train.features['patient_id'] == datasets.Value('string')
+    patients = [set(split['patient_id']) for split in (splits.train, splits.validation, splits.test)]
+    assert [len(p) for p in patients] == [28, 4, 8] and len(set.union(*patients)) == 40
+
+
+def test_idc_without_patient_ids_warns_of_a_patch_level_split(tmp_path: Path, caplog):
+    labels = [0, 1] * 20
+    data = datasets.Dataset.from_dict({'image': random_images(40, (50, 50)), 'label': labels},
+                                      features=datasets.Features(image=datasets.Image(),
+                                                                 label=datasets.ClassLabel(names=['0', '1'])))
+    data.to_parquet(tmp_path / 'export' / 'data.parquet')
+    with caplog.at_level(logging.WARNING):
+        splits = load_splits('idc', data_dir=str(tmp_path / 'export'), cache_dir=str(tmp_path / 'cache'))
+    assert not splits.patient_level
+    assert 'patch-level' in splits.protocol.lower() and 'leak' in splits.protocol
+    assert 'PATCH-LEVEL' in caplog.text and 'leak' in caplog.text
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (28, 4, 8)
+    assert splits.label_names == ['idc_negative', 'idc_positive']
+
+
+def test_cifar10_from_a_local_copy_of_the_hub_parquet_files(tmp_path: Path):
+    write_cifar10_parquet(tmp_path / 'cifar10', num_train=200, num_test=50)
+    splits = load_splits('cifar10', data_dir=str(tmp_path / 'cifar10'), cache_dir=str(tmp_path / 'cache'))
+    assert splits.label_names == CIFAR10_NAMES and splits.kind == 'cifar10'
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (180, 20, 50)
+    assert sorted(splits.validation['label']) == sorted(list(range(10)) * 2)  # stratified: 2 of each class
+    assert splits.train.column_names == ['image', 'label'] and splits.train.features['label'].names == CIFAR10_NAMES
+    assert splits.test[0]['image'].size == (32, 32)
+
+
+def test_generic_imagefolder_gives_rgb_tensors_from_any_mode(tmp_path: Path):
+    root = tmp_path / 'pets'
+    for label in ('cat', 'dog'):
+        for i in range(10):
+            save_random_png(root / label / f'{i}.png', size=(40, 30), seed=i)
+    save_random_png(root / 'cat' / 'gray.png', mode='L')
+    save_random_png(root / 'dog' / 'rgba.png', mode='RGBA')
+    splits = load_splits(str(root), seed=0, cache_dir=str(tmp_path / 'cache'))
+    assert splits.kind == 'generic' and splits.label_names == ['cat', 'dog'] and splits.source == str(root)
+    assert len(splits.train) + len(splits.validation) + len(splits.test) == 22
+    config = dict(DATA_CONFIG, input_size=(3, 32, 32))
+    modes = set()
+    for split in (splits.train, splits.validation, splits.test):
+        modes |= {image.mode for image in split['image']}
+        for tensor, label in ImageClassificationDataset(split, build_transform('generic', config, train=True)):
+            assert tensor.shape == (3, 32, 32) and tensor.dtype == torch.float32 and label in (0, 1)
+    assert {'L', 'RGBA'} <= modes
+    dataset = ImageClassificationDataset(splits.test, build_transform('generic', config, train=False))
+    assert torch.equal(pickle.loads(pickle.dumps(dataset))[0][0], dataset[0][0])  # DataLoader workers get copies
+
+
+@pytest.mark.parametrize('dataset, kwargs, message', [
+    ('mnist', {}, "'digits', 'cifar10', 'idc'"),
+    ('idc', {'data_dir': 'no/such/folder'}, 'does not exist'),
+    ('digits', {'val_fraction': 0.5, 'test_fraction': 0.6}, 'sum to less than 1'),
+    ('idc', {}, 'needs data_dir'),
+])
+def test_bad_arguments_raise_data_error(dataset, kwargs, message):
+    with pytest.raises(DataError, match=message):
+        load_splits(dataset, **kwargs)
+
+
+def test_folder_errors_raise_data_error(tmp_path: Path):
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(DataError, match='is empty'):
+        load_splits('idc', data_dir=str(tmp_path / 'empty'))
+    save_random_png(tmp_path / 'flat' / 'slide.png')
+    with pytest.raises(DataError, match=r'<patient_id>/<0\|1>/'):
+        load_splits('idc', data_dir=str(tmp_path / 'flat'))
+    with pytest.raises(DataError, match='plain_text/train-'):
+        load_splits('cifar10', data_dir=str(tmp_path / 'flat'))
+    with pytest.raises(DataError, match='No label column'):
+        load_splits(str(tmp_path / 'flat'), cache_dir=str(tmp_path / 'cache'))
+    save_random_png(tmp_path / 'mislabelled' / '7' / '1' / '7_idx5_x0_y0_class0.png')
+    with pytest.raises(DataError, match='must agree'):
+        load_splits('idc', data_dir=str(tmp_path / 'mislabelled'))
+
+
+def test_a_split_with_one_class_raises_data_error(tmp_path: Path):
+    write_idc_patients(tmp_path / 'idc', {str(p): (3, 0) for p in range(1, 7)})
+    with pytest.raises(DataError, match='train split has 12 examples of only one class .idc_negative.'):
+        load_splits('idc', data_dir=str(tmp_path / 'idc'))
+
+
+@pytest.mark.parametrize('kind', ['digits', 'cifar10', 'idc', 'generic'])
+def test_transform_shapes(kind):
+    image = random_images(1, (50, 31))[0]
+    for train in (True, False):
+        assert build_transform(kind, DATA_CONFIG, train)(image).shape == (3, 50, 50)
+
+
+def test_eval_transform_normalises_with_the_given_mean_and_std():
+    colour = tuple(round(m * 255) for m in DATA_CONFIG['mean'])
+    tensor = build_transform('cifar10', DATA_CONFIG, train=False)(Image.new('RGB', (17, 23), colour))
+    assert torch.allclose(tensor, torch.zeros_like(tensor), atol=0.02)
+    with pytest.raises(DataError, match='Unknown data kind'):
+        build_transform('mnist', DATA_CONFIG, train=False)
+
+
+def test_digits_train_transform_does_not_flip():
+    pixels = np.zeros((32, 32, 3), dtype=np.uint8)
+    pixels[:, :12] = 255  # bright left, dark right: a horizontal flip would swap them
+    pixels[:12, :] = 255  # bright top: a vertical flip would move it down
+    transform = build_transform('digits', dict(DATA_CONFIG, input_size=(3, 32, 32)), train=True)
+    for _ in range(20):
+        tensor = transform(Image.fromarray(pixels))
+        assert tensor[:, :, :10].mean() > tensor[:, :, -10:].mean()
+        assert tensor[:, :10, :].mean() > tensor[:, -10:, :].mean()

@@ -1,0 +1,196 @@
+"""Training for real on small real data: learning, outputs, resume after a kill, two processes, presets, errors."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import datasets
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file
+
+import train as train_cli
+from conftest import ROOT
+from datagen import write_cifar10_parquet, write_idc_kaggle_folder, write_idc_patients
+from timm_patchconvnet.presets import PRESETS
+from timm_patchconvnet.training import TrainConfig
+from test_parity import _official_s60_state_dict
+
+datasets.disable_progress_bars()
+FAST = ['--dataset', 'digits', '--model', 'patchconvnet_test_p4']
+
+
+def _metrics(out: Path) -> dict:
+    return json.loads((out / 'metrics.json').read_text())
+
+
+@pytest.fixture(scope='module')
+def digits_run(tmp_path_factory) -> Path:
+    """A real run of the small model on scikit-learn's digits: 3 epochs, about 30 s on 2 cores."""
+    out = tmp_path_factory.mktemp('digits') / 'run'
+    assert train_cli.main(['--dataset', 'digits', '--model', 'patchconvnet_ti12_p4', '--epochs', '3', '--sched', 'constant',
+                           '--output-dir', str(out)]) == 0
+    return out
+
+
+def test_training_learns_and_writes_every_output(digits_run):
+    metrics = _metrics(digits_run)
+    history = metrics['history']
+    assert [h['epoch'] for h in history] == [1, 2, 3]
+    assert history[-1]['validation_loss'] < 0.8 * history[0]['validation_loss']
+    assert metrics['test']['accuracy'] > 0.5  # chance is 0.1
+    assert metrics['test']['num_samples'] == 359 and len(metrics['test']['per_class_accuracy']) == 10
+    assert metrics['data']['source'] == 'sklearn.datasets.load_digits' and 'seed=0' in metrics['data']['protocol']
+    assert metrics['config']['model'] == 'patchconvnet_ti12_p4' and metrics['environment']['num_processes'] == 1
+    assert (digits_run / 'attention.png').stat().st_size > 10_000
+    assert (digits_run / 'state' / 'latest').read_text() == 'epoch-0003'
+
+
+def test_the_output_folder_is_a_timm_local_dir(digits_run):
+    config = json.loads((digits_run / 'config.json').read_text())
+    assert config['architecture'] == 'patchconvnet_ti12_p4' and config['label_names'] == [str(d) for d in range(10)]
+    model = timm.create_model(f'local-dir:{digits_run}', pretrained=True).eval()
+    reference = timm.create_model('patchconvnet_ti12_p4', num_classes=10).eval()
+    reference.load_state_dict(load_file(digits_run / 'model.safetensors'))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)
+
+
+def test_evaluation_of_the_saved_model_reproduces_the_test_metrics(digits_run, capsys):
+    assert train_cli.main(['--eval-only', '--pretrained', f'local-dir:{digits_run}', '--dataset', 'digits']) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    saved = _metrics(digits_run)['test']
+    assert evaluated['confusion_matrix'] == saved['confusion_matrix']
+    assert evaluated['loss'] == pytest.approx(saved['loss'], rel=1e-5)
+
+
+def test_a_run_is_never_overwritten_by_accident(digits_run, capsys):
+    before = {p.name: p.stat().st_mtime_ns for p in digits_run.iterdir()}
+    assert train_cli.main([*FAST, '--epochs', '1', '--output-dir', str(digits_run)]) == 2
+    assert 'already holds a run: pass --resume' in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in digits_run.iterdir()} == before
+
+
+def _train_process(*args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / 'train.py'), *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tmp_path):
+    args = [*FAST, '--epochs', '3', '--lr', '1e-2']
+    whole = _train_process(*args, '--output-dir', str(tmp_path / 'whole'))
+    assert whole.wait(timeout=300) == 0, whole.stdout.read()
+
+    killed = _train_process(*args, '--output-dir', str(tmp_path / 'killed'))
+    latest = tmp_path / 'killed' / 'state' / 'latest'
+    deadline = time.time() + 300
+    while not (latest.exists() and latest.read_text() == 'epoch-0001') and time.time() < deadline:
+        assert killed.poll() is None, 'the run ended before it could be killed'
+        time.sleep(0.01)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / 'killed' / 'metrics.json').exists()
+
+    resumed = _train_process(*args, '--output-dir', str(tmp_path / 'killed'), '--resume')
+    output = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, output
+    assert 'resumed from' in output and 'after epoch 1' in output
+    expected, got = _metrics(tmp_path / 'whole'), _metrics(tmp_path / 'killed')
+    assert got['test'] == expected['test']
+    strip = lambda history: [{k: v for k, v in h.items() if k != 'seconds'} for h in history]
+    assert strip(got['history']) == strip(expected['history'])
+    weights = load_file(tmp_path / 'whole' / 'model.safetensors')
+    for name, tensor in load_file(tmp_path / 'killed' / 'model.safetensors').items():
+        assert torch.equal(tensor, weights[name]), name
+
+
+def test_two_cpu_processes_gather_the_same_metrics_as_one(tmp_path, capsys):
+    out = tmp_path / 'ddp'
+    # Accelerate 1.15 starts one process for `--cpu --num_processes 2`; --multi_gpu starts two, on CPUs here
+    launch = [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2',
+              '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no',
+              str(ROOT / 'train.py'), *FAST, '--epochs', '1', '--output-dir', str(out)]
+    result = subprocess.run(launch, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    saved = _metrics(out)
+    assert saved['environment']['num_processes'] == 2
+    assert saved['test']['num_samples'] == 359  # gather_for_metrics drops the padding of uneven batches
+    assert train_cli.main(['--eval-only', '--pretrained', f'local-dir:{out}', '--dataset', 'digits']) == 0
+    single = json.loads(capsys.readouterr().out)
+    assert single['confusion_matrix'] == saved['test']['confusion_matrix']
+    assert single['loss'] == pytest.approx(saved['test']['loss'], rel=1e-5)
+
+
+@pytest.fixture(scope='module')
+def preset_data(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp('preset-data')
+    official = root / 's60_224_1k.pth'
+    torch.save({'model': _official_s60_state_dict(Path(os.environ.get('TIMM_PATCHCONVNET_SHARED', ROOT.parent / 'shared'))
+                                                  / 'fixtures' / 'official_s60_keys.json')}, official)
+    return dict(cifar10=write_cifar10_parquet(root / 'cifar10', num_train=40, num_test=10),
+                idc=write_idc_kaggle_folder(root / 'idc'), official=official)
+
+
+@pytest.mark.parametrize('name', sorted(PRESETS))
+def test_every_preset_runs_a_few_steps(name, preset_data, tmp_path):
+    preset = PRESETS[name]
+    args = ['--preset', name, '--data-dir', str(preset_data[preset['dataset']]), '--epochs', '1',
+            '--max-steps-per-epoch', '2', '--batch-size', '4', '--output-dir', str(tmp_path)]
+    if preset.get('pretrained'):  # offline: the official file instead of its download
+        args += ['--pretrained', str(preset_data['official'])]
+    assert train_cli.main(args) == 0
+    metrics = _metrics(tmp_path)
+    expected = {**asdict(TrainConfig()), **preset}
+    for key in ('model', 'opt', 'lr', 'weight_decay', 'dataset', 'patience'):
+        assert metrics['config'][key] == expected[key]
+    assert metrics['config']['epochs'] == 1 and metrics['config']['batch_size'] == 4
+    if preset['dataset'] == 'idc':
+        assert metrics['data']['patient_level'] and metrics['data']['skipped_images'] == 1
+        assert {'sensitivity', 'specificity', 'roc_auc', 'balanced_accuracy', 'f1'} <= set(metrics['test'])
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--dataset', 'mnist'], "'digits', 'cifar10', 'idc'"),
+    (['--dataset', 'digits', '--model', 'patchconvnet_s61'], 'Unknown model'),
+    (['--dataset', 'idc', '--data-dir', '/no/such/folder'], 'does not exist'),
+    (['--dataset', 'digits', '--batch-size', '5000'], 'larger than the 1258 training images'),
+    (['--dataset', 'digits', '--num-classes', '3'], '--num-classes 3 does not match the data, which has 10'),
+    (['--dataset', 'digits', '--opt', 'sgd', '--lr', '1e30', '--model', 'patchconvnet_test_p4'], 'not finite'),
+    (['--resume', '--dataset', 'digits'], 'Nothing to resume'),
+    (['--eval-only', '--dataset', 'digits'], '--eval-only needs --pretrained'),
+])
+def test_bad_input_is_a_clear_error(args, message, tmp_path, capsys):
+    assert train_cli.main([*args, '--output-dir', str(tmp_path / 'out')]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / 'out' / 'metrics.json').exists()
+
+
+def test_folder_errors(tmp_path, capsys):
+    (tmp_path / 'empty').mkdir()
+    assert train_cli.main(['--dataset', 'idc', '--data-dir', str(tmp_path / 'empty')]) == 2
+    assert 'is empty' in capsys.readouterr().err
+    write_idc_patients(tmp_path / 'negative', {str(p): (3, 0) for p in range(1, 7)})
+    assert train_cli.main(['--dataset', 'idc', '--data-dir', str(tmp_path / 'negative')]) == 2
+    assert 'only one class' in capsys.readouterr().err
+
+
+def test_pretrained_head_size_must_be_asked_for(digits_run, tmp_path, capsys):
+    idc = write_idc_kaggle_folder(tmp_path / 'idc')
+    base = ['--dataset', 'idc', '--data-dir', str(idc), '--pretrained', f'local-dir:{digits_run}',
+            '--epochs', '1', '--max-steps-per-epoch', '1', '--batch-size', '8']
+    assert train_cli.main([*base, '--output-dir', str(tmp_path / 'a')]) == 2
+    assert 'has 10 classes and the data 2: pass --num-classes 2' in capsys.readouterr().err
+    assert train_cli.main([*base, '--num-classes', '2', '--output-dir', str(tmp_path / 'b')]) == 0
+    assert json.loads((tmp_path / 'b' / 'config.json').read_text())['num_classes'] == 2
+
+
+def test_tensorboard_tracking(tmp_path):
+    assert train_cli.main([*FAST, '--epochs', '1', '--max-steps-per-epoch', '2', '--report-to', 'tensorboard',
+                           '--output-dir', str(tmp_path)]) == 0
+    assert list(tmp_path.glob('patchconvnet/events.out.tfevents.*'))
