@@ -23,6 +23,7 @@ HELP = {
     'pretrained': "start from weights: a tag of --model (e.g. fb_in1k; 'default' alone: its default tag), "
                   "local-dir:DIR, hf-hub:ORG/REPO or a checkpoint file",
     'num_classes': 'train a new head of this size on pretrained weights with another number of classes',
+    'img_size': 'input size (default: 32 for digits and CIFAR-10, 50 for IDC, else the model\'s)',
     'epochs': 'maximum number of epochs',
     'batch_size': 'images per step and process',
     'grad_accum_steps': 'accumulate gradients over this many batches per optimizer step',
@@ -48,6 +49,10 @@ HELP = {
 }
 
 
+OPTIONAL_INTS = ('num_classes', 'img_size', 'max_steps_per_epoch')
+CHOICES = {'sched': ('cosine', 'constant'), 'mixed_precision': ('no', 'fp16', 'bf16')}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--preset', choices=sorted(PRESETS), help='one of the seed paper runs; flags override it')
@@ -58,9 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         if isinstance(value, bool):
             parser.add_argument(flag, action='store_true', help=HELP[name])
         else:
-            kind = type(value) if value is not None else (int if name in ('num_classes', 'max_steps_per_epoch')
-                                                          else str)
-            parser.add_argument(flag, type=kind, default=value, help=f'{HELP[name]} (default: {value})')
+            kind = type(value) if value is not None else (int if name in OPTIONAL_INTS else str)
+            parser.add_argument(flag, type=kind, default=value, choices=CHOICES.get(name),
+                                help=f'{HELP[name]} (default: {value})')
     return parser
 
 

@@ -102,3 +102,11 @@ def test_overlay_is_a_heatmap_over_the_image():
         overlay_attention(image, attention, alpha=2)
     with pytest.raises(ValueError, match=r'one \(H, W\) attention map'):
         overlay_attention(image, attention[None])
+
+
+def test_per_class_model_without_classifier_needs_a_class_index():
+    model = timm.create_model('patchconvnet_test_p4', class_tokens='per_class', num_classes=3).eval()
+    model.reset_classifier(0)
+    with pytest.raises(ValueError, match='pass class_index'):
+        get_attention_map(model, torch.randn(3, 32, 32))
+    assert get_attention_map(model, torch.randn(3, 32, 32), class_index=1).shape == (32, 32)

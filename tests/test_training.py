@@ -54,6 +54,9 @@ def test_training_learns_and_writes_every_output(digits_run):
 def test_the_output_folder_is_a_timm_local_dir(digits_run):
     config = json.loads((digits_run / 'config.json').read_text())
     assert config['architecture'] == 'patchconvnet_ti12_p4' and config['label_names'] == [str(d) for d in range(10)]
+    data_config = config['pretrained_cfg']  # what the run used, not the model's default (CIFAR-10) tag
+    assert data_config['input_size'] == [3, 32, 32] and data_config['label_names'] == config['label_names']
+    assert data_config['mean'] == list(timm.data.IMAGENET_DEFAULT_MEAN) and data_config['crop_pct'] == 1.0
     model = timm.create_model(f'local-dir:{digits_run}', pretrained=True).eval()
     reference = timm.create_model('patchconvnet_ti12_p4', num_classes=10).eval()
     reference.load_state_dict(load_file(digits_run / 'model.safetensors'))
@@ -150,6 +153,9 @@ def test_every_preset_runs_a_few_steps(name, preset_data, tmp_path):
     for key in ('model', 'opt', 'lr', 'weight_decay', 'dataset', 'patience'):
         assert metrics['config'][key] == expected[key]
     assert metrics['config']['epochs'] == 1 and metrics['config']['batch_size'] == 4
+    # the data set, not the model's default weights, decides the input size
+    size = {'cifar10': 32, 'idc': 50}[preset['dataset']]
+    assert json.loads((tmp_path / 'config.json').read_text())['pretrained_cfg']['input_size'] == [3, size, size]
     if preset['dataset'] == 'idc':
         assert metrics['data']['patient_level'] and metrics['data']['skipped_images'] == 1
         assert {'sensitivity', 'specificity', 'roc_auc', 'balanced_accuracy', 'f1'} <= set(metrics['test'])

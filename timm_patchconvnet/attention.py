@@ -72,6 +72,9 @@ def get_attention_map(
         if model.class_tokens == 'per_class':
             num_tokens = attn.shape[1]
             if class_index is None:
+                if model.num_classes == 0:
+                    raise ValueError('This per-class-token model has no classifier to predict a class: '
+                                     'pass class_index.')
                 index = model.forward_head(features).argmax(-1)
             elif not 0 <= class_index < num_tokens:
                 raise ValueError(f'class_index={class_index} is out of range for {num_tokens} class tokens.')

@@ -23,6 +23,8 @@ def atomic_file(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        with open(tmp, 'rb+') as written:
+            os.fsync(written.fileno())  # on disk before it takes the name: a power cut leaves old or new
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; give it the permissions of a plain open()
         os.replace(tmp, path)
     finally:

@@ -18,7 +18,8 @@ from sklearn.model_selection import train_test_split
 from timm.data.transforms import str_to_interp_mode
 from torchvision import transforms
 
-__all__ = ['DataError', 'DataSplits', 'ImageClassificationDataset', 'build_transform', 'load_splits']
+__all__ = ['DataError', 'DataSplits', 'ImageClassificationDataset', 'build_transform', 'load_splits',
+           'read_idc_kaggle_folder']
 
 _logger = logging.getLogger(__name__)
 
@@ -203,6 +204,12 @@ def _load_idc(
     _logger.warning(warning)
     return DataSplits(train, validation, test, IDC_LABEL_NAMES, 'idc', source_name, f'{warning} {protocol}', False,
                       skipped)
+
+
+def read_idc_kaggle_folder(folder: str) -> Tuple[datasets.Dataset, int]:
+    """Every patch of the Kaggle IDC folder once (`image` as a file path, `label`, `patient_id`, `x`, `y`), unsplit,
+    and the number of unreadable files left out: the reading `load_splits('idc', data_dir=folder)` starts from."""
+    return _read_idc_kaggle_folder(_existing_folder(folder))
 
 
 def _read_idc_kaggle_folder(root: Path) -> Tuple[datasets.Dataset, int]:

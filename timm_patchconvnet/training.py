@@ -1,6 +1,5 @@
 """The training engine behind `train.py`: Accelerate for devices, precision and processes; timm for models and
 optimizers; `datasets` for data; scikit-learn for metrics. Reads top to bottom like Accelerate's examples."""
-import json
 import logging
 import math
 import os
@@ -17,7 +16,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
 from safetensors.torch import load_file
-from timm.data import resolve_data_config
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_data_config
 from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -46,6 +45,7 @@ class TrainConfig:
     model: str = 'patchconvnet_ti12_p4'
     pretrained: Optional[str] = None
     num_classes: Optional[int] = None
+    img_size: Optional[int] = None
     epochs: int = 10
     batch_size: int = 64
     grad_accum_steps: int = 1
@@ -126,6 +126,24 @@ def create_training_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     return model
 
 
+# Image sizes of the data sets, so that a model's default tag (e.g. 224 for ImageNet weights) does not decide them.
+DATA_IMG_SIZES = {'digits': 32, 'cifar10': 32, 'idc': 50}
+CIFAR10_MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+
+
+def fit_to_data(model: nn.Module, cfg: TrainConfig, splits: DataSplits) -> None:
+    """Make the model's pretrained cfg describe this training: the data's image size, classes and label names,
+    and the normalisation of its pretrained weights (or, from scratch, of the data). Training, evaluation and
+    the saved config.json all read the preprocessing from it."""
+    pretrained_cfg = model.pretrained_cfg  # the same dict as model.default_cfg: update in place
+    size = cfg.img_size or DATA_IMG_SIZES.get(splits.kind) or pretrained_cfg['input_size'][-1]
+    pretrained_cfg.update(input_size=(3, size, size), crop_pct=1.0, num_classes=len(splits.label_names),
+                          label_names=tuple(splits.label_names), pool_size=None)
+    if not cfg.pretrained:
+        mean, std = CIFAR10_MEAN_STD if splits.kind == 'cifar10' else (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+        pretrained_cfg.update(mean=mean, std=std, tag=None)
+
+
 def _head_size(state_dict: Dict[str, torch.Tensor]) -> int:
     if 'head.weight' in state_dict:
         return state_dict['head.weight'].shape[0]
@@ -191,24 +209,28 @@ def _processes_without_gpus() -> bool:
     return int(os.environ.get('WORLD_SIZE', '1')) > 1 and not torch.cuda.is_available()
 
 
-def _check_output_dir(cfg: TrainConfig, out: Path) -> Optional[Path]:
+def _check_output_dir(cfg: TrainConfig, out: Path, is_main: bool) -> Optional[Path]:
     """The state to resume from, if asked; refuses to start over a previous run unless told to."""
     previous = latest_training_state(out / 'state')
     if cfg.resume:
         if previous is None:
             raise TrainingError(f'Nothing to resume: {out / "state"} holds no saved training state.')
         return previous
-    if previous is not None and not cfg.overwrite:
-        raise TrainingError(f'{out} already holds a run: pass --resume to continue it, --overwrite to replace it, '
-                            'or choose another --output-dir.')
+    if previous is not None:
+        if not cfg.overwrite:
+            raise TrainingError(f'{out} already holds a run: pass --resume to continue it, --overwrite to replace '
+                                'it, or choose another --output-dir.')
+        if is_main:  # a crash before this run's first save must not --resume the replaced run
+            (out / 'state' / 'latest').unlink()
     return None
 
 
-def _run_key(cfg: TrainConfig) -> Dict[str, Any]:
+def _run_key(cfg: TrainConfig, num_processes: int) -> Dict[str, Any]:
     """Settings a resumed run must share with the saved one."""
-    keys = ('dataset', 'data_dir', 'hub_id', 'model', 'pretrained', 'epochs', 'batch_size', 'grad_accum_steps', 'opt',
-            'lr', 'weight_decay', 'sched', 'warmup_epochs', 'seed', 'val_fraction', 'test_fraction')
-    return {k: getattr(cfg, k) for k in keys}
+    keys = ('dataset', 'data_dir', 'hub_id', 'model', 'pretrained', 'num_classes', 'img_size', 'epochs', 'batch_size',
+            'grad_accum_steps', 'opt', 'lr', 'weight_decay', 'momentum', 'sched', 'warmup_epochs', 'label_smoothing',
+            'drop_path', 'seed', 'val_fraction', 'test_fraction', 'max_steps_per_epoch', 'mixed_precision')
+    return {**{k: getattr(cfg, k) for k in keys}, 'num_processes': num_processes}
 
 
 def train(cfg: TrainConfig) -> Dict[str, Any]:
@@ -228,7 +250,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     )
     set_seed(cfg.seed)
     out = Path(cfg.output_dir)
-    resume_from = _check_output_dir(cfg, out)
+    resume_from = _check_output_dir(cfg, out, accelerator.is_main_process)
 
     with accelerator.main_process_first():
         splits = load_splits(cfg.dataset, data_dir=cfg.data_dir, hub_id=cfg.hub_id, seed=cfg.seed,
@@ -236,16 +258,20 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     accelerator.print(f'data: {splits.source}: {len(splits.train)} train, {len(splits.validation)} validation, '
                       f'{len(splits.test)} test images, {len(splits.label_names)} classes. {splits.protocol}')
     model = create_training_model(cfg, len(splits.label_names))
+    fit_to_data(model, cfg, splits)
     train_loader, val_loader, test_loader = _loaders(cfg, splits, model)
 
     optimizer = _create_optimizer(cfg, model)
-    # the schedule counts optimizer steps over all processes (Accelerate steps it once per process)
-    steps_per_epoch = math.ceil(min(len(train_loader), cfg.max_steps_per_epoch or math.inf) / cfg.grad_accum_steps)
+    # Planned before `prepare`, on the whole data: each process does 1/num_processes of these optimizer steps,
+    # and Accelerate steps the scheduler num_processes times per optimizer step.
+    steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum_steps)
+    if cfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch * accelerator.num_processes)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(
         cfg, total_steps=cfg.epochs * steps_per_epoch, warmup_steps=round(cfg.warmup_epochs * steps_per_epoch)))
     model, optimizer, train_loader, val_loader, test_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, val_loader, test_loader, scheduler)
-    progress = Progress(_run_key(cfg))
+    progress = Progress(_run_key(cfg, accelerator.num_processes))
     accelerator.register_for_checkpointing(progress)
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
@@ -263,6 +289,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
                    disable=None if accelerator.is_local_main_process else True)  # None: only on a terminal
         for step, (images, targets) in enumerate(bar):
             if cfg.max_steps_per_epoch and step >= cfg.max_steps_per_epoch * cfg.grad_accum_steps:
+                train_loader.end()  # what finishing the loop would do: Accelerate drops its reference to it
                 break
             with accelerator.accumulate(model):
                 loss = criterion(model(images), targets)
@@ -283,7 +310,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             raise TrainingError(f'The validation loss is not finite after epoch {progress.epoch + 1}: lower --lr. '
                                 f'The best model so far is kept in {out}.')
         progress.epoch += 1
-        record = dict(epoch=progress.epoch, train_loss=loss_sum / max(1, batches), validation_loss=val_loss,
+        train_loss = accelerator.reduce(torch.tensor(loss_sum / max(1, batches), device=accelerator.device), 'mean')
+        record = dict(epoch=progress.epoch, train_loss=train_loss.item(), validation_loss=val_loss,
                       validation_accuracy=float((probs.argmax(1) == labels).mean()),
                       lr=scheduler.get_last_lr()[0], seconds=time.time() - epoch_started)
         progress.history.append(record)
@@ -344,6 +372,8 @@ def evaluate_checkpoint(cfg: TrainConfig) -> Dict[str, Any]:
     splits = load_splits(cfg.dataset, data_dir=cfg.data_dir, hub_id=cfg.hub_id, seed=cfg.seed,
                          val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction)
     model = create_training_model(cfg, len(splits.label_names))
+    if not cfg.pretrained.startswith(('local-dir:', 'hf-hub:')):  # a saved run's config.json already fits its data
+        fit_to_data(model, cfg, splits)
     _, _, test_loader = _loaders(cfg, splits, model)
     model, test_loader = accelerator.prepare(model, test_loader)
     labels, probs, test_loss = _predict(model, test_loader, accelerator)

@@ -2,8 +2,8 @@
 from pathlib import Path
 from typing import Callable, Sequence
 
-import matplotlib
 import torch
+from matplotlib.figure import Figure
 from PIL import Image
 
 from .attention import get_attention_map, overlay_attention
@@ -24,9 +24,6 @@ def save_attention_grid(
         columns: int = 4,
 ) -> None:
     """Draw each image with the pooling's attention over it, titled `true / predicted`, into the PNG `path`."""
-    matplotlib.use('Agg')  # files only, no display
-    import matplotlib.pyplot as plt
-
     param = next(model.parameters())
     batch = torch.stack([transform(image.convert('RGB')) for image in images]).to(param.device, param.dtype)
     was_training = model.training
@@ -35,7 +32,8 @@ def save_attention_grid(
     maps = get_attention_map(model, batch)
 
     rows = -(-len(images) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows), squeeze=False)
+    fig = Figure(figsize=(2.2 * columns, 2.4 * rows))  # no pyplot: no global backend or figure state
+    axes = fig.subplots(rows, columns, squeeze=False)
     size = tuple(batch.shape[-2:])[::-1]
     for ax, image, label, pred, heat in zip(axes.flat, images, labels, predicted, maps):
         ax.imshow(overlay_attention(image.convert('RGB').resize(size, Image.BILINEAR), heat, alpha=0.45))
@@ -46,4 +44,3 @@ def save_attention_grid(
     fig.suptitle('attention of the pooling (true / predicted)', fontsize=9)
     fig.tight_layout()
     atomic_file(path, lambda tmp: fig.savefig(tmp, dpi=110, format='png'))
-    plt.close(fig)

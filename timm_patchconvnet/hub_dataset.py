@@ -1,0 +1,239 @@
+"""The IDC breast-histopathology patches as a Hugging Face data set *with* patient ids, ready for the Hub.
+
+`export_idc_dataset` turns the Kaggle folder into parquet shards (`image`, `label`, `patient_id`, `x`, `y`),
+optionally pre-split by patient exactly as `train.py --dataset idc` splits it, with a data set card;
+`push_idc_dataset` uploads that folder (see `timm_patchconvnet.hub` for tokens and errors).
+"""
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import datasets
+from datasets.info import DatasetInfo, DatasetInfosDict
+from datasets.splits import SplitDict, SplitInfo
+from datasets.table import embed_table_storage
+from datasets.utils.metadata import MetadataConfigs
+from huggingface_hub import DatasetCard, DatasetCardData, HfApi
+
+from .data import IDC_LABEL_NAMES, SPLIT_NAMES, load_splits, read_idc_kaggle_folder
+from .hub import (CARD_FILE, IDC_KAGGLE_ID, HubError, _empty_folder, _export_folder, check_repo_id, push_folder,
+                  resolve_token)
+
+__all__ = ['DatasetExport', 'build_idc_dataset_card', 'export_idc_dataset', 'push_idc_dataset']
+
+@dataclass
+class DatasetExport:
+    """What `export_idc_dataset` wrote: the folder, rows per split, files and the split protocol."""
+    folder: Path
+    num_rows: Dict[str, int]
+    files: List[str] = field(default_factory=list)
+    skipped_images: int = 0
+    protocol: str = ''
+
+
+def export_idc_dataset(
+        kaggle_dir: str,
+        out_dir: str,
+        *,
+        repo_id: Optional[str] = None,
+        split_by_patient: bool = True,
+        seed: int = 0,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        shard_size: int = 10_000,
+) -> DatasetExport:
+    """Convert the Kaggle IDC folder into a Hub-layout parquet data set in `out_dir` (new or empty): columns
+    `image` (the PNG bytes, embedded), `label`, `patient_id`, `x`, `y`; shards of at most `shard_size` rows named
+    `data/<split>-NNNNN-of-NNNNN.parquet`; a data set card README.md whose `configs` make
+    `datasets.load_dataset(<folder or repo>)` find the splits. `repo_id`: the data set's Hub id, for the card.
+
+    With `split_by_patient`, the splits are train.py's patient-level ones (`load_splits('idc', ...)` with the same
+    seed and fractions); otherwise all patches form a single `train` split, to be split by `patient_id` by the user
+    (train.py does). Reading and splitting are `timm_patchconvnet.data`'s, not repeated here."""
+    if repo_id is not None:
+        check_repo_id(repo_id)
+    if shard_size < 1:
+        raise HubError(f'shard_size must be at least 1 row, got {shard_size}.')
+    splits, skipped, protocol = _idc_splits(kaggle_dir, split_by_patient, seed, val_fraction, test_fraction)
+    out = _empty_folder(out_dir)
+    files, num_bytes, download_size = [], {}, 0
+    for name, split in splits.items():
+        split_files, num_bytes[name] = _write_parquet_shards(split, out, name, shard_size)
+        files += split_files
+        download_size += sum((out / f).stat().st_size for f in split_files)
+    card = build_idc_dataset_card(splits, num_bytes=num_bytes, download_size=download_size, skipped_images=skipped,
+                                  protocol=protocol, split_by_patient=split_by_patient, repo_id=repo_id)
+    card.save(out / CARD_FILE)
+    return DatasetExport(out, {name: len(split) for name, split in splits.items()}, [*files, CARD_FILE], skipped,
+                         protocol)
+
+
+def _idc_splits(
+        kaggle_dir: str, split_by_patient: bool, seed: int, val_fraction: float, test_fraction: float,
+) -> Tuple[Dict[str, datasets.Dataset], int, str]:
+    if not split_by_patient:
+        data, skipped = read_idc_kaggle_folder(kaggle_dir)
+        protocol = ('Not pre-split: every patch is in the single `train` split. Split by `patient_id` before '
+                    'training (train.py does), never by patch.')
+        return {'train': data}, skipped, protocol
+    splits = load_splits('idc', data_dir=kaggle_dir, seed=seed, val_fraction=val_fraction,
+                         test_fraction=test_fraction)
+    if not splits.patient_level:  # a source without patient ids, e.g. a folder of parquet files lacking them
+        raise HubError(f'{kaggle_dir} has no patient ids, so it cannot be split by patient: pass the Kaggle folder.')
+    return {name: getattr(splits, name) for name in SPLIT_NAMES}, splits.skipped_images, splits.protocol
+
+
+def _write_parquet_shards(split: datasets.Dataset, out: Path, name: str, shard_size: int) -> Tuple[List[str], int]:
+    """Parquet shards of `split` with the image files' bytes embedded, as `Dataset.push_to_hub` writes them.
+    Returns the files (relative to `out`) and the Arrow size of the data."""
+    num_shards = max(1, math.ceil(len(split) / shard_size))
+    files, num_bytes = [], 0
+    for index in range(num_shards):
+        shard = split.shard(num_shards=num_shards, index=index, contiguous=True)
+        # the Kaggle images are file paths: embed their bytes so that the parquet files stand alone
+        shard = shard.with_format('arrow').map(embed_table_storage, batched=True, keep_in_memory=True)
+        relative = f'data/{name}-{index:05d}-of-{num_shards:05d}.parquet'
+        (out / relative).parent.mkdir(parents=True, exist_ok=True)
+        num_bytes += shard.to_parquet(out / relative)
+        files.append(relative)
+    return files, num_bytes
+
+
+def _size_category(num_rows: int) -> str:
+    for limit, name in ((1_000, 'n<1K'), (10_000, '1K<n<10K'), (100_000, '10K<n<100K'), (1_000_000, '100K<n<1M')):
+        if num_rows < limit:
+            return name
+    return '1M<n<10M'
+
+
+def build_idc_dataset_card(
+        splits: Dict[str, datasets.Dataset],
+        *,
+        num_bytes: Dict[str, int],
+        download_size: int,
+        skipped_images: int,
+        protocol: str,
+        split_by_patient: bool,
+        repo_id: Optional[str] = None,
+) -> DatasetCard:
+    """The data set card: YAML (licence, task, size, `dataset_info` features and splits, `configs` data files, as
+    `Dataset.push_to_hub` writes them) and a body on the source, columns, splits, loading and limits."""
+    total = sum(len(split) for split in splits.values())
+    card_data = DatasetCardData(
+        license='cc0-1.0',
+        task_categories=['image-classification'],
+        tags=['medical', 'histopathology', 'breast-cancer', 'patient-ids'],
+        size_categories=[_size_category(total)],
+        source_datasets=[f'kaggle:{IDC_KAGGLE_ID}'],
+        pretty_name='Breast Histopathology Images (IDC) with patient ids',
+    )
+    features = next(iter(splits.values())).features
+    info = DatasetInfo(
+        features=features, download_size=download_size, dataset_size=sum(num_bytes.values()),
+        splits=SplitDict({name: SplitInfo(name, num_bytes=num_bytes[name], num_examples=len(split))
+                          for name, split in splits.items()}))
+    DatasetInfosDict({'default': info}).to_dataset_card_data(card_data)
+    MetadataConfigs({'default': {'data_files': [{'split': name, 'path': f'data/{name}-*'} for name in splits]}}
+                    ).to_dataset_card_data(card_data)
+    body = '\n'.join((
+        _dataset_card_summary(total, splits, skipped_images),
+        _dataset_card_columns(),
+        _dataset_card_splits(splits, protocol, split_by_patient),
+        _dataset_card_usage(repo_id or 'ORG/NAME'),
+        _dataset_card_licence(),
+    ))
+    return DatasetCard(f'---\n{card_data.to_yaml()}\n---\n\n{body}')
+
+
+def _patients(split: datasets.Dataset) -> int:
+    return len(set(split['patient_id']))
+
+
+def _dataset_card_summary(total: int, splits: Dict[str, datasets.Dataset], skipped_images: int) -> str:
+    patients = len(set().union(*(set(split['patient_id']) for split in splits.values())))
+    positives = sum(sum(split['label']) for split in splits.values())
+    left_out = f' Unreadable image files left out: {skipped_images}.' if skipped_images else ''
+    return (
+        '# Breast Histopathology Images (IDC) with patient ids\n\n'
+        f'{total} RGB patches of breast-cancer whole-slide images from {patients} patients ({positives} invasive '
+        f'ductal carcinoma positive, {total - positives} negative), converted from the Kaggle data set '
+        f'[{IDC_KAGGLE_ID}](https://www.kaggle.com/datasets/{IDC_KAGGLE_ID}) with `timm_patchconvnet.hub`. '
+        'Unlike the copies of it known on the Hub, it keeps each patch\'s **patient id** and position, so that '
+        'models can be tested on patients they never saw: a random patch-level split leaks patients between '
+        'train and test and inflates scores.\n\n'
+        'Each file of the Kaggle folder `<patient_id>/<0|1>/<patient_id>_idx5_x<X>_y<Y>_class<0|1>.png` is one '
+        f'row, once (the archive\'s duplicate `IDC_regular_ps50_idx5/` copy is ignored).{left_out} Images keep '
+        'their original PNG bytes: most are 50x50, edge patches are smaller.\n'
+    )
+
+
+def _dataset_card_columns() -> str:
+    return (
+        '## Columns\n\n| column | type | meaning |\n|---|---|---|\n'
+        '| `image` | image | the PNG patch |\n'
+        f'| `label` | class label | 0 `{IDC_LABEL_NAMES[0]}`, 1 `{IDC_LABEL_NAMES[1]}` (`class` in the file name) |\n'
+        '| `patient_id` | string | the patient (folder) the patch comes from |\n'
+        '| `x`, `y` | int32 | the patch\'s pixel position in the slide (file name), to put a slide back together |\n'
+    )
+
+
+def _dataset_card_splits(splits: Dict[str, datasets.Dataset], protocol: str, split_by_patient: bool) -> str:
+    rows = '\n'.join(f'| {name} | {len(split)} | {_patients(split)} | {sum(split["label"])} |'
+                     for name, split in splits.items())
+    verdict = ('Pre-split **by patient** with train.py\'s seeded split.' if split_by_patient else
+               '**Not pre-split.** Split by `patient_id`, never by patch.')
+    return (f'## Splits\n\n{verdict} {protocol}\n\n| split | patches | patients | positive |\n|---|---|---|---|\n'
+            f'{rows}\n')
+
+
+def _dataset_card_usage(repo_id: str) -> str:
+    return (
+        '## Use\n\n```python\nfrom datasets import load_dataset\n'
+        f'idc = load_dataset("{repo_id}")\n```\n\n'
+        f'With timm-patchconvnet, `python train.py --dataset idc --hub-id {repo_id}` trains on it with a seeded '
+        'patient-level split (its splits are pooled, then split by patient again with `--seed`).\n'
+    )
+
+
+def _dataset_card_licence() -> str:
+    return (
+        '## Licence, source and limitations\n\n'
+        'The Kaggle page of the data set lists it as CC0 1.0 (public domain); the patches come from the '
+        'breast-cancer slides of Janowczyk & Madabhushi (2016, J Pathol Inform 7:29) and Cruz-Roa et al. (2014, '
+        'SPIE 9041). Check the source licence and cite those works before you redistribute or publish with it.\n\n'
+        'For research and teaching only. Labels are patch-level annotations of one public collection; a model '
+        'trained on it is **not a medical device** and must not be used for diagnosis or any clinical decision.\n'
+    )
+
+
+def push_idc_dataset(
+        kaggle_dir: str,
+        repo_id: str,
+        *,
+        export_dir: Optional[str] = None,
+        split_by_patient: bool = True,
+        seed: int = 0,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        shard_size: int = 10_000,
+        token: Optional[str] = None,
+        private: bool = False,
+        revision: Optional[str] = None,
+        commit_message: Optional[str] = None,
+        api: Optional[HfApi] = None,
+) -> str:
+    """Export the Kaggle IDC folder (`export_idc_dataset`) and upload it to the data set repo `repo_id`. The
+    export goes to `export_dir`, or a temporary folder removed after a successful upload; a failed upload keeps
+    it."""
+    repo_id = check_repo_id(repo_id)
+    token = resolve_token(token)  # before the long conversion
+    folder = _export_folder(export_dir, 'patchconvnet-idc-', lambda out: export_idc_dataset(
+        kaggle_dir, out, repo_id=repo_id, split_by_patient=split_by_patient, seed=seed, val_fraction=val_fraction,
+        test_fraction=test_fraction, shard_size=shard_size).folder)
+    url = push_folder(folder, repo_id, 'dataset', token=token, private=private, revision=revision,
+                      commit_message=commit_message or 'Upload the IDC patches with patient ids', api=api)
+    if export_dir is None:
+        shutil.rmtree(folder, ignore_errors=True)
+    return url
