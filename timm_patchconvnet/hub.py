@@ -84,7 +84,7 @@ def resolve_token(token: Optional[str] = None) -> str:
     return token
 
 
-def _empty_folder(path: str) -> Path:
+def new_export_folder(path: str) -> Path:
     """`path` as a new or empty folder: exporting over old files would upload stale ones too."""
     folder = Path(path).expanduser()
     if folder.exists() and (not folder.is_dir() or next(folder.iterdir(), None) is not None):
@@ -425,7 +425,7 @@ def export_model_folder(run_dir: str, out_dir: str, repo_id: str, *, dataset_id:
     repo_id = check_repo_id(repo_id)
     _check_fits_tag(run, repo_id)
     card = build_model_card(str(run.folder), repo_id, dataset_id=dataset_id)  # before writing: no half exports
-    out = _empty_folder(out_dir)
+    out = new_export_folder(out_dir)
     for name in (*MODEL_FILES, EXAMPLE_IMAGE):
         if (run.folder / name).is_file():
             shutil.copyfile(run.folder / name, out / name)
@@ -495,7 +495,7 @@ def push_model(
     repo_id = check_repo_id(repo_id)
     token = resolve_token(token)  # before the export: a missing token is known at once
     run = load_training_run(run_dir)
-    folder = _export_folder(export_dir, 'patchconvnet-model-',
+    folder = export_or_stage(export_dir, 'patchconvnet-model-',
                             lambda out: export_model_folder(run_dir, out, repo_id, dataset_id=dataset_id))
     url = push_folder(folder, repo_id, 'model', token=token, private=private, revision=revision,
                       commit_message=commit_message or f'Upload {run.config["architecture"]} trained with '
@@ -505,7 +505,7 @@ def push_model(
     return url
 
 
-def _export_folder(export_dir: Optional[str], prefix: str, export: Callable[[str], Path]) -> Path:
+def export_or_stage(export_dir: Optional[str], prefix: str, export: Callable[[str], Path]) -> Path:
     """`export(export_dir)`, or `export` into a new temporary folder that is removed again if the export fails."""
     if export_dir is not None:
         return export(export_dir)

@@ -18,7 +18,7 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData, HfApi
 
 from .data import IDC_LABEL_NAMES, SPLIT_NAMES, load_splits, read_idc_kaggle_folder
-from .hub import (CARD_FILE, IDC_KAGGLE_ID, HubError, _empty_folder, _export_folder, check_repo_id, push_folder,
+from .hub import (CARD_FILE, IDC_KAGGLE_ID, HubError, check_repo_id, export_or_stage, new_export_folder, push_folder,
                   resolve_token)
 
 __all__ = ['DatasetExport', 'build_idc_dataset_card', 'export_idc_dataset', 'push_idc_dataset']
@@ -57,7 +57,7 @@ def export_idc_dataset(
     if shard_size < 1:
         raise HubError(f'shard_size must be at least 1 row, got {shard_size}.')
     splits, skipped, protocol = _idc_splits(kaggle_dir, split_by_patient, seed, val_fraction, test_fraction)
-    out = _empty_folder(out_dir)
+    out = new_export_folder(out_dir)
     files, num_bytes, download_size = [], {}, 0
     for name, split in splits.items():
         split_files, num_bytes[name] = _write_parquet_shards(split, out, name, shard_size)
@@ -229,7 +229,7 @@ def push_idc_dataset(
     it."""
     repo_id = check_repo_id(repo_id)
     token = resolve_token(token)  # before the long conversion
-    folder = _export_folder(export_dir, 'patchconvnet-idc-', lambda out: export_idc_dataset(
+    folder = export_or_stage(export_dir, 'patchconvnet-idc-', lambda out: export_idc_dataset(
         kaggle_dir, out, repo_id=repo_id, split_by_patient=split_by_patient, seed=seed, val_fraction=val_fraction,
         test_fraction=test_fraction, shard_size=shard_size).folder)
     url = push_folder(folder, repo_id, 'dataset', token=token, private=private, revision=revision,
