@@ -200,3 +200,11 @@ def test_tensorboard_tracking(tmp_path):
     assert train_cli.main([*FAST, '--epochs', '1', '--max-steps-per-epoch', '2', '--report-to', 'tensorboard',
                            '--output-dir', str(tmp_path)]) == 0
     assert list(tmp_path.glob('patchconvnet/events.out.tfevents.*'))
+
+
+def test_a_single_threaded_cpu_run_says_how_to_use_every_core(tmp_path, capsys, monkeypatch):
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip('one CPU: nothing to say')
+    monkeypatch.setattr(torch, 'get_num_threads', lambda: 1)
+    assert train_cli.main([*FAST, '--epochs', '1', '--max-steps-per-epoch', '1', '--output-dir', str(tmp_path)]) == 0
+    assert '--num_cpu_threads_per_process' in capsys.readouterr().out

@@ -249,6 +249,10 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
     set_seed(cfg.seed)
+    if accelerator.device.type == 'cpu' and torch.get_num_threads() * accelerator.num_processes < (os.cpu_count() or 1):
+        accelerator.print(f'note: {accelerator.num_processes} process(es) x {torch.get_num_threads()} thread(s) on '
+                          f'{os.cpu_count()} CPUs (accelerate launch sets OMP_NUM_THREADS=1 unless given '
+                          '--num_cpu_threads_per_process)')
     out = Path(cfg.output_dir)
     resume_from = _check_output_dir(cfg, out, accelerator.is_main_process)
 
