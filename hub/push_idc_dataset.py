@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: the package is one folder up
 
 from timm_patchconvnet.data import DataError  # noqa: E402
-from timm_patchconvnet.hub import HubError  # noqa: E402
+from timm_patchconvnet.hub import HubError, add_upload_arguments  # noqa: E402
 from timm_patchconvnet.hub_dataset import export_idc_dataset, push_idc_dataset  # noqa: E402
 
 
@@ -25,23 +25,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('kaggle_dir', help='the Kaggle IDC folder: <patient_id>/<0|1>/<name>.png')
     parser.add_argument('repo_id', help='the data set repo, ORG/NAME')
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument('--dry-run', metavar='DIR', help='only write the folder that would be uploaded into DIR')
-    where.add_argument('--export-dir', metavar='DIR',
-                       help='export into DIR (kept) before uploading; default: a temporary folder, removed after a '
-                            'successful upload')
+    add_upload_arguments(parser)
     parser.add_argument('--no-split', action='store_true',
                         help='one train split with every patch instead of train/validation/test split by patient')
     parser.add_argument('--seed', type=int, default=0, help='seed of the patient-level split (default: 0)')
     parser.add_argument('--val-fraction', type=float, default=0.1, help='share of patients for validation (0.1)')
     parser.add_argument('--test-fraction', type=float, default=0.2, help='share of patients for test (0.2)')
     parser.add_argument('--shard-size', type=int, default=10_000, help='rows per parquet file (default: 10000)')
-    parser.add_argument('--private', action='store_true', help='create the repo private (an existing repo keeps '
-                                                               'its visibility)')
-    parser.add_argument('--revision', help='branch to upload to (created from main if missing; default: main)')
-    parser.add_argument('--commit-message', help='message of the upload commit')
-    parser.add_argument('--token', help='a Hub token with write access (default: HF_TOKEN or `hf auth login`; '
-                                        'prefer those: a command line is visible to other users)')
     return parser
 
 

@@ -16,25 +16,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: the package is one folder up
 
-from timm_patchconvnet.hub import HubError, export_model_folder, push_model  # noqa: E402
+from timm_patchconvnet.hub import HubError, add_upload_arguments, export_model_folder, push_model  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('run_dir', help='the --output-dir of a finished train.py run')
     parser.add_argument('repo_id', help='the model repo, ORG/NAME')
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument('--dry-run', metavar='DIR', help='only write the folder that would be uploaded into DIR')
-    where.add_argument('--export-dir', metavar='DIR',
-                       help='export into DIR (kept) before uploading; default: a temporary folder, removed after a '
-                            'successful upload')
+    add_upload_arguments(parser)
     parser.add_argument('--dataset-id', help="the training data's Hub id for the card, when trained on a local copy")
-    parser.add_argument('--private', action='store_true', help='create the repo private (an existing repo keeps '
-                                                               'its visibility)')
-    parser.add_argument('--revision', help='branch to upload to (created from main if missing; default: main)')
-    parser.add_argument('--commit-message', help='message of the upload commit')
-    parser.add_argument('--token', help='a Hub token with write access (default: HF_TOKEN or `hf auth login`; '
-                                        'prefer those: a command line is visible to other users)')
     return parser
 
 

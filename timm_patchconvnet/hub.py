@@ -8,6 +8,7 @@ export, so it can be retried (`hf upload ...`) without redoing it. Tokens come f
 Loading needs nothing from here: the `cifar10`/`idc` tags of the registered models point at
 `HUB_NAMESPACE/<model>.<tag>` (`hf_hub_id`), and `hf-hub:ORG/REPO` works once `timm_patchconvnet` is imported.
 """
+import argparse
 import json
 import shutil
 import tempfile
@@ -25,7 +26,7 @@ from .patchconvnet import HUB_NAMESPACE
 from .training import TrainConfig
 
 __all__ = [
-    'HubError', 'TrainingRun', 'check_repo_id', 'resolve_token', 'load_training_run',
+    'HubError', 'TrainingRun', 'add_upload_arguments', 'check_repo_id', 'resolve_token', 'load_training_run',
     'build_model_card', 'export_model_folder', 'push_folder', 'push_model',
 ]
 
@@ -60,6 +61,21 @@ class HubError(RuntimeError):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Checks shared by every push
+
+
+def add_upload_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the hub/ command lines: where the export goes and how it is uploaded."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument('--dry-run', metavar='DIR', help='only write the folder that would be uploaded into DIR')
+    where.add_argument('--export-dir', metavar='DIR',
+                       help='export into DIR (kept) before uploading; default: a temporary folder, removed after a '
+                            'successful upload')
+    parser.add_argument('--private', action='store_true', help='create the repo private (an existing repo keeps '
+                                                               'its visibility)')
+    parser.add_argument('--revision', help='branch to upload to (created from main if missing; default: main)')
+    parser.add_argument('--commit-message', help='message of the upload commit')
+    parser.add_argument('--token', help='a Hub token with write access (default: HF_TOKEN or `hf auth login`; '
+                                        'prefer those: a command line is visible to other users)')
 
 
 def check_repo_id(repo_id: str) -> str:
