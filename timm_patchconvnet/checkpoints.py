@@ -23,13 +23,17 @@ def atomic_file(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
-        with open(tmp, 'rb+') as written:
-            os.fsync(written.fileno())  # on disk before it takes the name: a power cut leaves old or new
+        _fsync(tmp)  # on disk before it takes the name: a power cut leaves the old file or the new one
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; give it the permissions of a plain open()
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _fsync(path) -> None:
+    with open(path, 'rb+') as written:
+        os.fsync(written.fileno())
 
 
 def atomic_write_json(path: Path, data: Dict[str, Any]) -> None:
@@ -65,6 +69,7 @@ def save_model_folder(model: nn.Module, folder: Path, label_names: Sequence[str]
     try:
         save_for_hf(model, staging, model_config={'label_names': list(label_names)}, safe_serialization=True)
         for name in ('model.safetensors', 'config.json'):  # weights first: config.json marks a complete model
+            _fsync(staging / name)
             os.replace(staging / name, folder / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
