@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 import train as train_cli
-from conftest import ROOT
+from conftest import ROOT, SHARED, _need
 from datagen import write_cifar10_parquet, write_idc_kaggle_folder, write_idc_patients
 from timm_patchconvnet.presets import PRESETS
 from timm_patchconvnet.training import TrainConfig
@@ -134,8 +134,7 @@ def test_two_cpu_processes_gather_the_same_metrics_as_one(tmp_path, capsys):
 def preset_data(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp('preset-data')
     official = root / 's60_224_1k.pth'
-    torch.save({'model': _official_s60_state_dict(Path(os.environ.get('TIMM_PATCHCONVNET_SHARED', ROOT.parent / 'shared'))
-                                                  / 'fixtures' / 'official_s60_keys.json')}, official)
+    torch.save({'model': _official_s60_state_dict(_need(SHARED / 'fixtures' / 'official_s60_keys.json'))}, official)
     return dict(cifar10=write_cifar10_parquet(root / 'cifar10', num_train=40, num_test=10),
                 idc=write_idc_kaggle_folder(root / 'idc'), official=official)
 

@@ -4,7 +4,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -384,7 +384,3 @@ def evaluate_checkpoint(cfg: TrainConfig) -> Dict[str, Any]:
     return {'test': dict(classification_metrics(labels, probs, splits.label_names), loss=test_loss),
             'data': _data_record(splits)}
 
-
-def config_fields() -> List[Tuple[str, Any, Any]]:
-    """(name, type, default) of every TrainConfig field, for the command line."""
-    return [(f.name, f.type, f.default) for f in fields(TrainConfig)]
