@@ -5,7 +5,7 @@ import timm
 import torch
 from PIL import Image
 
-from timm_patchconvnet import get_attention_map, overlay_attention
+from timm_patchconvnet import explain_image, get_attention_map, overlay_attention
 
 
 @pytest.fixture(scope='module')
@@ -110,3 +110,34 @@ def test_per_class_model_without_classifier_needs_a_class_index():
     with pytest.raises(ValueError, match='pass class_index'):
         get_attention_map(model, torch.randn(3, 32, 32))
     assert get_attention_map(model, torch.randn(3, 32, 32), class_index=1).shape == (32, 32)
+
+
+def test_explain_image_gives_probabilities_and_the_map_of_one_forward_pass(model):
+    image = _photo((32, 32))  # exactly the model's 32x32 view: no resize, no crop
+    result = explain_image(model, image)
+    transform = timm.data.create_transform(**timm.data.resolve_data_config(model=model))
+    with torch.no_grad():
+        torch.testing.assert_close(result.probabilities, model(transform(image)[None])[0].softmax(-1))
+    torch.testing.assert_close(result.grid, get_attention_map(model, image, upsample=False, normalize=False))
+    torch.testing.assert_close(result.on_image, get_attention_map(model, image), atol=1e-5, rtol=1e-5)
+
+
+def test_explain_image_places_the_map_where_the_centre_crop_came_from():
+    cropping = timm.create_model('patchconvnet_test_p4', num_classes=10, init_values=1.0,
+                                 pretrained_cfg_overlay=dict(crop_pct=0.5)).eval()
+    image = _photo((64, 64))  # resized to 64 (32 / 0.5), then the central 32x32 is cropped: pixels 16..47
+    on_image = explain_image(cropping, image).on_image
+    assert on_image.shape == (64, 64)
+    outside = torch.ones(64, 64, dtype=torch.bool)
+    outside[16:48, 16:48] = False
+    assert on_image[outside].abs().max() == 0  # the model never saw the borders
+    seen = get_attention_map(cropping, image, normalize=False)  # 32x32, the crop's own pixels
+    torch.testing.assert_close(on_image[16:48, 16:48], seen / seen.max(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('size', [(300, 200), (41, 97), (8, 8)])
+def test_explain_image_maps_cover_images_of_any_size_and_aspect(model, size):
+    result = explain_image(model, _photo(size))
+    assert result.on_image.shape == (size[1], size[0])
+    assert result.on_image.min() == 0 and result.on_image.max() == pytest.approx(1)
+    assert result.probabilities.sum() == pytest.approx(1, abs=1e-5)

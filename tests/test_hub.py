@@ -2,6 +2,7 @@
 cache and loads back by tag and by `hf-hub:` under HF_HUB_OFFLINE; uploads go to a stub of `HfApi`; the IDC export
 reloads with `datasets`; bad input and Hub errors give clear messages and never show the token."""
 import hashlib
+import importlib.metadata
 import importlib.util
 import inspect
 import json
@@ -23,7 +24,7 @@ from huggingface_hub.utils import hf_raise_for_status
 import train as train_cli
 from conftest import ROOT
 from datagen import write_cifar10_parquet, write_idc_kaggle_folder
-from timm_patchconvnet import HUB_NAMESPACE, PretrainedWeightsUnavailableError, hub, hub_dataset
+from timm_patchconvnet import HUB_NAMESPACE, PretrainedWeightsUnavailableError, hub, hub_dataset, hub_space
 from timm_patchconvnet.data import IDC_LABEL_NAMES, load_splits, read_idc_kaggle_folder
 
 datasets.disable_progress_bars()
@@ -41,6 +42,7 @@ def _load_cli(name: str):
 
 push_model_cli = _load_cli('push_model')
 push_idc_cli = _load_cli('push_idc_dataset')
+push_space_cli = _load_cli('push_space')
 
 
 class StubHfApi:
@@ -58,7 +60,7 @@ class StubHfApi:
 
     def create_repo(self, *args, **kwargs) -> str:
         self._record('create_repo', *args, **kwargs)
-        prefix = 'datasets/' if kwargs.get('repo_type') == 'dataset' else ''
+        prefix = {'dataset': 'datasets/', 'space': 'spaces/'}.get(kwargs.get('repo_type'), '')
         return f'https://huggingface.co/{prefix}{self.calls[-1][1]["repo_id"]}'
 
     def create_branch(self, *args, **kwargs) -> None:
@@ -70,6 +72,9 @@ class StubHfApi:
             raise self.upload_error
         self.uploaded = _folder_contents(Path(kwargs['folder_path']))
         return 'https://huggingface.co/commit/0'
+
+    def add_space_variable(self, *args, **kwargs) -> None:
+        self._record('add_space_variable', *args, **kwargs)
 
     def call(self, name: str) -> Dict:
         matches = [kwargs for called, kwargs in self.calls if called == name]
@@ -254,7 +259,7 @@ def test_push_uploads_exactly_the_dry_run_folder(cifar_run, model_export, tmp_pa
     assert url == f'https://huggingface.co/{REPO_ID}'
     assert [name for name, _ in api.calls] == ['create_repo', 'create_branch', 'upload_folder']
     assert api.call('create_repo') == dict(repo_id=REPO_ID, repo_type='model', private=True, exist_ok=True,
-                                           token=FAKE_TOKEN)
+                                           token=FAKE_TOKEN, space_sdk=None)
     assert api.call('create_branch') == dict(repo_id=REPO_ID, branch='v1', repo_type='model', exist_ok=True,
                                              token=FAKE_TOKEN)
     upload = api.call('upload_folder')
@@ -454,3 +459,52 @@ def test_idc_export_errors(tmp_path, capsys):
     assert push_idc_cli.main([str(empty), 'someone/idc', '--dry-run', str(tmp_path / 'out'), '--shard-size', '0']) == 2
     assert 'shard_size must be at least 1' in capsys.readouterr().err
     assert not (tmp_path / 'out').exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The demo as a Space
+
+SPACE_ID = 'someone/patchconvnet-attention'
+SPACE_CHECKPOINTS = [f'hf-hub:{REPO_ID}', 'patchconvnet_s60_p16.fb_in1k']
+
+
+def test_the_space_export_holds_the_demo_the_package_and_a_card(tmp_path, capsys):
+    assert push_space_cli.main([SPACE_ID, *[f'--checkpoint={c}' for c in SPACE_CHECKPOINTS],
+                                '--dry-run', str(tmp_path / 'space')]) == 0
+    assert 'nothing uploaded' in capsys.readouterr().out
+    space = tmp_path / 'space'
+    assert (space / 'app.py').read_bytes() == (ROOT / 'demo' / 'app.py').read_bytes()
+    assert sorted(p.name for p in (space / 'examples').iterdir()) == sorted(
+        p.name for p in (ROOT / 'demo' / 'examples').iterdir())
+    package = sorted(p.name for p in (space / 'timm_patchconvnet').iterdir())
+    assert package == sorted(p.name for p in (ROOT / 'timm_patchconvnet').glob('*.py'))  # no __pycache__
+    card = huggingface_hub.SpaceCard.load(space / 'README.md')
+    assert (card.data.sdk, card.data.app_file, card.data.sdk_version) == ('gradio', 'app.py',
+                                                                         importlib.metadata.version('gradio'))
+    assert card.data.models == [REPO_ID] and all(f'`{c}`' in card.text for c in SPACE_CHECKPOINTS)
+    requirements = (space / 'requirements.txt').read_text().split()
+    assert 'torch' in requirements and any(r.startswith('timm>=') for r in requirements)
+    assert not any(r.startswith('gradio') for r in requirements)  # the Space's sdk_version pins it
+
+
+def test_the_space_push_creates_a_gradio_space_and_names_its_checkpoints(tmp_path, capsys, caplog):
+    api = StubHfApi()
+    export = tmp_path / 'export'
+    url = hub_space.push_space(str(ROOT / 'demo'), SPACE_ID, SPACE_CHECKPOINTS, export_dir=str(export),
+                               token=FAKE_TOKEN, api=api)
+    assert url == f'https://huggingface.co/spaces/{SPACE_ID}'
+    assert [name for name, _ in api.calls] == ['create_repo', 'upload_folder', 'add_space_variable']
+    assert api.call('create_repo')['repo_type'] == 'space' and api.call('create_repo')['space_sdk'] == 'gradio'
+    assert api.uploaded == _folder_contents(export)
+    variable = api.call('add_space_variable')
+    assert (variable['repo_id'], variable['key'], variable['value']) == (
+        SPACE_ID, hub_space.CHECKPOINTS_VARIABLE, ','.join(SPACE_CHECKPOINTS))
+    _assert_token_nowhere(capsys, caplog, tmp_path)
+
+
+def test_a_space_cannot_serve_a_local_folder(cifar_run, tmp_path, capsys):
+    for checkpoint in (str(cifar_run), f'local-dir:{cifar_run}'):
+        assert push_space_cli.main([SPACE_ID, '--checkpoint', checkpoint, '--dry-run', str(tmp_path / 'x')]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith('error:') and 'hub/push_model.py' in error
+    assert not (tmp_path / 'x').exists()

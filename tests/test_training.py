@@ -33,8 +33,8 @@ def _metrics(out: Path) -> dict:
 def digits_run(tmp_path_factory) -> Path:
     """A real run of the small model on scikit-learn's digits: 3 epochs, about 30 s on 2 cores."""
     out = tmp_path_factory.mktemp('digits') / 'run'
-    assert train_cli.main(['--dataset', 'digits', '--model', 'patchconvnet_ti12_p4', '--epochs', '3', '--sched', 'constant',
-                           '--output-dir', str(out)]) == 0
+    assert train_cli.main(['--dataset', 'digits', '--model', 'patchconvnet_ti12_p4', '--epochs', '3',
+                           '--sched', 'constant', '--output-dir', str(out)]) == 0
     return out
 
 
@@ -106,7 +106,9 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tmp_path):
     assert 'resumed from' in output and 'after epoch 1' in output
     expected, got = _metrics(tmp_path / 'whole'), _metrics(tmp_path / 'killed')
     assert got['test'] == expected['test']
-    strip = lambda history: [{k: v for k, v in h.items() if k != 'seconds'} for h in history]
+
+    def strip(history):
+        return [{k: v for k, v in h.items() if k != 'seconds'} for h in history]
     assert strip(got['history']) == strip(expected['history'])
     weights = load_file(tmp_path / 'whole' / 'model.safetensors')
     for name, tensor in load_file(tmp_path / 'killed' / 'model.safetensors').items():

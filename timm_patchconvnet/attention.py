@@ -1,15 +1,16 @@
 """Attention maps of PatchConvNet's pooling: where the class token(s) looked, as heatmaps."""
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from timm.data import create_transform, resolve_data_config
+from timm.data import MaybeToTensor, create_transform, resolve_data_config
+from torchvision import transforms
 
 from .patchconvnet import PatchConvNet
 
-__all__ = ['get_attention_map', 'overlay_attention']
+__all__ = ['ImageExplanation', 'explain_image', 'get_attention_map', 'overlay_attention']
 
 ImageInput = Union[Image.Image, np.ndarray, torch.Tensor]
 
@@ -27,12 +28,58 @@ def _to_batch(model: PatchConvNet, img: ImageInput) -> torch.Tensor:
         img = Image.fromarray(img.squeeze(-1) if img.shape[-1] == 1 else img)
     if not isinstance(img, Image.Image):
         raise TypeError(f'Expected a PIL image, an HxWxC uint8 array or a tensor, got {type(img).__name__}.')
+    return _eval_transform(model)(_to_model_mode(model, img)).unsqueeze(0)
+
+
+def _eval_transform(model: PatchConvNet) -> transforms.Compose:
+    return create_transform(**resolve_data_config(model=model))
+
+
+def _to_model_mode(model: PatchConvNet, img: Image.Image) -> Image.Image:
     if model.in_chans == 3:
-        img = img.convert('RGB')
-    elif model.in_chans == 1:
-        img = img.convert('L')
-    transform = create_transform(**resolve_data_config(model=model))
-    return transform(img).unsqueeze(0)
+        return img.convert('RGB')
+    if model.in_chans == 1:
+        return img.convert('L')
+    return img
+
+
+def _check_attention_pool(model: PatchConvNet) -> None:
+    if not isinstance(model, PatchConvNet) or model.attn_pool is None:
+        raise ValueError('This needs a PatchConvNet with attention pooling (global_pool="token").')
+
+
+@torch.no_grad()
+def _maps_and_logits(
+        model: PatchConvNet,
+        x: torch.Tensor,
+        class_index: Optional[int],
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Token-grid maps (B, h, w), mean over heads, and the logits (None for a model without classifier)."""
+    was_training = model.training
+    model.eval()
+    try:
+        features = model.forward_features(x)
+        attn = model.forward_attention(features).mean(1)  # (B, num_class_tokens, h, w)
+        logits = model.forward_head(features) if model.num_classes > 0 else None
+        if model.class_tokens == 'per_class':
+            num_tokens = attn.shape[1]
+            if class_index is None:
+                if logits is None:
+                    raise ValueError('This per-class-token model has no classifier to predict a class: '
+                                     'pass class_index.')
+                index = logits.argmax(-1)
+            elif not 0 <= class_index < num_tokens:
+                raise ValueError(f'class_index={class_index} is out of range for {num_tokens} class tokens.')
+            else:
+                index = torch.full((x.shape[0],), class_index, device=x.device)
+            maps = attn[torch.arange(x.shape[0], device=x.device), index]
+        else:
+            if class_index not in (None, 0):
+                raise ValueError('class_index only applies to models with per-class tokens.')
+            maps = attn[:, 0]
+    finally:
+        model.train(was_training)
+    return maps, logits
 
 
 @torch.no_grad()
@@ -58,43 +105,87 @@ def get_attention_map(
     token (mean over heads), on the token grid in row-major order; a single class token's weight on itself is
     left out. The model runs in eval mode; its training mode is restored afterwards.
     """
-    if not isinstance(model, PatchConvNet) or model.attn_pool is None:
-        raise ValueError('get_attention_map needs a PatchConvNet with attention pooling (global_pool="token").')
+    _check_attention_pool(model)
     single = not (isinstance(img, torch.Tensor) and img.ndim == 4)
     param = next(model.parameters())
     x = _to_batch(model, img).to(device=param.device, dtype=param.dtype)
-
-    was_training = model.training
-    model.eval()
-    try:
-        features = model.forward_features(x)
-        attn = model.forward_attention(features).mean(1)  # (B, num_class_tokens, h, w)
-        if model.class_tokens == 'per_class':
-            num_tokens = attn.shape[1]
-            if class_index is None:
-                if model.num_classes == 0:
-                    raise ValueError('This per-class-token model has no classifier to predict a class: '
-                                     'pass class_index.')
-                index = model.forward_head(features).argmax(-1)
-            elif not 0 <= class_index < num_tokens:
-                raise ValueError(f'class_index={class_index} is out of range for {num_tokens} class tokens.')
-            else:
-                index = torch.full((x.shape[0],), class_index, device=x.device)
-            maps = attn[torch.arange(x.shape[0], device=x.device), index]
-        else:
-            if class_index not in (None, 0):
-                raise ValueError('class_index only applies to models with per-class tokens.')
-            maps = attn[:, 0]
-    finally:
-        model.train(was_training)
-
+    maps, _ = _maps_and_logits(model, x, class_index)
     if upsample:
         maps = F.interpolate(maps.unsqueeze(1), size=x.shape[-2:], mode='bilinear', align_corners=False).squeeze(1)
     if normalize:
-        low = maps.amin(dim=(-2, -1), keepdim=True)
-        high = maps.amax(dim=(-2, -1), keepdim=True)
-        maps = (maps - low) / (high - low).clamp_min(torch.finfo(maps.dtype).eps)
+        maps = _scale_to_unit(maps)
     return maps[0] if single else maps
+
+
+def _scale_to_unit(maps: torch.Tensor) -> torch.Tensor:
+    low = maps.amin(dim=(-2, -1), keepdim=True)
+    high = maps.amax(dim=(-2, -1), keepdim=True)
+    return (maps - low) / (high - low).clamp_min(torch.finfo(maps.dtype).eps)
+
+
+class ImageExplanation(NamedTuple):
+    """What `explain_image` returns for one image."""
+    probabilities: Optional[torch.Tensor]  # (num_classes,) softmax of the logits; None without a classifier
+    grid: torch.Tensor  # (h, w) the pooling's raw weight on each patch token, as get_attention_map(normalize=False)
+    on_image: torch.Tensor  # (H, W) that map in the frame of the image given, scaled to [0, 1]; 0 where unseen
+
+
+@torch.no_grad()
+def explain_image(model: PatchConvNet, image: Image.Image, *, class_index: Optional[int] = None) -> ImageExplanation:
+    """Class probabilities and attention map of one PIL image, in one forward pass.
+
+    The image is preprocessed with the model's data config (timm's eval transform). `on_image` places the map
+    where the model's view lies in the image given: a centre crop leaves the cut-off borders at 0, so the map
+    lines up with the image whatever its size and aspect.
+    """
+    _check_attention_pool(model)
+    if not isinstance(image, Image.Image):
+        raise TypeError(f'explain_image takes a PIL image, got {type(image).__name__}.')
+    param = next(model.parameters())
+    transform = _eval_transform(model)
+    x = transform(_to_model_mode(model, image)).unsqueeze(0).to(device=param.device, dtype=param.dtype)
+    maps, logits = _maps_and_logits(model, x, class_index)
+    grid = maps[0].float().cpu()
+    view = _model_view(transform, image.width, image.height)
+    on_image = _scale_to_unit(_resample_into_image(grid, view, image.width, image.height))
+    probabilities = None if logits is None else logits[0].float().softmax(-1).cpu()
+    return ImageExplanation(probabilities, grid, on_image)
+
+
+def _model_view(transform: transforms.Compose, width: int, height: int) -> Tuple[float, float, float, float]:
+    """(left, top, right, bottom) of the region of a `width` x `height` image that the transform's output covers,
+    in source pixel coordinates; found by passing coordinate ramps through the transform's own resize/crop steps,
+    so any timm crop mode (centre, squash, border) is handled without restating its arithmetic."""
+    spatial = []
+    for step in transform.transforms:
+        if isinstance(step, (transforms.ToTensor, MaybeToTensor)):
+            break
+        spatial.append(step)
+    ramps = (np.arange(width, dtype=np.float32) + .5)[None].repeat(height, 0), \
+        (np.arange(height, dtype=np.float32) + .5)[:, None].repeat(width, 1)
+    out_x, out_y = (np.asarray(transforms.Compose(spatial)(Image.fromarray(ramp, mode='F'))) for ramp in ramps)
+    out_h, out_w = out_x.shape
+    # resampling keeps a linear ramp linear away from the borders: fit it from two interior output pixels
+    (u1, u2), (v1, v2) = (out_w // 4, out_w - 1 - out_w // 4), (out_h // 4, out_h - 1 - out_h // 4)
+    mid_y, mid_x = out_h // 2, out_w // 2
+    scale_x = (out_x[mid_y, u2] - out_x[mid_y, u1]) / max(u2 - u1, 1) if u2 > u1 else width / out_w
+    scale_y = (out_y[v2, mid_x] - out_y[v1, mid_x]) / max(v2 - v1, 1) if v2 > v1 else height / out_h
+    left = out_x[mid_y, u1] - scale_x * (u1 + .5)
+    top = out_y[v1, mid_x] - scale_y * (v1 + .5)
+    return float(left), float(top), float(left + scale_x * out_w), float(top + scale_y * out_h)
+
+
+def _resample_into_image(grid: torch.Tensor, view: Tuple[float, float, float, float], width: int,
+                         height: int) -> torch.Tensor:
+    left, top, right, bottom = view
+    # where each image pixel centre falls in the model's view, in grid_sample's [-1, 1] coordinates
+    xs = (torch.arange(width, dtype=torch.float32) + .5 - left) / (right - left) * 2 - 1
+    ys = (torch.arange(height, dtype=torch.float32) + .5 - top) / (bottom - top) * 2 - 1
+    where = torch.stack(torch.meshgrid(xs, ys, indexing='xy'), dim=-1)[None]
+    # 'border' matches F.interpolate at the view's edges; pixels outside the view are then set to 0
+    resampled = F.grid_sample(grid[None, None], where, mode='bilinear', padding_mode='border', align_corners=False)
+    inside = (where.abs() <= 1).all(-1)
+    return resampled[0, 0] * inside[0]
 
 
 def overlay_attention(

@@ -463,9 +463,11 @@ def push_folder(
         revision: Optional[str] = None,
         commit_message: Optional[str] = None,
         api: Optional[HfApi] = None,
+        space_sdk: Optional[str] = None,
 ) -> str:
     """Upload every file of `folder` to the Hub repo `repo_id` ('model', 'dataset' or 'space') in one commit,
-    creating the repo (`private` applies only then) and the branch `revision` if missing. Returns the repo URL.
+    creating the repo (`private` and, for a Space, `space_sdk` apply only then) and the branch `revision` if
+    missing. Returns the repo URL.
 
     Any Hub or network error becomes a HubError that says the local `folder` is kept for a retry. `api` is an
     `HfApi` (or a stand-in for tests); the token goes to it alone."""
@@ -477,7 +479,8 @@ def push_folder(
     api = api or HfApi()
     step = 'create the repo'
     try:
-        url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, token=token)
+        url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, token=token,
+                              space_sdk=space_sdk)
         if revision and revision != 'main':
             step = f'create the branch {revision!r}'
             api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True, token=token)

@@ -320,7 +320,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
                       lr=scheduler.get_last_lr()[0], seconds=time.time() - epoch_started)
         progress.history.append(record)
         if val_loss < progress.best_val_loss:
-            progress.best_val_loss, progress.best_epoch, progress.epochs_without_improvement = val_loss, progress.epoch, 0
+            progress.best_val_loss, progress.best_epoch = val_loss, progress.epoch
+            progress.epochs_without_improvement = 0
             if accelerator.is_main_process:
                 save_model_folder(accelerator.unwrap_model(model), out, splits.label_names)
         else:

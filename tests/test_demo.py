@@ -1,0 +1,245 @@
+"""The Gradio demo, served for real on a free local port: gradio_client requests and a real headless Chromium."""
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+from PIL import Image
+
+from conftest import ROOT
+from timm_patchconvnet.checkpoints import save_model_folder
+from timm_patchconvnet.hub_space import CHECKPOINTS_VARIABLE, export_space_folder
+
+gr = pytest.importorskip('gradio', reason='the demo extra is not installed')
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+from demo import app as demo_app  # noqa: E402
+
+CHROMIUM = Path('/usr/bin/chromium')  # Debian's, installed by .ci/run; never a browser downloaded by Playwright
+DIGIT_LABELS = [str(d) for d in range(10)]
+PER_CLASS_LABELS = ['cat', 'dog', 'bird']
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def checkpoints(tmp_path_factory) -> dict:
+    """Two training output folders, as train.py writes them: a single-token and a per-class-token model."""
+    root = tmp_path_factory.mktemp('runs')
+    single = timm.create_model('patchconvnet_test_p4', num_classes=10, init_values=1.0)
+    save_model_folder(single, root / 'digits', DIGIT_LABELS)
+    per_class = timm.create_model('patchconvnet_test_p4', num_classes=3, init_values=1.0, class_tokens='per_class')
+    save_model_folder(per_class, root / 'pets', PER_CLASS_LABELS)
+    return {'single': str(root / 'digits'), 'per_class': str(root / 'pets')}
+
+
+@contextmanager
+def _serving(command: list, cwd: Path, env: dict):
+    """Run `command` (a demo listening on --port), wait until it accepts connections, yield its URL, stop it."""
+    port = _free_port()
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED='False', HF_HUB_OFFLINE='1', PYTHONUNBUFFERED='1', **env)
+    process = subprocess.Popen([*command, '--port', str(port)], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    try:
+        while True:
+            try:
+                socket.create_connection(('127.0.0.1', port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.time() > deadline:
+                    process.kill()
+                    pytest.fail(f'the demo did not start:\n{process.stdout.read()}')
+                time.sleep(0.5)
+        yield f'http://127.0.0.1:{port}/'
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope='module')
+def server(checkpoints):
+    """`python demo/app.py --checkpoint A --checkpoint B --port N`, as a user starts it; stopped after the module."""
+    command = [sys.executable, str(ROOT / 'demo' / 'app.py'), '--checkpoint', checkpoints['single'],
+               '--checkpoint', checkpoints['per_class']]
+    with _serving(command, ROOT, {}) as url:
+        yield {'url': url, 'checkpoints': checkpoints}
+
+
+@pytest.fixture(scope='module')
+def client(server) -> Client:
+    return Client(server['url'], verbose=False)
+
+
+@pytest.fixture(scope='module')
+def images(tmp_path_factory) -> dict:
+    """Upload files of every kind the issue names, plus a real photo and a real digit."""
+    folder = tmp_path_factory.mktemp('uploads')
+    yy, xx = np.mgrid[0:48, 0:64]
+    rgb = np.stack([xx * 4, yy * 5, ((xx - 20) ** 2 + (yy - 16) ** 2 < 100) * 255], -1).clip(0, 255)
+    paths = {name: folder / f'{name}.png' for name in ('rgb', 'gray', 'rgba', 'tiny', 'huge')}
+    Image.fromarray(rgb.astype(np.uint8)).save(paths['rgb'])
+    Image.fromarray(rgb.astype(np.uint8)).convert('L').save(paths['gray'])
+    Image.fromarray(rgb.astype(np.uint8)).convert('RGBA').save(paths['rgba'])
+    Image.new('RGB', (1, 1), 'red').save(paths['tiny'])
+    Image.new('1', (20000, 20000)).save(paths['huge'])  # 50 KB of PNG, 400 megapixels decoded
+    paths['text'] = folder / 'notes.png'
+    paths['text'].write_text('not an image, whatever the name says\n')
+    paths['empty'] = folder / 'empty.png'
+    paths['empty'].write_bytes(b'')
+    paths['digit'] = ROOT / 'demo' / 'examples' / 'digit-3.png'
+    return paths
+
+
+def _explain(client, image, model, class_name=demo_app.PREDICTED, colormap='jet', opacity=0.5):
+    return client.predict(handle_file(str(image)), model, class_name, colormap, opacity, api_name='/explain')
+
+
+def test_predict_returns_probabilities_and_a_heatmap_of_the_inputs_size(client, server, images):
+    label, overlay_path, grid_path, probabilities, notes = _explain(client, images['rgb'],
+                                                                    server['checkpoints']['single'])
+    assert set(probabilities) == set(DIGIT_LABELS)  # the label names saved by the training run
+    assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    top = sorted(probabilities, key=probabilities.get, reverse=True)[:demo_app.TOP_K]
+    assert [c['label'] for c in label['confidences']] == top and label['label'] == top[0]
+    overlay = np.asarray(Image.open(overlay_path).convert('RGB'), dtype=np.float32)
+    assert overlay.shape == (48, 64, 3)  # the uploaded image's size, not the model's 32x32 view
+    heat = overlay - np.asarray(Image.open(images['rgb']).convert('RGB'), dtype=np.float32) * 0.5
+    assert heat.std(axis=(0, 1)).max() > 5  # the heatmap varies over the image
+    grid = Image.open(grid_path)
+    assert grid.size[0] == grid.size[1] and grid.size[0] >= 8 * 8  # the 8x8 token grid, drawn large
+    assert '8x8 token grid' in notes
+
+
+def test_per_class_tokens_show_the_chosen_class(client, server, images):
+    model = server['checkpoints']['per_class']
+    predicted = _explain(client, images['rgb'], model)
+    assert predicted[0]['label'] in PER_CLASS_LABELS
+    grids = {name: np.asarray(Image.open(_explain(client, images['rgb'], model, name)[2]), dtype=np.float32)
+             for name in PER_CLASS_LABELS}
+    assert 'of "dog"' in _explain(client, images['rgb'], model, 'dog')[-1]
+    assert np.abs(grids['cat'] - grids['bird']).max() > 0  # each class token has its own map
+    with pytest.raises(AppError, match='not a class of'):
+        _explain(client, images['rgb'], model, 'zebra')
+
+
+@pytest.mark.parametrize('kind, message', [
+    ('text', 'not an image'),
+    ('empty', 'not an image'),
+    ('tiny', '1x1 pixels'),
+    ('huge', 'megapixels'),
+])
+def test_bad_uploads_get_a_clear_message_and_the_server_goes_on(client, server, images, kind, message):
+    with pytest.raises(AppError, match=message):
+        _explain(client, images[kind], server['checkpoints']['single'])
+    probabilities = _explain(client, images['digit'], server['checkpoints']['single'])[3]
+    assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_no_image_asks_for_one(client, server):
+    with pytest.raises(AppError, match='Upload an image'):
+        client.predict(None, server['checkpoints']['single'], demo_app.PREDICTED, 'jet', 0.5, api_name='/explain')
+
+
+@pytest.mark.parametrize('kind, mode', [('gray', 'L'), ('rgba', 'RGBA')])
+def test_grayscale_and_rgba_images_are_explained_as_rgb(client, server, images, kind, mode):
+    _, overlay_path, _, _, notes = _explain(client, images[kind], server['checkpoints']['single'])
+    assert f'The image was {mode}' in notes
+    assert Image.open(overlay_path).size == (64, 48)
+
+
+def test_concurrent_requests_queue_behind_one_model_run(client, server, images, checkpoints):
+    app = demo_app.build_app(demo_app.load_all([checkpoints['single']]), concurrency=1)
+    explain_fn = next(fn for fn in app.fns.values() if fn.api_name == 'explain')
+    assert explain_fn.concurrency_limit == 1 and explain_fn.queue
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: _explain(client, images['digit'], server['checkpoints']['single']),
+                                range(4)))
+    assert len({r[0]['label'] for r in results}) == 1  # same answer for every queued request
+
+
+def test_bad_checkpoint_stops_the_app_with_one_error_line(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / 'demo' / 'app.py'), '--checkpoint', str(tmp_path / 'nope')],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, HF_HUB_OFFLINE='1'))
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith('error:') and 'nope' in result.stderr
+    assert 'Traceback' not in result.stderr
+
+
+def test_examples_are_real_images_shipped_with_the_repo_or_its_dependencies():
+    examples = demo_app.example_images()
+    assert any(p.endswith('china.jpg') for p in examples)  # scikit-learn's sample photo
+    for path in examples:
+        with Image.open(path) as image:
+            assert min(image.size) >= demo_app.MIN_SIDE
+
+
+@pytest.fixture(scope='module')
+def browser():
+    if not CHROMIUM.exists():
+        if os.environ.get('CI'):
+            pytest.fail(f'{CHROMIUM} is missing: .ci/run installs Debian chromium')
+        pytest.skip(f'{CHROMIUM} not installed (apt-get install chromium)')
+    playwright = pytest.importorskip('playwright.sync_api')
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+            '--disable-component-update', '--disable-sync'])
+        yield browser
+        browser.close()
+
+
+def test_in_a_real_browser_upload_explain_and_see_the_heatmap(browser, server, images, tmp_path):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={'width': 1280, 'height': 1000})
+    page.goto(server['url'])
+    upload = page.locator('input[type=file]').first
+    upload.set_input_files(str(images['rgb']))
+    page.get_by_role('button', name='Explain').click()
+    expect(page.locator('#notes')).to_contain_text('8x8 token grid', timeout=60_000)
+    overlay = page.locator('#overlay img')
+    expect(overlay).to_be_visible()
+    size = overlay.evaluate('img => [img.naturalWidth, img.naturalHeight]')
+    assert size == [64, 48]
+    expect(page.locator('#top-classes')).to_contain_text('%')
+    assert page.locator('#grid img').evaluate('img => img.naturalWidth') >= 64
+    page.screenshot(path=str(tmp_path / 'demo.png'), full_page=True)
+    assert (tmp_path / 'demo.png').stat().st_size > 10_000
+
+    # a decompression bomb gets a message in the page, and the next image is still explained
+    page.get_by_role('button', name='Remove Image').click()
+    page.locator('input[type=file]').first.set_input_files(str(images['huge']))
+    page.get_by_role('button', name='Explain').click()
+    expect(page.get_by_text('megapixels').first).to_be_visible(timeout=60_000)
+    page.screenshot(path=str(tmp_path / 'demo-error.png'), full_page=True)
+    page.reload()
+    page.locator('input[type=file]').first.set_input_files(str(images['gray']))
+    page.get_by_role('button', name='Explain').click()
+    expect(page.locator('#notes')).to_contain_text('The image was L', timeout=60_000)
+    page.close()
+
+
+def test_the_exported_space_runs_on_its_own_copy_of_the_package(checkpoints, images, tmp_path):
+    space = export_space_folder(str(ROOT / 'demo'), str(tmp_path / 'space'), ['patchconvnet_s60_p16.fb_in1k'])
+    found = subprocess.run([sys.executable, '-c', 'import timm_patchconvnet; print(timm_patchconvnet.__file__)'],
+                           cwd=space, capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(found).parent == space / 'timm_patchconvnet'  # the Space needs no installed package
+    # the Space's settings name its checkpoints; here a local folder stands in for the Hub
+    with _serving([sys.executable, 'app.py'], space, {CHECKPOINTS_VARIABLE: checkpoints['per_class']}) as url:
+        result = Client(url, verbose=False).predict(handle_file(str(images['rgb'])), checkpoints['per_class'],
+                                                    demo_app.PREDICTED, 'jet', 0.5, api_name='/explain')
+    assert set(result[3]) == set(PER_CLASS_LABELS)
