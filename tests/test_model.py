@@ -97,6 +97,24 @@ def test_every_option_trains(options):
     assert max(losses[-3:]) < 0.5 * losses[0], losses
 
 
+@pytest.mark.parametrize('options', ABLATIONS.values(), ids=ABLATIONS.keys())
+@torch.no_grad()
+def test_fused_inference_model_computes_the_same(options):
+    """`timm.utils.reparameterize_model` (ConvBlock.fuse) on every option, BatchNorm folded with real statistics."""
+    model = timm.create_model('patchconvnet_test_p4', num_classes=5, init_values=0.5, **options)
+    for _ in range(3):  # BatchNorm's running statistics away from 0 / 1
+        model.train()(torch.randn(8, 3, 32, 32) * 2 + 1)
+    model.eval()
+    for p in model.parameters():
+        p.add_(0.05 * torch.randn_like(p))
+    fused = timm.utils.reparameterize_model(model)
+    assert type(model.blocks[0]).__name__ == 'ConvBlock'  # the original is untouched (a copy was fused)
+    x = torch.randn(3, 3, 40, 24)
+    torch.testing.assert_close(fused(x), model(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused.forward_intermediates(x)[1][-1], model.forward_intermediates(x)[1][-1],
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_ablation_structures():
     assert timm.create_model('patchconvnet_test_p4', global_pool='avg').attn_pool is None
     assert isinstance(timm.create_model('patchconvnet_test_p4', trunk_norm='batchnorm').blocks[0].norm,
@@ -231,3 +249,24 @@ def test_pretrained_tag_on_the_hub_fails_loudly_offline(monkeypatch):
     message = str(err.value)
     assert 'Tried: hf_hub_id timm-patchconvnet/patchconvnet_ti12_p4.idc' in message
     assert 'models--timm-patchconvnet--patchconvnet_ti12_p4.idc' in message
+
+
+@pytest.mark.parametrize('fuse', [False, True], ids=['train', 'fused-eval'])
+def test_torch_compile_takes_the_whole_model_in_one_graph(fuse):
+    """fullgraph=True fails on any graph break; training (forward and backward, with gradient checkpointing) and
+    the fused inference model both compile and compute what eager computes."""
+    model = timm.create_model('patchconvnet_test_p4', num_classes=4, init_values=0.5)
+    x = torch.randn(2, 3, 32, 32)
+    if fuse:
+        model = timm.utils.reparameterize_model(model.eval())
+        with torch.no_grad():
+            torch.testing.assert_close(torch.compile(model, fullgraph=True)(x), model(x), rtol=1e-5, atol=1e-5)
+        return
+    model.set_grad_checkpointing()
+    compiled = torch.compile(model, fullgraph=True)
+    compiled(x).sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model(x).sum().backward()
+    for compiled_grad, p in zip(grads, model.parameters()):
+        torch.testing.assert_close(compiled_grad, p.grad, rtol=1e-4, atol=1e-5)

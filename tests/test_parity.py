@@ -55,6 +55,19 @@ def test_outputs_do_not_depend_on_memory_format_or_checkpointing(official_tiny):
     torch.testing.assert_close(model(x), logits, **TOL)
 
 
+@torch.no_grad()
+def test_the_fused_inference_model_still_matches_official(official_tiny):
+    """timm's reparameterize_model folds the norm affine and layer scale into the convs and fuses GELU and the
+    residual add into oneDNN's convolutions: the same function, to the official outputs' 1e-5."""
+    model = timm.utils.reparameterize_model(_load_tiny(official_tiny))
+    assert all(type(block).__name__ == 'FusedConvBlock' for block in model.blocks)
+    x, ref = official_tiny['input'], official_tiny['outputs']
+    torch.testing.assert_close(model(x), ref['logits'], **TOL)
+    torch.testing.assert_close(model.double()(x.double()).float(), ref['logits'], **TOL)  # the portable path
+    raw_maps = get_attention_map(model.float(), x, upsample=False, normalize=False)
+    torch.testing.assert_close(raw_maps, ref['attn_patches'], **TOL)
+
+
 def _official_s60_state_dict(keys_file, **overrides):
     shapes = json.loads(keys_file.read_text())
     generator = torch.Generator().manual_seed(0)

@@ -17,12 +17,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, LayerNorm2d, Mlp, _assert, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models import resolve_pretrained_cfg
-from timm.models._efficientnet_blocks import SqueezeExcite
 from timm.models._features import feature_take_indices
 
 __all__ = ['PatchConvNet', 'PretrainedWeightsUnavailableError', 'HUB_NAMESPACE', 'checkpoint_filter_fn']
@@ -33,6 +33,7 @@ HUB_NAMESPACE = 'timm-patchconvnet'
 # Strides of the four stem convs for each patch size: the parameter shapes never change, so ImageNet weights fit.
 STEM_STRIDES = {16: (2, 2, 2, 2), 8: (2, 2, 2, 1), 4: (2, 2, 1, 1)}
 GLOBAL_POOLS = ('token', 'avg', '')
+_ONEDNN = torch.backends.mkldnn.is_available()  # read once: torch.compile does not trace this check
 CLASS_TOKENS = ('single', 'per_class')
 TRUNK_NORMS = ('layernorm', 'batchnorm')
 STEM_TYPES = ('conv', 'linear')
@@ -64,6 +65,10 @@ class ConvStem(nn.Module):
         x = self.act3(self.conv3(x))
         return self.conv4(x)
 
+    def fuse(self) -> 'FusedConvStem':
+        """The same function for inference with each GELU inside its convolution (`reparameterize_model`)."""
+        return FusedConvStem(self)
+
 
 class LinearStem(nn.Module):
     """Linear projection of non-overlapping patches: the paper's ablation of the conv stem."""
@@ -74,6 +79,26 @@ class LinearStem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x)
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation with timm's (and the official checkpoints') parameters, 1x1 convs of the pooled
+    map; they run as matrix products of the pooled vectors, which spares oneDNN two convolutions of 1x1 maps per
+    block, forward and backward."""
+
+    def __init__(self, dim: int, rd_channels: int, device=None, dtype=None):
+        super().__init__()
+        self.conv_reduce = nn.Conv2d(dim, rd_channels, 1, device=device, dtype=dtype)
+        self.conv_expand = nn.Conv2d(rd_channels, dim, 1, device=device, dtype=dtype)
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = x.mean((2, 3))
+        hidden = F.relu(F.linear(pooled, self.conv_reduce.weight.flatten(1), self.conv_reduce.bias))
+        gate = torch.sigmoid(F.linear(hidden, self.conv_expand.weight.flatten(1), self.conv_expand.bias))
+        return gate[:, :, None, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
 
 
 class ConvBlock(nn.Module):
@@ -96,7 +121,7 @@ class ConvBlock(nn.Module):
         self.act1 = nn.GELU()
         self.conv_dw = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, **dd)
         self.act2 = nn.GELU()
-        self.se = SqueezeExcite(dim, rd_ratio=0.25, **dd)
+        self.se = SqueezeExcite(dim, dim // 4, **dd)
         self.conv2 = nn.Conv2d(dim, dim, 1, **dd)
         self.gamma = nn.Parameter(torch.empty(dim, **dd))
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
@@ -106,10 +131,99 @@ class ConvBlock(nn.Module):
         nn.init.constant_(self.gamma, self.init_values)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.act1(self.conv1(self.norm(x)))
-        y = self.act2(self.conv_dw(y))
-        y = self.conv2(self.se(y))
-        return x + self.drop_path(y * self.gamma.view(1, -1, 1, 1))
+        # Element-wise products by parameters are moved onto the weights next to them: one tiny product on the
+        # weights instead of a pass over the activations forward and two backward. LayerNorm's affine goes into
+        # conv1: conv1(w * x_hat + b) = (conv1.weight * w) x_hat + (conv1.bias + conv1.weight @ b).
+        norm = self.norm
+        if isinstance(norm, LayerNorm2d):
+            y = F.layer_norm(x.permute(0, 2, 3, 1), norm.normalized_shape, None, None, norm.eps).permute(0, 3, 1, 2)
+            w1 = self.conv1.weight
+            y = F.conv2d(y, w1 * norm.weight.view(1, -1, 1, 1), self.conv1.bias + w1.flatten(1) @ norm.bias)
+        else:
+            y = self.conv1(norm(x))
+        y = self.act2(self.conv_dw(self.act1(y)))
+        gamma = self.gamma.view(-1, 1, 1, 1)
+        y = F.conv2d(self.se(y), self.conv2.weight * gamma, self.conv2.bias * self.gamma)
+        return self.drop_path(y).add_(x)  # in place: no backward needs the branch's output itself
+
+    def fuse(self) -> 'FusedConvBlock':
+        """The same function for inference in fewer passes; `timm.utils.reparameterize_model` calls this."""
+        return FusedConvBlock(self)
+
+
+def _folded_conv(weight: torch.Tensor, bias: torch.Tensor, groups: int = 1) -> nn.Conv2d:
+    out_chs, in_chs_per_group, k, _ = weight.shape
+    conv = nn.Conv2d(in_chs_per_group * groups, out_chs, k, padding=k // 2, groups=groups,
+                     device=weight.device, dtype=weight.dtype)
+    conv.weight.data.copy_(weight)
+    conv.bias.data.copy_(bias)
+    return conv
+
+
+class FusedConvBlock(nn.Module):
+    """ConvBlock for inference (`ConvBlock.fuse()`): the norm's affine (a BatchNorm entirely) is folded into conv1
+    and the layer scale into conv2; on CPU in float32 each GELU and the residual add run inside oneDNN's
+    convolutions (post-ops), so the activations are not read and written again for them."""
+
+    def __init__(self, block: ConvBlock):
+        super().__init__()
+        with torch.no_grad():
+            norm = block.norm
+            if isinstance(norm, nn.BatchNorm2d):
+                scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+                shift = norm.bias - norm.running_mean * scale
+                self.eps: Optional[float] = None  # nothing left of the norm
+            else:
+                scale, shift = norm.weight, norm.bias
+                self.eps = norm.eps
+            w1 = block.conv1.weight
+            self.conv1 = _folded_conv(w1 * scale.view(1, -1, 1, 1), block.conv1.bias + w1.flatten(1) @ shift)
+            self.conv_dw = block.conv_dw
+            self.se = block.se
+            gamma = block.gamma.view(-1, 1, 1, 1)
+            self.conv2 = _folded_conv(block.conv2.weight * gamma, block.conv2.bias * gamma.flatten())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        if self.eps is not None:  # normalise channels-last: for a channels-last x the permutes are views
+            y = F.layer_norm(y.permute(0, 2, 3, 1), y.shape[1:2], None, None, self.eps).permute(0, 3, 1, 2)
+        # torch.compile gets the plain ops: it fuses them itself (and has no fake kernels for oneDNN's fused ops)
+        if x.device.type == 'cpu' and x.dtype == torch.float32 and _ONEDNN and not torch.compiler.is_compiling():
+            # oneDNN adds the residual only when it has its convolution's layout (a no-op after the first block)
+            x = x.contiguous(memory_format=torch.channels_last)
+            y = _conv_gelu(_conv_gelu(y, self.conv1), self.conv_dw)
+            y = y.mul_(self.se.gate(y))  # in place: y is this block's own temporary (inference only)
+            return torch.ops.mkldnn._convolution_pointwise.binary(
+                y, x, self.conv2.weight, self.conv2.bias, [0, 0], [1, 1], [1, 1], 1, 'add', None, None, [], None)
+        y = F.gelu(self.conv1(y))
+        y = self.se(F.gelu(self.conv_dw(y)))
+        return x + self.conv2(y)
+
+
+class FusedConvStem(nn.Module):
+    """ConvStem for inference (`ConvStem.fuse()`): on CPU in float32 each GELU runs inside its convolution."""
+
+    def __init__(self, stem: 'ConvStem'):
+        super().__init__()
+        self.convs = nn.ModuleList([stem.conv1, stem.conv2, stem.conv3, stem.conv4])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.convs) - 1
+        fused = x.device.type == 'cpu' and x.dtype == torch.float32 and _ONEDNN and not torch.compiler.is_compiling()
+        for i, conv in enumerate(self.convs):
+            if i == last:
+                x = conv(x)
+            elif fused:
+                x = _conv_gelu(x, conv)
+            else:
+                x = F.gelu(conv(x))
+        return x
+
+
+def _conv_gelu(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    return torch.ops.mkldnn._convolution_pointwise(
+        x, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
+        'gelu', [None], 'none')
 
 
 class ClassAttention(nn.Module):
@@ -422,7 +536,7 @@ class PatchConvNet(nn.Module):
         intermediates = []
         take_indices, max_index = feature_take_indices(len(self.blocks), indices)
 
-        x = self.stem(x)
+        x = self._embed(x)
         if torch.jit.is_scripting() or not stop_early:  # can't slice blocks in torchscript
             blocks = self.blocks
         else:
@@ -452,10 +566,14 @@ class PatchConvNet(nn.Module):
             self.reset_classifier(0, '')
         return take_indices
 
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        # the trunk runs channels-last: LayerNorm2d's permutes are then views, not copies, forward and backward
+        return self.stem(x).contiguous(memory_format=torch.channels_last)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The trunk's unpooled feature map (B, embed_dim, H / patch_size, W / patch_size)."""
         self._check_input(x)
-        x = self.stem(x)
+        x = self._embed(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.blocks, x)
         return self.blocks(x)
