@@ -135,15 +135,16 @@ class ConvBlock(nn.Module):
         # weights instead of a pass over the activations forward and two backward. LayerNorm's affine goes into
         # conv1: conv1(w * x_hat + b) = (conv1.weight * w) x_hat + (conv1.bias + conv1.weight @ b).
         norm = self.norm
+        b1, b2 = self.conv1.bias, self.conv2.bias
+        assert b1 is not None and b2 is not None  # for TorchScript's type refinement
         if isinstance(norm, LayerNorm2d):
             y = F.layer_norm(x.permute(0, 2, 3, 1), norm.normalized_shape, None, None, norm.eps).permute(0, 3, 1, 2)
             w1 = self.conv1.weight
-            y = F.conv2d(y, w1 * norm.weight.view(1, -1, 1, 1), self.conv1.bias + w1.flatten(1) @ norm.bias)
+            y = F.conv2d(y, w1 * norm.weight.view(1, -1, 1, 1), b1 + w1.flatten(1) @ norm.bias)
         else:
             y = self.conv1(norm(x))
         y = self.act2(self.conv_dw(self.act1(y)))
-        gamma = self.gamma.view(-1, 1, 1, 1)
-        y = F.conv2d(self.se(y), self.conv2.weight * gamma, self.conv2.bias * self.gamma)
+        y = F.conv2d(self.se(y), self.conv2.weight * self.gamma.view(-1, 1, 1, 1), b2 * self.gamma)
         return self.drop_path(y).add_(x)  # in place: no backward needs the branch's output itself
 
     def fuse(self) -> 'FusedConvBlock':
