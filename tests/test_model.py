@@ -196,6 +196,10 @@ def test_layer_decay_and_weight_decay_groups():
 def test_lower_precision_and_meta_device():
     model = timm.create_model('patchconvnet_test_p4', dtype=torch.bfloat16).eval()
     assert model(torch.randn(1, 3, 32, 32, dtype=torch.bfloat16)).dtype == torch.bfloat16
+    # mixed precision: the residual stream stays float32, as in the official code (gamma multiplies in float32)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert timm.create_model('patchconvnet_test_p4').forward_features(torch.randn(1, 3, 32, 32)).dtype == \
+            torch.float32
     big = timm.create_model('patchconvnet_b120_p16', device='meta')
     assert next(big.parameters()).is_meta
 

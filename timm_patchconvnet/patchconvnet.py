@@ -145,6 +145,9 @@ class ConvBlock(nn.Module):
             y = self.conv1(norm(x))
         y = self.act2(self.conv_dw(self.act1(y)))
         y = F.conv2d(self.se(y), self.conv2.weight * self.gamma.view(-1, 1, 1, 1), b2 * self.gamma)
+        # Under autocast the conv's output is bfloat16/float16: the residual stream stays in the parameters'
+        # precision, as it does when gamma (a float32 parameter) multiplies the activations (the official code).
+        y = y.to(self.gamma.dtype)
         return self.drop_path(y).add_(x)  # in place: no backward needs the branch's output itself
 
     def fuse(self) -> 'FusedConvBlock':
