@@ -155,10 +155,10 @@ class ConvBlock(nn.Module):
         return FusedConvBlock(self)
 
 
-def _folded_conv(weight: torch.Tensor, bias: torch.Tensor, groups: int = 1) -> nn.Conv2d:
-    out_chs, in_chs_per_group, k, _ = weight.shape
-    conv = nn.Conv2d(in_chs_per_group * groups, out_chs, k, padding=k // 2, groups=groups,
-                     device=weight.device, dtype=weight.dtype)
+def _folded_conv(weight: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
+    """A 1x1 conv holding `weight` and `bias` (computed from another conv's and the parameters folded into it)."""
+    out_chs, in_chs, _, _ = weight.shape
+    conv = nn.Conv2d(in_chs, out_chs, 1, device=weight.device, dtype=weight.dtype)
     conv.weight.data.copy_(weight)
     conv.bias.data.copy_(bias)
     return conv
