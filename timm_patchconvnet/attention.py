@@ -168,8 +168,8 @@ def _model_view(transform: transforms.Compose, width: int, height: int) -> Tuple
     # resampling keeps a linear ramp linear away from the borders: fit it from two interior output pixels
     (u1, u2), (v1, v2) = (out_w // 4, out_w - 1 - out_w // 4), (out_h // 4, out_h - 1 - out_h // 4)
     mid_y, mid_x = out_h // 2, out_w // 2
-    scale_x = (out_x[mid_y, u2] - out_x[mid_y, u1]) / max(u2 - u1, 1) if u2 > u1 else width / out_w
-    scale_y = (out_y[v2, mid_x] - out_y[v1, mid_x]) / max(v2 - v1, 1) if v2 > v1 else height / out_h
+    scale_x = (out_x[mid_y, u2] - out_x[mid_y, u1]) / (u2 - u1) if u2 > u1 else width / out_w
+    scale_y = (out_y[v2, mid_x] - out_y[v1, mid_x]) / (v2 - v1) if v2 > v1 else height / out_h
     left = out_x[mid_y, u1] - scale_x * (u1 + .5)
     top = out_y[v1, mid_x] - scale_y * (v1 + .5)
     return float(left), float(top), float(left + scale_x * out_w), float(top + scale_y * out_h)
