@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -378,6 +379,26 @@ def timed(step: Callable[[], None], iters: int, sync: Callable[[], None]) -> lis
     return times
 
 
+class KernelWork:
+    """Minor page faults and system CPU seconds per iteration of a timed loop (getrusage of this process).
+
+    Each fault is a fresh page the kernel maps and zeroes: on CPU, tensors too large for malloc to keep are
+    returned to the kernel when freed and faulted in again at the next allocation, which costs time that no
+    operator's kernel shows.
+    """
+
+    def __enter__(self) -> 'KernelWork':
+        self.before = resource.getrusage(resource.RUSAGE_SELF)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.after = resource.getrusage(resource.RUSAGE_SELF)
+
+    def per_iter(self, iters: int) -> dict:
+        return {'page_faults': (self.after.ru_minflt - self.before.ru_minflt) / iters,
+                'system_s': (self.after.ru_stime - self.before.ru_stime) / iters}
+
+
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, targets: torch.Tensor,
                autocast: contextlib.AbstractContextManager) -> None:
     with autocast:
@@ -435,10 +456,11 @@ class Bench:
             for _ in range(self.args.warmup):
                 infer(images)
         self.sync()
-        batch_times = timed(lambda: infer(batch), self.args.iters, self.sync)
+        with KernelWork() as kernel:
+            batch_times = timed(lambda: infer(batch), self.args.iters, self.sync)
         single_times = timed(lambda: infer(single), self.args.iters, self.sync)
         return {'eval_img_s': len(batch) * len(batch_times) / sum(batch_times),
-                'latency_ms': 1000 * statistics.median(single_times)}
+                'latency_ms': 1000 * statistics.median(single_times), **kernel.per_iter(self.args.iters)}
 
     def measure_train(self, count_saved: bool) -> dict:
         optimizer = self.optimizer()
@@ -448,12 +470,13 @@ class Bench:
         for _ in range(self.args.warmup):
             train_step(self.run, optimizer, images, targets, self.autocast())
         self.sync()
-        times = timed(lambda: train_step(self.run, optimizer, images, targets, self.autocast()),
-                      self.args.iters, self.sync)
+        with KernelWork() as kernel:
+            times = timed(lambda: train_step(self.run, optimizer, images, targets, self.autocast()),
+                          self.args.iters, self.sync)
         peak = memory.above_start()
         result = {'train_img_s': len(images) * len(times) / sum(times),
                   'peak_train_mib': None if peak is None else peak / 2 ** 20,
-                  'peak_was_reset': memory.peak_was_reset}
+                  'peak_was_reset': memory.peak_was_reset, **kernel.per_iter(self.args.iters)}
         if count_saved:  # after the timing and the peak, which the extra forward must not disturb
             result['saved_mib'] = saved_activation_bytes(self.model, images, self.autocast()) / 2 ** 20
         return result
@@ -587,7 +610,7 @@ def make_rows(results: dict[Entry, list[dict]], counts: dict[Entry, tuple[float,
             'eval_img_s': median_of(rounds, 'eval_img_s'), 'latency_ms': median_of(rounds, 'latency_ms'),
             'train_img_s': median_of(rounds, 'train_img_s'),
             'peak_train_mib': max(peaks, default=None),  # the worst round
-            'saved_mib': rounds[0].get('saved_mib'),
+            'saved_mib': rounds[0].get('saved_mib'), 'page_faults': median_of(rounds, 'page_faults'),
             'vs_official': ratios['official'], 'best_vs_official': best_vs_official, 'vs_baseline': ratios['baseline'],
         })
     return rows
@@ -627,6 +650,7 @@ def table_columns(args: argparse.Namespace) -> list[tuple[str, Callable[[dict], 
         columns += [(f'train img/s @{args.train_batch_size}', number('train_img_s', '.1f')),
                     ('peak train mem (MiB)', number('peak_train_mib', '.1f')),
                     ('saved activations (MiB)', number('saved_mib', '.1f'))]
+    columns.append(('page faults /iter', number('page_faults', '.0f')))
     if args.official:
         columns += [('vs official', number('vs_official', '.2f')),
                     ('best vs best official', number('best_vs_official', '.2f'))]

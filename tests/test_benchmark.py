@@ -47,7 +47,8 @@ def test_tiny_run_prints_the_table_and_the_json(tmp_path):
 
     headers, rows = _table(stdout)
     assert headers == ['model', 'input', 'classes', 'params (M)', 'GMACs', 'eval img/s @4', 'latency ms @1',
-                       'train img/s @4', 'peak train mem (MiB)', 'saved activations (MiB)', 'vs resnet50']
+                       'train img/s @4', 'peak train mem (MiB)', 'saved activations (MiB)', 'page faults /iter',
+                       'vs resnet50']
     assert [(r['model'], r['classes']) for r in rows] == [
         ('patchconvnet_test_p4', '1000'), ('resnet50', '1000'),
         ('patchconvnet_test_p4', '10'), ('patchconvnet_test_p4 + grad checkpointing', '10'), ('resnet50', '10')]
@@ -55,6 +56,7 @@ def test_tiny_run_prints_the_table_and_the_json(tmp_path):
     for row in rows:
         assert row['input'] == '32' and float(row['GMACs']) > 0
         assert row['params (M)'] == _params_m(row['model'].split(' ')[0], int(row['classes']))
+        assert float(row['page faults /iter']) >= 0
     for row in eval_rows:
         assert float(row['eval img/s @4']) > 0 and float(row['latency ms @1']) > 0
         assert row['train img/s @4'] == row['peak train mem (MiB)'] == row['saved activations (MiB)'] == '-'
@@ -113,6 +115,15 @@ def test_best_rounds_are_compared_with_best_rounds():
     rounds = [{'eval_img_s': speed} for speed in (10.0, 18.0, 17.0)]
     official = [{'eval_img_s': speed} for speed in (9.0, 15.0, 12.0)]  # one round slowed down by other work
     assert benchmark.best_ratio(rounds, official, 'eval_img_s') == pytest.approx(18.0 / 15.0)
+
+
+def test_page_faults_of_fresh_memory_are_counted():
+    with benchmark.KernelWork() as kernel:
+        torch.ones(2 ** 24)  # 64 MiB: beyond what malloc keeps, so the kernel maps fresh pages for it
+    work = kernel.per_iter(2)
+    with benchmark.KernelWork() as idle:
+        pass
+    assert work['page_faults'] > idle.per_iter(2)['page_faults'] and work['system_s'] >= 0
 
 
 def test_saved_activations_are_exact_and_include_checkpoint_inputs():
