@@ -191,8 +191,7 @@ class FusedConvBlock(nn.Module):
         y = x
         if self.eps is not None:  # normalise channels-last: for a channels-last x the permutes are views
             y = F.layer_norm(y.permute(0, 2, 3, 1), y.shape[1:2], None, None, self.eps).permute(0, 3, 1, 2)
-        # torch.compile gets the plain ops: it fuses them itself (and has no fake kernels for oneDNN's fused ops)
-        if x.device.type == 'cpu' and x.dtype == torch.float32 and _ONEDNN and not torch.compiler.is_compiling():
+        if _onednn_fusable(x):
             # oneDNN adds the residual only when it has its convolution's layout (a no-op after the first block)
             x = x.contiguous(memory_format=torch.channels_last)
             y = _conv_gelu(_conv_gelu(y, self.conv1), self.conv_dw)
@@ -212,16 +211,15 @@ class FusedConvStem(nn.Module):
         self.convs = nn.ModuleList([stem.conv1, stem.conv2, stem.conv3, stem.conv4])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        last = len(self.convs) - 1
-        fused = x.device.type == 'cpu' and x.dtype == torch.float32 and _ONEDNN and not torch.compiler.is_compiling()
-        for i, conv in enumerate(self.convs):
-            if i == last:
-                x = conv(x)
-            elif fused:
-                x = _conv_gelu(x, conv)
-            else:
-                x = F.gelu(conv(x))
-        return x
+        fused = _onednn_fusable(x)
+        for conv in self.convs[:-1]:
+            x = _conv_gelu(x, conv) if fused else F.gelu(conv(x))
+        return self.convs[-1](x)
+
+
+def _onednn_fusable(x: torch.Tensor) -> bool:
+    # torch.compile gets the plain ops: it fuses them itself (and has no fake kernels for oneDNN's fused ops)
+    return x.device.type == 'cpu' and x.dtype == torch.float32 and _ONEDNN and not torch.compiler.is_compiling()
 
 
 def _conv_gelu(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
