@@ -1,4 +1,3 @@
-import os
 import sys
 from pathlib import Path
 
@@ -8,32 +7,25 @@ from safetensors.torch import load_file
 
 import timm_patchconvnet  # noqa: F401  (registers the models)
 
-SHARED = Path(os.environ.get('TIMM_PATCHCONVNET_SHARED', Path(__file__).resolve().parents[2] / 'shared'))
-OFFICIAL_TINY = SHARED / 'fixtures' / 'official_tiny'
-
-
-def _need(path: Path) -> Path:
-    if not path.exists():
-        if os.environ.get('CI'):
-            pytest.fail(f'{path} is missing: CI must run with the shared fixtures beside the checkout.')
-        pytest.skip(f'{path} not found (set TIMM_PATCHCONVNET_SHARED to the shared/ folder)')
-    return path
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / 'fixtures'  # made from the official code: see fixtures/README.md
+OFFICIAL_TINY = FIXTURES / 'official_tiny'
+OFFICIAL_S60_KEYS = FIXTURES / 'official_s60_keys.json'
 
 
 @pytest.fixture(scope='session')
 def official_tiny() -> dict:
     """The official implementation's tiny model: weights file, input and reference outputs."""
-    folder = _need(OFFICIAL_TINY)
     return dict(
-        weights=folder / 'weights.safetensors',
-        input=load_file(folder / 'input.safetensors')['input'],
-        outputs=load_file(folder / 'output.safetensors'),
+        weights=OFFICIAL_TINY / 'weights.safetensors',
+        input=load_file(OFFICIAL_TINY / 'input.safetensors')['input'],
+        outputs=load_file(OFFICIAL_TINY / 'output.safetensors'),
     )
 
 
 @pytest.fixture(scope='session')
 def official_s60_keys() -> Path:
-    return _need(SHARED / 'fixtures' / 'official_s60_keys.json')
+    return OFFICIAL_S60_KEYS
 
 
 @pytest.fixture(autouse=True)
@@ -41,6 +33,12 @@ def _seed():
     torch.manual_seed(0)
 
 
-ROOT = Path(__file__).resolve().parents[1]
+@pytest.fixture(autouse=True)
+def _outside_the_checkout(tmp_path_factory, monkeypatch):
+    """Every test runs in a temporary working directory, so relative defaults (e.g. train.py's --output-dir
+    runs/digits) never read or write the checkout."""
+    monkeypatch.chdir(tmp_path_factory.mktemp('cwd'))
+
+
 if str(ROOT) not in sys.path:  # train.py lives at the top of the repo
     sys.path.insert(0, str(ROOT))

@@ -21,7 +21,7 @@ TINY = ['--models', 'patchconvnet_test_p4', '--train-model', 'patchconvnet_test_
 
 
 def _run(*options: str) -> str:
-    done = subprocess.run([sys.executable, str(SCRIPT), *options], capture_output=True, text=True, cwd=ROOT,
+    done = subprocess.run([sys.executable, str(SCRIPT), *options], capture_output=True, text=True,
                           check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout

@@ -70,11 +70,11 @@ def _serving(command: list, cwd: Path, env: dict):
 
 
 @pytest.fixture(scope='module')
-def server(checkpoints):
+def server(checkpoints, tmp_path_factory):
     """`python demo/app.py --checkpoint A --checkpoint B --port N`, as a user starts it; stopped after the module."""
     command = [sys.executable, str(ROOT / 'demo' / 'app.py'), '--checkpoint', checkpoints['single'],
                '--checkpoint', checkpoints['per_class']]
-    with _serving(command, ROOT, {}) as url:
+    with _serving(command, tmp_path_factory.mktemp('demo-cwd'), {}) as url:
         yield {'url': url, 'checkpoints': checkpoints}
 
 
@@ -172,7 +172,7 @@ def test_concurrent_requests_queue_behind_one_model_run(client, server, images, 
 
 def test_bad_checkpoint_stops_the_app_with_one_error_line(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / 'demo' / 'app.py'), '--checkpoint', str(tmp_path / 'nope')],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            capture_output=True, text=True, timeout=120,
                             env=dict(os.environ, HF_HUB_OFFLINE='1'))
     assert result.returncode == 2
     assert result.stderr.strip().startswith('error:') and 'nope' in result.stderr

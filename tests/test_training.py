@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 import train as train_cli
-from conftest import ROOT, SHARED, _need
+from conftest import OFFICIAL_S60_KEYS, ROOT
 from datagen import write_cifar10_parquet, write_idc_kaggle_folder, write_idc_patients
 from timm_patchconvnet.presets import PRESETS
 from timm_patchconvnet.training import TrainConfig
@@ -81,7 +81,7 @@ def test_a_run_is_never_overwritten_by_accident(digits_run, capsys):
 
 
 def _train_process(*args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / 'train.py'), *args], cwd=ROOT,
+    return subprocess.Popen([sys.executable, str(ROOT / 'train.py'), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -121,7 +121,7 @@ def test_two_cpu_processes_gather_the_same_metrics_as_one(tmp_path, capsys):
     launch = [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2',
               '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no',
               str(ROOT / 'train.py'), *FAST, '--epochs', '1', '--output-dir', str(out)]
-    result = subprocess.run(launch, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(launch, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     saved = _metrics(out)
     assert saved['environment']['num_processes'] == 2
@@ -136,7 +136,7 @@ def test_two_cpu_processes_gather_the_same_metrics_as_one(tmp_path, capsys):
 def preset_data(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp('preset-data')
     official = root / 's60_224_1k.pth'
-    torch.save({'model': _official_s60_state_dict(_need(SHARED / 'fixtures' / 'official_s60_keys.json'))}, official)
+    torch.save({'model': _official_s60_state_dict(OFFICIAL_S60_KEYS)}, official)
     return dict(cifar10=write_cifar10_parquet(root / 'cifar10', num_train=40, num_test=10),
                 idc=write_idc_kaggle_folder(root / 'idc'), official=official)
 

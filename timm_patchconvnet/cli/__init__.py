@@ -1,0 +1,1 @@
+"""Command lines of the package: `patchconvnet-train`, `patchconvnet-push-*` and `patchconvnet-demo`."""
