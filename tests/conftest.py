@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -26,6 +27,18 @@ def official_tiny() -> dict:
 @pytest.fixture(scope='session')
 def official_s60_keys() -> Path:
     return OFFICIAL_S60_KEYS
+
+
+@pytest.fixture(scope='session')
+def deit_checkout() -> Path:
+    """A checkout of facebookresearch/deit, for the optional tests that run the official code itself."""
+    folder = os.environ.get('DEIT_CHECKOUT')
+    if not folder:
+        pytest.skip('optional: set DEIT_CHECKOUT to a checkout of github.com/facebookresearch/deit to also run the '
+                    'official code (the committed fixtures already cover parity)')
+    if not Path(folder, 'patchconvnet_models.py').is_file():
+        pytest.fail(f'DEIT_CHECKOUT={folder} has no patchconvnet_models.py')
+    return Path(folder)
 
 
 @pytest.fixture(autouse=True)

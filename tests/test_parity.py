@@ -126,3 +126,8 @@ def test_official_s60_multi_checkpoint_loads_strictly(official_s60_keys):
     assert not small.load_state_dict(adapted, strict=False).unexpected_keys
     expected = state_dict['cls_token'].mean(1, keepdim=True).expand(-1, 5, -1)
     torch.testing.assert_close(small.cls_token.detach(), expected)
+
+
+def test_the_fixtures_rebuild_bit_for_bit_from_the_official_code(deit_checkout, tmp_path):
+    from fixtures.make_official_fixtures import main as make_fixtures
+    assert make_fixtures([str(deit_checkout), '--out', str(tmp_path), '--check']) == 0
