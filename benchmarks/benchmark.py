@@ -2,6 +2,7 @@
 
     python benchmarks/benchmark.py                                    # ours and resnet50
     python benchmarks/benchmark.py --official /path/to/deit           # and facebookresearch/deit's code
+    python benchmarks/benchmark.py --only eval --runtimes eager fused onnxruntime   # ours three ways
 
 Prints one markdown table: inference throughput and latency, training-step throughput, the training step's peak
 memory and the activations it saves for backward, parameters and GMACs, and speed ratios against the official
@@ -14,6 +15,7 @@ explains every column.
 import argparse
 import contextlib
 import functools
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -22,6 +24,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import types
 from collections.abc import Callable, Iterator
@@ -38,7 +41,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import timm_patchconvnet
-from timm_patchconvnet import checkpoint_filter_fn
+from timm_patchconvnet import checkpoint_filter_fn, export_onnx
 
 BASELINE = 'resnet50'  # the paper's comparison
 EVAL_CLASSES = 1000  # ImageNet heads for inference
@@ -54,6 +57,10 @@ OFFICIAL_SIZES = ('s60', 's120', 'b60', 'b120', 'l60', 'l120', 's60_multi')
 # same convs with the last one or two at stride 1.
 OFFICIAL_STEM_CONVS = (0, 2, 4, 6)
 STEM_STRIDES = {16: (2, 2, 2, 2), 8: (2, 2, 2, 1), 4: (2, 2, 1, 1)}
+# How our models can run in the inference part: as created, after timm.utils.reparameterize_model, or exported to
+# ONNX (timm_patchconvnet.export_onnx) and run by onnxruntime on the CPU.
+RUNTIMES = ('eager', 'fused', 'onnxruntime')
+ONNX_PACKAGES = ('onnx', 'onnxscript', 'onnxruntime')
 
 
 class BenchmarkError(RuntimeError):
@@ -69,12 +76,14 @@ class Entry:
     img_size: int
     patch: int = 16  # official models only: the stem's total stride
     grad_checkpointing: bool = False
+    runtime: str = 'eager'  # ours in the inference part: one of RUNTIMES
 
     @property
     def label(self) -> str:
         if self.kind == 'official':
             return f'official {self.name}' + (f' /{self.patch} stem' if self.patch != 16 else '')
-        return self.name + (' + grad checkpointing' if self.grad_checkpointing else '')
+        runtime = '' if self.runtime == 'eager' else f' ({self.runtime})'
+        return self.name + runtime + (' + grad checkpointing' if self.grad_checkpointing else '')
 
     @property
     def num_classes(self) -> int:
@@ -135,7 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
                              'freezing (weights as constants)')
     parser.add_argument('--fuse', action='store_true',
                         help='inference part: time our models after timm.utils.reparameterize_model (ConvBlock.fuse: '
-                             'layer scale and norm affine folded, GELU and residual add fused into oneDNN convs)')
+                             'layer scale and norm affine folded, GELU and residual add fused into oneDNN convs); '
+                             'the same as --runtimes fused')
+    parser.add_argument('--runtimes', nargs='+', choices=RUNTIMES, metavar='RUNTIME',
+                        help='inference part: one row of each of our models per runtime, ' + ', '.join(RUNTIMES) +
+                             ' (exported by timm_patchconvnet.export_onnx; float32 on the CPU; not compiled by '
+                             '--compile) (default: eager)')
     parser.add_argument('--grad-checkpointing', action='store_true',
                         help='training part: add a row for the train model with gradient checkpointing')
     parser.add_argument('--epoch', action='store_true',
@@ -158,8 +172,16 @@ def usage_problem(args: argparse.Namespace) -> str | None:
             return f'{name} is not a timm model; ours are: {", ".join(timm.list_models("patchconvnet_*"))}'
     if args.only == 'eval' and (args.grad_checkpointing or args.epoch):
         return '--grad-checkpointing and --epoch belong to the training part, which --only eval skips'
-    if args.only == 'train' and args.fuse:
-        return '--fuse belongs to the inference part, which --only train skips'
+    if args.only == 'train' and (args.fuse or args.runtimes):
+        return '--fuse and --runtimes belong to the inference part, which --only train skips'
+    if args.fuse and args.runtimes:
+        return '--fuse is --runtimes fused: give one of them'
+    if 'onnxruntime' in eval_runtimes(args):
+        if args.device != 'cpu' or args.dtype != 'float32':
+            return '--runtimes onnxruntime runs float32 on the CPU: not with --device cuda or --dtype bfloat16'
+        missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+        if missing:
+            return f"--runtimes onnxruntime needs {', '.join(missing)}: pip install 'timm-patchconvnet[onnx]'"
     names = sorted({name for names in part_models(args).values() for name in names})
     if args.official and not any(official_counterpart(name) for name in names):
         return (f'--official: none of {", ".join(names)} has an official counterpart '
@@ -167,6 +189,11 @@ def usage_problem(args: argparse.Namespace) -> str | None:
     if args.json and not Path(args.json).resolve().parent.is_dir():
         return f'--json {args.json}: its folder does not exist'
     return None
+
+
+def eval_runtimes(args: argparse.Namespace) -> list[str]:
+    """The runtimes of our models in the inference part, in row order (deduplicated)."""
+    return list(dict.fromkeys(args.runtimes or ['fused' if args.fuse else 'eager']))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -279,7 +306,7 @@ def check_parity(ours_entry: Entry, official_entry: Entry, args: argparse.Namesp
         param.add_(torch.randn_like(param) * 0.02)
     ours = build_model(ours_entry, args.official).eval()
     ours.load_state_dict(checkpoint_filter_fn(official.state_dict(), ours), strict=True)
-    if fused(ours_entry, args):
+    if ours_entry.runtime == 'fused':
         ours = reparameterize_model(ours)
     images = torch.randn(PARITY_BATCH, 3, ours_entry.img_size, ours_entry.img_size)
     expected = official(images)
@@ -288,11 +315,39 @@ def check_parity(ours_entry: Entry, official_entry: Entry, args: argparse.Namesp
         raise BenchmarkError(f'{ours_entry.label} and {official_entry.label} disagree at {ours_entry.img_size}x'
                              f'{ours_entry.img_size}: max |difference| {diff:.3g} > {PARITY_TOL}')
     return {'ours': ours_entry.label, 'official': official_entry.label, 'img_size': ours_entry.img_size,
-            'fused': fused(ours_entry, args), 'max_abs_diff': diff, 'max_abs_output': expected.abs().max().item()}
+            'fused': ours_entry.runtime == 'fused', 'max_abs_diff': diff,
+            'max_abs_output': expected.abs().max().item()}
 
 
-def fused(entry: Entry, args: argparse.Namespace) -> bool:
-    return args.fuse and entry.kind == 'ours' and entry.part == 'eval'
+def onnx_session(path: str, threads: int):
+    """An onnxruntime CPU session of the ONNX file, with the thread count the torch rows get."""
+    import onnxruntime  # only where the onnxruntime rows are asked for: an optional dependency
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads  # as torch.set_num_threads for the other rows
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+
+
+@torch.no_grad()
+def prepare_onnx(entry: Entry, args: argparse.Namespace, path: str) -> dict:
+    """Export the entry's model to `path` once for every round (as a worker builds it: seed 0, fresh weights) and
+    check that onnxruntime computes what the eager model computes on it."""
+    torch.manual_seed(0)
+    model = build_model(entry, args.official).eval()
+    start = time.perf_counter()
+    export_onnx(model, path, img_size=entry.img_size, attention=False)  # the logits, as the other rows compute
+    export_s = time.perf_counter() - start
+    images = torch.randn(PARITY_BATCH, 3, entry.img_size, entry.img_size)
+    expected = model(images)
+    (logits,) = onnx_session(path, args.threads).run(None, {'input': images.numpy()})
+    diff = (torch.from_numpy(logits) - expected).abs().max().item()
+    if not diff <= PARITY_TOL:  # also catches NaN
+        raise BenchmarkError(f'{entry.label} and the eager model disagree at {entry.img_size}x{entry.img_size}: '
+                             f'max |difference| {diff:.3g} > {PARITY_TOL}')
+    return {'model': entry.label, 'img_size': entry.img_size, 'export_s': export_s,
+            'file_mib': Path(path).stat().st_size / 2 ** 20, 'max_abs_diff': diff,
+            'max_abs_output': expected.abs().max().item()}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -411,12 +466,17 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch
 class Bench:
     """One worker's model, ready to run as the options say, and the device helpers around it."""
 
-    def __init__(self, entry: Entry, args: argparse.Namespace):
+    def __init__(self, entry: Entry, args: argparse.Namespace, onnx_file: str | None = None):
         self.entry = entry
         self.args = args
         self.device = torch.device(args.device)
+        self.channels_last = args.channels_last and entry.runtime != 'onnxruntime'
+        if entry.runtime == 'onnxruntime':  # the parent exported the model once (prepare_onnx)
+            session = onnx_session(onnx_file, args.threads)
+            self.model = self.run = lambda images: session.run(None, {'input': images.numpy()})
+            return
         model = build_model(entry, args.official).train(entry.part == 'train')
-        if fused(entry, args):
+        if entry.runtime == 'fused':
             model = reparameterize_model(model)
         model = model.to(self.device)
         self.model = model.to(memory_format=torch.channels_last) if args.channels_last else model
@@ -435,7 +495,7 @@ class Bench:
 
     def images(self, batch: int) -> torch.Tensor:
         images = torch.randn(batch, 3, self.entry.img_size, self.entry.img_size, device=self.device)
-        return images.contiguous(memory_format=torch.channels_last) if self.args.channels_last else images
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
     def targets(self, batch: int) -> torch.Tensor:
         return torch.randint(0, TRAIN_CLASSES, (batch,), device=self.device)
@@ -509,7 +569,7 @@ def run_worker(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     if args.device == 'cuda':
         torch.backends.cudnn.benchmark = True  # every model gets cuDNN's fastest kernels for its fixed shapes
-    bench = Bench(Entry(**job['entry']), args)
+    bench = Bench(Entry(**job['entry']), args, job.get('onnx_file'))
     if job['task'] == 'eval':
         result = bench.measure_eval()
     elif job['task'] == 'train':
@@ -533,7 +593,10 @@ def plan_part(part: str, names: list[str], args: argparse.Namespace) -> list[Ent
     img_size = args.img_size if part == 'eval' else args.train_img_size
     entries = []
     for name in names:
-        entries.append(Entry('ours', name, part, img_size))
+        if part == 'eval':
+            entries += [Entry('ours', name, part, img_size, runtime=runtime) for runtime in eval_runtimes(args)]
+        else:
+            entries.append(Entry('ours', name, part, img_size))
         if part == 'train' and args.grad_checkpointing:
             entries.append(Entry('ours', name, part, img_size, grad_checkpointing=True))
         counterpart = official_counterpart(name)
@@ -544,11 +607,14 @@ def plan_part(part: str, names: list[str], args: argparse.Namespace) -> list[Ent
 
 
 def references(entry: Entry, entries: list[Entry]) -> dict[str, Entry | None]:
-    """The rows `entry` is compared with: its official counterpart (ours only) and resnet50 (all but resnet50)."""
+    """The rows `entry` is compared with: its official counterpart (ours only), resnet50 (all but resnet50) and
+    the eager row of the same model (ours in another runtime)."""
     counterpart = official_counterpart(entry.name) if entry.kind == 'ours' else None
     official = next((e for e in entries if e.kind == 'official' and (e.name, e.patch) == counterpart), None)
     baseline = next(e for e in entries if e.kind == 'baseline') if entry.kind != 'baseline' else None
-    return {'official': official, 'baseline': baseline}
+    eager = replace(entry, runtime='eager')
+    return {'official': official, 'baseline': baseline,
+            'eager': eager if entry.runtime != 'eager' and eager in entries else None}
 
 
 def run_in_worker(argv: list[str], args: argparse.Namespace, job: dict) -> dict:
@@ -562,13 +628,16 @@ def run_in_worker(argv: list[str], args: argparse.Namespace, job: dict) -> dict:
     return json.loads(lines[-1])  # the result is the last line: libraries may print before it
 
 
-def run_rounds(argv: list[str], args: argparse.Namespace, entries: list[Entry]) -> dict[Entry, list[dict]]:
+def run_rounds(argv: list[str], args: argparse.Namespace, entries: list[Entry],
+               onnx_files: dict[Entry, str] | None = None) -> dict[Entry, list[dict]]:
     """Every entry once per round in a fresh process; the order flips each round (A B C, C B A, ...)."""
     results: dict[Entry, list[dict]] = {entry: [] for entry in entries}
     for round_index in range(args.repeats):
         for entry in entries if round_index % 2 == 0 else entries[::-1]:
             # Saved activations are the same every round: count them once.
             job = {'task': entry.part, 'entry': asdict(entry), 'count_saved': round_index == 0}
+            if onnx_files and entry in onnx_files:
+                job['onnx_file'] = onnx_files[entry]
             result = run_in_worker(argv, args, job)
             results[entry].append(result)
             speed = result.get('eval_img_s') or result['train_img_s']
@@ -612,6 +681,7 @@ def make_rows(results: dict[Entry, list[dict]], counts: dict[Entry, tuple[float,
             'peak_train_mib': max(peaks, default=None),  # the worst round
             'saved_mib': rounds[0].get('saved_mib'), 'page_faults': median_of(rounds, 'page_faults'),
             'vs_official': ratios['official'], 'best_vs_official': best_vs_official, 'vs_baseline': ratios['baseline'],
+            'vs_eager': ratios['eager'],
         })
     return rows
 
@@ -655,11 +725,13 @@ def table_columns(args: argparse.Namespace) -> list[tuple[str, Callable[[dict], 
         columns += [('vs official', number('vs_official', '.2f')),
                     ('best vs best official', number('best_vs_official', '.2f'))]
     columns.append((f'vs {BASELINE}', number('vs_baseline', '.2f')))
+    if args.only != 'train' and 'eager' in eval_runtimes(args) and len(eval_runtimes(args)) > 1:
+        columns.append(('vs eager', number('vs_eager', '.2f')))
     return columns
 
 
 def report(args: argparse.Namespace, environment: dict, parity: list[dict], rows: list[dict],
-           epoch: dict | None) -> str:
+           epoch: dict | None, onnx: list[dict] = ()) -> str:
     lines = [
         '## PatchConvNet benchmark',
         '',
@@ -668,12 +740,12 @@ def report(args: argparse.Namespace, environment: dict, parity: list[dict], rows
         (f"- device: {environment['device_name']}; CPU: {environment['cpu']}, {args.threads} torch threads, "
          f"load average {environment['load_average']} at start"),
         (f"- dtype {args.dtype}{' (autocast)' if args.dtype != 'float32' else ''}; channels-last "
-         f"{on_off(args.channels_last)}; torch.compile {on_off(args.compile)}; "
-         f"fused (reparameterize_model) {on_off(args.fuse)}"),
+         f"{on_off(args.channels_last)}; torch.compile {on_off(args.compile)}"),
     ]
     if args.only != 'train':
         lines.append(f'- inference: batch {args.batch_size} at {args.img_size}x{args.img_size}, latency at batch 1, '
-                     f'{EVAL_CLASSES} classes, torch.inference_mode')
+                     f"{EVAL_CLASSES} classes, torch.inference_mode; our models run {', '.join(eval_runtimes(args))}"
+                     + (' (fused: timm.utils.reparameterize_model)' if 'fused' in eval_runtimes(args) else ''))
     if args.only != 'eval':
         lines.append(f'- training step: batch {args.train_batch_size} at {args.train_img_size}x{args.train_img_size}, '
                      f"{TRAIN_CLASSES} classes, cross-entropy, timm {OPTIMIZER['opt']} (lr {OPTIMIZER['lr']}, "
@@ -686,12 +758,19 @@ def report(args: argparse.Namespace, environment: dict, parity: list[dict], rows
         lines.append(f"- max |ours - official| ({check['ours']}{' fused' if check['fused'] else ''} vs "
                      f"{check['official']}, {check['img_size']}x{check['img_size']}, float32, batch {PARITY_BATCH}, "
                      f"same weights): {check['max_abs_diff']:.3g} (outputs up to {check['max_abs_output']:.3g})")
+    for check in onnx:
+        lines.append(f"- {check['model']}: exported once by timm_patchconvnet.export_onnx (torch.onnx, dynamo) in "
+                     f"{check['export_s']:.1f} s, {check['file_mib']:.1f} MiB; onnxruntime "
+                     f"{environment['onnxruntime']} CPUExecutionProvider, {args.threads} intra-op threads; "
+                     f"max |onnxruntime - eager| ({check['img_size']}x{check['img_size']}, float32, batch "
+                     f"{PARITY_BATCH}): {check['max_abs_diff']:.3g} (outputs up to {check['max_abs_output']:.3g})")
     columns = table_columns(args)
     lines += ['', '| ' + ' | '.join(header for header, _ in columns) + ' |', '|---' * len(columns) + '|']
     lines += ['| ' + ' | '.join(show(row) for _, show in columns) + ' |' for row in rows]
-    lines += ['', ("vs columns: the row's throughput (eval or train) over that model's, the median over rounds of "
-                   "each round's ratio (> 1: faster); best vs best official: the row's fastest round over the "
-                   "official model's fastest round (other work on the machine only ever slows a round down).")]
+    lines += ['', ("vs columns: the row's throughput (eval or train) over that model's (vs eager: our same model "
+                   "run eagerly), the median over rounds of each round's ratio (> 1: faster); best vs best official: "
+                   "the row's fastest round over the official model's fastest round (other work on the machine only "
+                   "ever slows a round down).")]
     if not environment['peak_was_reset']:
         lines.append("peak train mem: the peak RSS could not be reset, so it is the process's lifetime peak above "
                      'the memory before the first step (an upper bound).')
@@ -711,17 +790,23 @@ def benchmark(argv: list[str], args: argparse.Namespace) -> dict:
 
     parity = []
     for plan in plans.values():
-        for entry in plan:
+        # An onnxruntime row's eager model is compared with the official one here (once), onnxruntime with eager
+        # in prepare_onnx.
+        for entry in dict.fromkeys(replace(e, runtime='eager') if e.runtime == 'onnxruntime' else e for e in plan):
             official = references(entry, plan)['official']
             if official is not None and not entry.grad_checkpointing:
                 parity.append(check_parity(entry, official, args))
-    # Gradient checkpointing changes neither the parameters nor the MACs of the forward.
+    # Gradient checkpointing changes neither the parameters nor the MACs of the forward, nor does the runtime.
     counts = {entry: count_params_and_macs(replace(entry, grad_checkpointing=False), args.official)
               for entry in entries}
 
     results: dict[Entry, list[dict]] = {}
-    for plan in plans.values():
-        results.update(run_rounds(argv, args, plan))
+    with tempfile.TemporaryDirectory(prefix='patchconvnet-onnx-') as folder:
+        onnx_files = {entry: str(Path(folder, f'{entry.name}_{entry.img_size}.onnx'))
+                      for entry in entries if entry.runtime == 'onnxruntime'}
+        onnx = [prepare_onnx(entry, args, path) for entry, path in onnx_files.items()]
+        for plan in plans.values():
+            results.update(run_rounds(argv, args, plan, onnx_files))
     epoch = None
     if args.epoch:
         entry = Entry('ours', args.train_model, 'train', args.train_img_size)
@@ -733,13 +818,14 @@ def benchmark(argv: list[str], args: argparse.Namespace) -> dict:
         'official_commit': git_commit(args.official) if args.official else None,
         'peak_was_reset': all(r.get('peak_was_reset', True) for rounds in results.values() for r in rounds),
         'torch': torch.__version__, 'timm': timm.__version__, 'timm_patchconvnet': timm_patchconvnet.__version__,
-        'python': platform.python_version()}
+        'python': platform.python_version(),
+        'onnxruntime': importlib.metadata.version('onnxruntime') if onnx else None}
     rows = make_rows(results, counts)
-    print(report(args, environment, parity, rows, epoch))
+    print(report(args, environment, parity, rows, epoch, onnx))
     rounds = [{'entry': asdict(e), 'label': e.label, 'results': r} for e, r in results.items()]
     settings = {k: v for k, v in vars(args).items() if k != 'worker'}
-    return {'settings': settings, 'environment': environment, 'parity': parity, 'rows': rows, 'rounds': rounds,
-            'epoch': epoch}
+    return {'settings': settings, 'environment': environment, 'parity': parity, 'onnx': onnx, 'rows': rows,
+            'rounds': rounds, 'epoch': epoch}
 
 
 def main(argv: list[str] | None = None) -> None:

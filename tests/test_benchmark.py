@@ -42,20 +42,24 @@ def _params_m(name: str, num_classes: int) -> str:
 
 
 def test_tiny_run_prints_the_table_and_the_json(tmp_path):
+    """Both parts; inference eager, fused and through onnxruntime (the ONNX file exported once, its logits checked
+    against the eager model's before timing) in the same alternating rounds, each compared with eager."""
     out = tmp_path / 'raw.json'
-    stdout = _run(*TINY, '--repeats', '1', '--grad-checkpointing', '--json', str(out))
+    stdout = _run(*TINY, '--repeats', '1', '--grad-checkpointing', '--runtimes', 'eager', 'fused', 'onnxruntime',
+                  '--json', str(out))
 
     headers, rows = _table(stdout)
     assert headers == ['model', 'input', 'classes', 'params (M)', 'GMACs', 'eval img/s @4', 'latency ms @1',
                        'train img/s @4', 'peak train mem (MiB)', 'saved activations (MiB)', 'page faults /iter',
-                       'vs resnet50']
+                       'vs resnet50', 'vs eager']
     assert [(r['model'], r['classes']) for r in rows] == [
-        ('patchconvnet_test_p4', '1000'), ('resnet50', '1000'),
+        ('patchconvnet_test_p4', '1000'), ('patchconvnet_test_p4 (fused)', '1000'),
+        ('patchconvnet_test_p4 (onnxruntime)', '1000'), ('resnet50', '1000'),
         ('patchconvnet_test_p4', '10'), ('patchconvnet_test_p4 + grad checkpointing', '10'), ('resnet50', '10')]
-    eval_rows, train_rows = rows[:2], rows[2:]
+    eval_rows, train_rows = rows[:4], rows[4:]
     for row in rows:
         assert row['input'] == '32' and float(row['GMACs']) > 0
-        assert row['params (M)'] == _params_m(row['model'].split(' ')[0], int(row['classes']))
+        assert row['params (M)'] == _params_m(row['model'].split(' ')[0], int(row['classes']))  # before fusing
         assert float(row['page faults /iter']) >= 0
     for row in eval_rows:
         assert float(row['eval img/s @4']) > 0 and float(row['latency ms @1']) > 0
@@ -66,14 +70,21 @@ def test_tiny_run_prints_the_table_and_the_json(tmp_path):
             assert float(row[column]) > 0, (row['model'], column)
     for row in rows:
         assert (row['vs resnet50'] == '-') == (row['model'] == 'resnet50')
+        assert (row['vs eager'] == '-') == (row['model'] not in {'patchconvnet_test_p4 (fused)',
+                                                                 'patchconvnet_test_p4 (onnxruntime)'})
     plain, checkpointed = (float(r['saved activations (MiB)']) for r in train_rows[:2])
     assert checkpointed < plain
     assert 'max |ours - official|' not in stdout and 'device: cpu' in stdout
+    assert 'our models run eager, fused, onnxruntime' in stdout
+    assert 'patchconvnet_test_p4 (onnxruntime): exported once by timm_patchconvnet.export_onnx' in stdout
 
     raw = json.loads(out.read_text())
     assert [r['model'] for r in raw['rows']] == [r['model'] for r in rows]
     assert all(len(r['results']) == 1 for r in raw['rounds'])
     assert raw['settings']['grad_checkpointing'] and raw['environment']['torch'] == torch.__version__
+    (check,) = raw['onnx']  # onnxruntime against eager, on the weights every worker builds (seed 0)
+    assert check['max_abs_diff'] <= benchmark.PARITY_TOL and check['max_abs_output'] > 0.1
+    assert raw['environment']['onnxruntime'] and raw['settings']['runtimes'] == ['eager', 'fused', 'onnxruntime']
 
 
 def _fake_worker(calls: list, speeds: dict):
@@ -144,7 +155,11 @@ def test_saved_activations_are_exact_and_include_checkpoint_inputs():
     (['--official', '{tmp_with_file}'], 'has an official counterpart'),
     (['--only', 'eval', '--grad-checkpointing'], 'belong to the training part'),
     (['--only', 'eval', '--epoch'], 'belong to the training part'),
-    (['--only', 'train', '--fuse'], 'belongs to the inference part'),
+    (['--only', 'train', '--fuse'], 'belong to the inference part'),
+    (['--only', 'train', '--runtimes', 'onnxruntime'], 'belong to the inference part'),
+    (['--fuse', '--runtimes', 'eager'], '--fuse is --runtimes fused'),
+    (['--runtimes', 'onnxruntime', '--dtype', 'bfloat16'], 'runs float32 on the CPU'),
+    (['--runtimes', 'tensorrt'], "invalid choice: 'tensorrt'"),
     (['--models', 'no_such_model'], 'no_such_model is not a timm model'),
     (['--repeats', '0'], 'not a positive integer'),
     (['--json', '{tmp}/missing/raw.json'], 'its folder does not exist'),
@@ -160,11 +175,21 @@ def test_bad_options_are_refused_with_a_reason(options, message, tmp_path, capsy
 
 def test_fuse_times_the_reparameterized_model_in_the_inference_part_only():
     args = benchmark.parse_args([*TINY, '--fuse'])
-    inference = benchmark.Bench(benchmark.Entry('ours', 'patchconvnet_test_p4', 'eval', 32), args)
+    (inference, _), (training, _) = (benchmark.plan_part(part, ['patchconvnet_test_p4'], args)
+                                     for part in ('eval', 'train'))
+    assert inference.label == 'patchconvnet_test_p4 (fused)' and training.label == 'patchconvnet_test_p4'
+    inference = benchmark.Bench(inference, args)
     assert type(inference.model.blocks[0]).__name__ == 'FusedConvBlock' and not inference.model.training
     assert inference.measure_eval()['eval_img_s'] > 0
-    training = benchmark.Bench(benchmark.Entry('ours', 'patchconvnet_test_p4', 'train', 32), args)
+    training = benchmark.Bench(training, args)
     assert type(training.model.blocks[0]).__name__ == 'ConvBlock'
+
+
+def test_onnxruntime_rows_need_the_onnx_extra(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, 'onnxruntime', None)  # as if it were not installed
+    with pytest.raises(SystemExit):
+        benchmark.parse_args([*TINY, '--runtimes', 'onnxruntime'])
+    assert "needs onnxruntime: pip install 'timm-patchconvnet[onnx]'" in capsys.readouterr().err
 
 
 def test_a_failing_worker_is_reported_with_its_error():
