@@ -21,7 +21,7 @@ gr = pytest.importorskip('gradio', reason='the demo extra is not installed')
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from demo import app as demo_app  # noqa: E402
+from timm_patchconvnet import demo as demo_app  # noqa: E402  (the app behind demo/app.py)
 
 CHROMIUM = Path('/usr/bin/chromium')  # Debian's, installed by .ci/run; never a browser downloaded by Playwright
 DIGIT_LABELS = [str(d) for d in range(10)]

@@ -18,6 +18,8 @@ from sklearn.model_selection import train_test_split
 from timm.data.transforms import str_to_interp_mode
 from torchvision import transforms
 
+from .config import CIFAR10_HUB_ID
+
 __all__ = ['DataError', 'DataSplits', 'ImageClassificationDataset', 'build_transform', 'load_splits',
            'read_idc_kaggle_folder']
 
@@ -25,7 +27,6 @@ _logger = logging.getLogger(__name__)
 
 VALID_DATASETS = "'digits', 'cifar10', 'idc', 'hub:<repo_id>' or the path to a local folder"
 KINDS = ('digits', 'cifar10', 'idc', 'generic')
-CIFAR10_HUB_ID = 'uoft-cs/cifar10'
 IDC_LABEL_NAMES = ['idc_negative', 'idc_positive']
 IDC_PATCH_NAME = re.compile(r'(?P<patient>\d+)_idx5_x(?P<x>\d+)_y(?P<y>\d+)_class(?P<label>[01])\.png')
 IDC_DUPLICATE_COPY = 'IDC_regular_ps50_idx5'  # the Kaggle archive repeats every patient folder under this name

@@ -32,7 +32,8 @@ def check_space_checkpoints(checkpoints: Sequence[str]) -> List[str]:
     for spec in checkpoints:
         if spec.startswith('local-dir:') or Path(spec).expanduser().exists():
             raise HubError(f'{spec!r} is a local folder, which the Space cannot read: publish it first with '
-                           '`python hub/push_model.py RUN_DIR ORG/NAME`, then pass hf-hub:ORG/NAME.')
+                           '`patchconvnet-push-model RUN_DIR ORG/NAME` (python hub/push_model.py in a checkout), '
+                           'then pass hf-hub:ORG/NAME.')
         if ',' in spec:
             raise HubError(f'{spec!r}: a checkpoint name cannot contain a comma.')
     return list(checkpoints)
@@ -65,8 +66,8 @@ Models served (the `{CHECKPOINTS_VARIABLE}` variable of this Space, comma-separa
 
 Built with [timm-patchconvnet](https://huggingface.co/{HUB_NAMESPACE}): PatchConvNet
 (Touvron et al. 2021, [arXiv:2112.13692](https://arxiv.org/abs/2112.13692)) as a timm plugin. Run it locally with
-`python demo/app.py --checkpoint CHECKPOINT`. Not a medical device: heatmaps show what the model weighed, not
-what is in the tissue.
+`patchconvnet-demo --checkpoint CHECKPOINT` (timm-patchconvnet with its `demo` extra). Not a medical device:
+heatmaps show what the model weighed, not what is in the tissue.
 """
     return SpaceCard(f'---\n{data.to_yaml()}\n---\n{body}')
 
@@ -82,7 +83,9 @@ def export_space_folder(demo_dir: str, out_dir: str, checkpoints: Sequence[str],
     shutil.copy2(demo / 'app.py', folder / 'app.py')
     if (demo / 'examples').is_dir():
         shutil.copytree(demo / 'examples', folder / 'examples')
-    shutil.copytree(PACKAGE_DIR, folder / PACKAGE_DIR.name, ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+    # the library and its demo module; not the console commands (cli/), which the Space does not run
+    ignore = shutil.ignore_patterns('__pycache__', '*.pyc', 'cli')
+    shutil.copytree(PACKAGE_DIR, folder / PACKAGE_DIR.name, ignore=ignore)
     (folder / 'requirements.txt').write_text('\n'.join(REQUIREMENTS) + '\n')
     build_space_card(checkpoints, title).save(folder / CARD_FILE)
     return folder

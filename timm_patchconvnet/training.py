@@ -4,7 +4,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -22,52 +22,20 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .checkpoints import atomic_write_json, latest_training_state, save_model_folder, save_training_state
+from .config import TORCH_OPTIMIZER_LAMB, TrainConfig  # re-exported; defined where the Hub tools read them
 from .data import DataSplits, ImageClassificationDataset, build_transform, load_splits
 from .metrics import classification_metrics
 from .patchconvnet import PatchConvNet
 from .visualize import save_attention_grid
 
-__all__ = ['TrainConfig', 'TrainingError', 'train', 'evaluate_checkpoint', 'create_training_model']
+__all__ = ['TORCH_OPTIMIZER_LAMB', 'TrainConfig', 'TrainingError', 'train', 'evaluate_checkpoint',
+           'create_training_model']
 
 _logger = logging.getLogger(__name__)
-TORCH_OPTIMIZER_LAMB = 'lamb_torch_optimizer'
 
 
 class TrainingError(RuntimeError):
     """A run cannot go on: the message says why and what to do; files already saved are kept."""
-
-
-@dataclass
-class TrainConfig:
-    dataset: str = 'digits'
-    data_dir: Optional[str] = None
-    hub_id: Optional[str] = None
-    model: str = 'patchconvnet_ti12_p4'
-    pretrained: Optional[str] = None
-    num_classes: Optional[int] = None
-    img_size: Optional[int] = None
-    epochs: int = 10
-    batch_size: int = 64
-    grad_accum_steps: int = 1
-    opt: str = 'lamb'
-    lr: float = 3e-3
-    weight_decay: float = 0.01
-    momentum: float = 0.9
-    sched: str = 'cosine'
-    warmup_epochs: float = 0.
-    label_smoothing: float = 0.
-    drop_path: float = 0.
-    patience: int = 10
-    seed: int = 0
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2
-    max_steps_per_epoch: Optional[int] = None
-    num_workers: int = 0
-    mixed_precision: str = 'no'
-    report_to: Optional[str] = None
-    output_dir: str = 'runs/digits'
-    resume: bool = False
-    overwrite: bool = False
 
 
 class Progress:

@@ -1,1 +1,45 @@
-"""Command lines of the package: `patchconvnet-train`, `patchconvnet-push-*` and `patchconvnet-demo`."""
+"""Command lines of the package: `patchconvnet-train`, `patchconvnet-push-*` and `patchconvnet-demo`.
+
+Each module has `main(argv=None) -> int`, the console script's entry point; `train.py`, `hub/*.py` and
+`demo/app.py` of a checkout call the same functions. The console scripts are installed whatever the extras, so each
+imports what its extra provides only inside `main`, and says which extra to install when a package is missing.
+"""
+import sys
+from pathlib import Path
+from typing import Callable
+
+__all__ = ['missing_dependency', 'run_upload_command', 'wrote_folder']
+
+
+def missing_dependency(err: ModuleNotFoundError, task: str, extras: str) -> int:
+    """Report an optional package that `task` needs and that is not installed as one `error:` line naming the
+    extras to install; returns the exit code, 2. A module of this package itself missing is a bug: re-raised."""
+    package = (err.name or '').split('.')[0]
+    if not package or package == __name__.split('.')[0]:
+        raise err
+    print(f"error: {task} needs the Python package {package!r}, which is not installed: "
+          f"pip install 'timm-patchconvnet[{extras}]'", file=sys.stderr)
+    return 2
+
+
+def run_upload_command(args, errors, export: Callable[[str], str], push: Callable[..., str]) -> int:
+    """What each push command does with the options of `hub.add_upload_arguments`: with --dry-run DIR,
+    `export(DIR)` (it returns what to print); else `push(export_dir=, token=, private=, revision=, commit_message=)`
+    (it returns the URL). The exception types `errors` become one `error:` line and exit code 2."""
+    try:
+        if args.dry_run:
+            print(export(args.dry_run))
+        else:
+            url = push(export_dir=args.export_dir, token=args.token, private=args.private, revision=args.revision,
+                       commit_message=args.commit_message)
+            print(f'uploaded to {url}')
+    except errors as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    return 0
+
+
+def wrote_folder(folder: Path) -> str:
+    """The dry run's report of an export folder."""
+    files = ', '.join(sorted(p.name for p in folder.iterdir()))
+    return f'wrote {folder} ({files}); nothing uploaded'
