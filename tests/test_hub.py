@@ -213,6 +213,11 @@ def test_the_model_card_parses_and_carries_the_metrics(cifar_run, model_export):
     assert 'not a medical device' in text and '## Intended use' in text
     assert '](attention.png)' in text and '## Training' in text and '--max-steps-per-epoch 2' in text
     assert f"timm.create_model('{TAG}', pretrained=True)" in text and f'hf-hub:{REPO_ID}' in text
+    usage = text[text.index('## How to use'):text.index('## Data')]  # timm's and transformers' ways
+    assert usage.count('import timm_patchconvnet') == 2 and '### With transformers' in usage
+    pipeline_line = f"pipeline('image-classification', model='{REPO_ID}')"
+    assert usage.index('import timm_patchconvnet  #') < usage.index(pipeline_line)
+    assert f"AutoModelForImageClassification.from_pretrained('{REPO_ID}')" in usage
     assert str(cifar_run.parent) not in card.content  # local paths of the trainer are not published
 
 

@@ -21,9 +21,9 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_tok
 from huggingface_hub.errors import HFValidationError, HfHubHTTPError
 from huggingface_hub.utils import validate_repo_id
 
-from .data import CIFAR10_HUB_ID
+from .checkpoints import portable_model_config, write_model_config
+from .config import CIFAR10_HUB_ID, TrainConfig  # not .data/.training: publishing needs no training stack
 from .patchconvnet import HUB_NAMESPACE
-from .training import TrainConfig
 
 __all__ = [
     'HubError', 'TrainingRun', 'add_upload_arguments', 'check_repo_id', 'resolve_token', 'load_training_run',
@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 RUN_FILES = ('model.safetensors', 'config.json', 'metrics.json')  # what every finished train.py run holds
-MODEL_FILES = ('model.safetensors', 'config.json')  # copied as they are: timm's save_for_hf layout
+MODEL_FILES = ('model.safetensors', 'config.json')  # timm's save_for_hf layout; config.json made portable
 EXAMPLE_IMAGE = 'attention.png'  # written for PatchConvNet models only
 CARD_FILE = 'README.md'
 IDC_KAGGLE_ID = 'paultimothymooney/breast-histopathology-images'
@@ -294,7 +294,18 @@ def _card_usage(run: TrainingRun, repo_id: str) -> str:
         f'{attention_lines[1]}'
         '```\n\n'
         '`timm_patchconvnet.data.build_transform(kind, config, train=False)` reproduces the evaluation '
-        'preprocessing exactly (a resize to the input size, then normalisation).\n'
+        'preprocessing exactly (a resize to the input size, then normalisation).\n\n'
+        '### With transformers\n\n'
+        "transformers' timm wrapper (`TimmWrapperForImageClassification`) loads it as well, with the label names "
+        'and the same preprocessing, and no `trust_remote_code`: again, import `timm_patchconvnet` first.\n\n'
+        '```python\n'
+        'import timm_patchconvnet  # registers the architecture with timm, which transformers builds it with\n'
+        'from transformers import pipeline\n\n'
+        f"classifier = pipeline('image-classification', model='{repo_id}')\n"
+        "print(classifier('image.png'))  # [{'label': ..., 'score': ...}, ...], best first\n"
+        '```\n\n'
+        f"`AutoModelForImageClassification.from_pretrained('{repo_id}')` and "
+        f"`AutoImageProcessor.from_pretrained('{repo_id}')` give the model and its preprocessing.\n"
     )
 
 
@@ -361,14 +372,14 @@ def _card_recipe(run: TrainingRun) -> str:
         rows.append(('steps per epoch', f'cut to {cfg["max_steps_per_epoch"]} (a smoke run)'))
     table = '\n'.join(f'| {name} | {value} |' for name, value in rows)
     return (f'## Training\n\n| setting | value |\n|---|---|\n{table}\n\nTo train it again '
-            f'(`train.py` of timm-patchconvnet):\n\n```bash\n{_train_command(cfg)}\n```\n')
+            f'(`pip install "timm-patchconvnet[train]"`):\n\n```bash\n{_train_command(cfg)}\n```\n')
 
 
 def _train_command(cfg: Dict[str, Any]) -> str:
-    """The train.py command line of the run: its settings that differ from the defaults. Paths are placeholders:
-    the trainer's local folders mean nothing to a reader."""
+    """The `patchconvnet-train` command line of the run: its settings that differ from the defaults. Paths are
+    placeholders: the trainer's local folders mean nothing to a reader."""
     skip = {'output_dir', 'resume', 'overwrite', 'num_workers', 'report_to'}
-    parts = ['python train.py']
+    parts = ['patchconvnet-train']
     for f in fields(TrainConfig):
         value = cfg.get(f.name, f.default)
         if f.name in skip or value == f.default:
@@ -434,16 +445,24 @@ def _card_citation() -> str:
 
 
 def export_model_folder(run_dir: str, out_dir: str, repo_id: str, *, dataset_id: Optional[str] = None) -> Path:
-    """Write into `out_dir` (new or empty) exactly what `push_model` uploads: the run's model.safetensors and
-    config.json as they are (timm's `save_for_hf` layout, so `local-dir:`/`hf-hub:` loading works), its
-    attention.png, and the model card README.md. Returns the folder."""
+    """Write into `out_dir` (new or empty) exactly what `push_model` uploads: the run's model.safetensors as it
+    is and its config.json made portable (timm's `save_for_hf` layout, so `local-dir:`/`hf-hub:` loading works,
+    and transformers' `AutoModelForImageClassification` too: see `checkpoints.portable_model_config`; a new run's
+    file is unchanged, one written by an older train.py is fixed), its attention.png, and the model card
+    README.md. Returns the folder."""
     run = load_training_run(run_dir)
     repo_id = check_repo_id(repo_id)
     _check_fits_tag(run, repo_id)
     card = build_model_card(str(run.folder), repo_id, dataset_id=dataset_id)  # before writing: no half exports
+    try:
+        config = portable_model_config(run.config)
+    except ValueError as err:
+        raise HubError(f'{run.folder / "config.json"}: {err}') from err
     out = new_export_folder(out_dir)
     for name in (*MODEL_FILES, EXAMPLE_IMAGE):
-        if (run.folder / name).is_file():
+        if name == 'config.json':
+            write_model_config(out / name, config)
+        elif (run.folder / name).is_file():
             shutil.copyfile(run.folder / name, out / name)
     card.save(out / CARD_FILE)
     return out
