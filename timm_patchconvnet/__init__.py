@@ -1,6 +1,9 @@
 """PatchConvNet (Touvron et al. 2021) as a timm plugin: `import timm_patchconvnet` registers the models."""
 from .attention import ImageExplanation, explain_image, get_attention_map, overlay_attention
-from .patchconvnet import HUB_NAMESPACE, PatchConvNet, PretrainedWeightsUnavailableError, checkpoint_filter_fn
+from .export import export_onnx
+from .patchconvnet import (
+    HUB_NAMESPACE, UNPUBLISHED_TAGS, PatchConvNet, PretrainedWeightsUnavailableError, checkpoint_filter_fn,
+)
 
 __version__ = '0.1.0'
 
@@ -9,8 +12,10 @@ __all__ = [
     'ImageExplanation',
     'PatchConvNet',
     'PretrainedWeightsUnavailableError',
+    'UNPUBLISHED_TAGS',
     'checkpoint_filter_fn',
     'explain_image',
+    'export_onnx',
     'get_attention_map',
     'overlay_attention',
 ]

@@ -12,6 +12,7 @@ The trunk runs on NCHW feature maps, so `forward_features` returns an unpooled (
 convnet; the attention-based pooling and the final norm belong to `forward_head`.
 """
 import math
+import os
 import re
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
@@ -25,10 +26,14 @@ from timm.models import build_model_with_cfg, checkpoint, checkpoint_seq, genera
 from timm.models import resolve_pretrained_cfg
 from timm.models._features import feature_take_indices
 
-__all__ = ['PatchConvNet', 'PretrainedWeightsUnavailableError', 'HUB_NAMESPACE', 'checkpoint_filter_fn']
+__all__ = ['PatchConvNet', 'PretrainedWeightsUnavailableError', 'HUB_NAMESPACE', 'UNPUBLISHED_TAGS', 'checkpoint_filter_fn']
 
 # The Hugging Face Hub organisation where this project publishes its own weights (the `cifar10` and `idc` tags).
-HUB_NAMESPACE = 'timm-patchconvnet'
+# A lab that publishes its own sets TIMM_PATCHCONVNET_HUB_NAMESPACE before the import; the tags then load from it.
+DEFAULT_HUB_NAMESPACE = 'timm-patchconvnet'
+HUB_NAMESPACE = os.environ.get('TIMM_PATCHCONVNET_HUB_NAMESPACE') or DEFAULT_HUB_NAMESPACE
+# This project's own tags: their weights are not on the Hub yet (see README, Weights).
+UNPUBLISHED_TAGS = {'cifar10': 'table2-lamb', 'idc': 'idc-finetune'}  # tag -> the preset that trains such a model
 
 # Strides of the four stem convs for each patch size: the parameter shapes never change, so ImageNet weights fit.
 STEM_STRIDES = {16: (2, 2, 2, 2), 8: (2, 2, 2, 1), 4: (2, 2, 1, 1)}
@@ -217,9 +222,15 @@ class FusedConvStem(nn.Module):
         return self.convs[-1](x)
 
 
+_is_exporting = getattr(torch.compiler, 'is_exporting', lambda: False)  # absent from older torch
+
+
 def _onednn_fusable(x: torch.Tensor) -> bool:
-    # torch.compile gets the plain ops: it fuses them itself (and has no fake kernels for oneDNN's fused ops)
-    return x.device.type == 'cpu' and x.dtype == torch.float32 and _ONEDNN and not torch.compiler.is_compiling()
+    # torch.compile and torch.export (so torch.onnx.export) get the public ops: compile fuses them itself, neither has
+    # fake kernels for oneDNN's fused ops, and ONNX has no operator for them. Under torch 2.14's export (strict or
+    # not) is_compiling() is True already; is_exporting() states the intent and does not rely on that.
+    return (x.device.type == 'cpu' and x.dtype == torch.float32 and _ONEDNN
+            and not (torch.compiler.is_compiling() or _is_exporting()))
 
 
 def _conv_gelu(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
@@ -709,6 +720,36 @@ def _offline_help(name: str, cfg: Dict[str, Any]) -> str:
     return '\n'.join(lines)
 
 
+def _unpublished_help(variant: str, tag: str) -> str:
+    """What works today instead of a tag whose weights this project has not published yet."""
+    data = {'cifar10': 'CIFAR-10', 'idc': 'IDC'}[tag]
+    lines = [f'The weights of {variant}.{tag} ({data}) are not published yet: {DEFAULT_HUB_NAMESPACE}/{variant}.{tag} '
+             'does not exist on the Hugging Face Hub. What works today:']
+    tags = default_cfgs[variant].cfgs
+    if 'fb_in1k' in tags:
+        lines.append(f'  - fine-tune the official ImageNet-1k weights: timm.create_model("{variant}.fb_in1k", '
+                     f'pretrained=True, num_classes={tags[tag].num_classes})')
+    preset = f'--preset {UNPUBLISHED_TAGS[tag]}' if variant == 'patchconvnet_s60_p4' else f'--dataset {tag}'
+    lines.append(f'  - train your own: patchconvnet-train {preset} --model {variant} --data-dir DATA --output-dir RUN, '
+                 'then patchconvnet-push-model RUN ORG/NAME, and load it with '
+                 'timm.create_model("hf-hub:ORG/NAME", pretrained=True) (or timm.create_model("local-dir:RUN", '
+                 'pretrained=True) without the Hub); a lab that publishes its own tags sets '
+                 f'TIMM_PATCHCONVNET_HUB_NAMESPACE=ORG and pushes to ORG/{variant}.{tag}.')
+    return '\n'.join(lines)
+
+
+def _unpublished(cfg: Dict[str, Any], name: str) -> bool:
+    """One of this project's own tags, to be read from its default Hub repo, which does not exist yet."""
+    return (cfg.get('tag') in UNPUBLISHED_TAGS and cfg.get('hf_hub_id') == f'{DEFAULT_HUB_NAMESPACE}/{name}'
+            and not cfg.get('file') and not cfg.get('state_dict'))
+
+
+def _in_hf_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache  # timm's own dependency
+    return any(isinstance(try_to_load_from_cache(repo_id, filename), str)
+               for filename in ('model.safetensors', 'pytorch_model.bin'))
+
+
 def _tried_sources(cfg: Dict[str, Any]) -> str:
     sources = [f'{key} {cfg[key]}' for key in ('state_dict', 'file', 'hf_hub_id', 'url') if cfg.get(key)]
     return '; '.join(sources) if sources else 'nothing (no weights are published for this configuration)'
@@ -723,6 +764,9 @@ def _create_patchconvnet(variant: str, pretrained: bool = False, **kwargs) -> Pa
         if not any(cfg.get(key) for key in ('state_dict', 'file', 'hf_hub_id', 'url')):
             raise PretrainedWeightsUnavailableError(
                 f'No pretrained weights are published for {name}.\n{_offline_help(name, cfg)}')
+        if _unpublished(cfg, name) and not _in_hf_cache(cfg['hf_hub_id']):  # no network round trip to learn that
+            raise PretrainedWeightsUnavailableError(
+                f'{_unpublished_help(variant, cfg["tag"])}\n{_offline_help(name, cfg)}')
     try:
         return build_model_with_cfg(
             PatchConvNet,
