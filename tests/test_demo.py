@@ -1,5 +1,6 @@
 """The Gradio demo, served for real on a free local port: gradio_client requests and a real headless Chromium."""
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -7,11 +8,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
 import timm
 from PIL import Image
+from safetensors.torch import save_file
 
 from conftest import ROOT
 from timm_patchconvnet.checkpoints import save_model_folder
@@ -46,10 +49,12 @@ def checkpoints(tmp_path_factory) -> dict:
 
 
 @contextmanager
-def _serving(command: list, cwd: Path, env: dict):
-    """Run `command` (a demo listening on --port), wait until it accepts connections, yield its URL, stop it."""
+def _serving(command: list, cwd: Path, env: dict, process_out: Optional[list] = None):
+    """Run `command` (a demo listening on --port), wait until it accepts connections, yield its URL, stop it;
+    `process_out` gets the server's process. The demo picks its own private temp folder unless `env` names one."""
     port = _free_port()
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED='False', HF_HUB_OFFLINE='1', PYTHONUNBUFFERED='1', **env)
+    env = dict({k: v for k, v in os.environ.items() if k != 'GRADIO_TEMP_DIR'}, GRADIO_ANALYTICS_ENABLED='False',
+               HF_HUB_OFFLINE='1', PYTHONUNBUFFERED='1', **env)
     process = subprocess.Popen([*command, '--port', str(port)], cwd=cwd, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
@@ -63,6 +68,8 @@ def _serving(command: list, cwd: Path, env: dict):
                     process.kill()
                     pytest.fail(f'the demo did not start:\n{process.stdout.read()}')
                 time.sleep(0.5)
+        if process_out is not None:
+            process_out.append(process)
         yield f'http://127.0.0.1:{port}/'
     finally:
         process.terminate()
@@ -74,8 +81,11 @@ def server(checkpoints, tmp_path_factory):
     """`python demo/app.py --checkpoint A --checkpoint B --port N`, as a user starts it; stopped after the module."""
     command = [sys.executable, str(ROOT / 'demo' / 'app.py'), '--checkpoint', checkpoints['single'],
                '--checkpoint', checkpoints['per_class']]
-    with _serving(command, tmp_path_factory.mktemp('demo-cwd'), {}) as url:
-        yield {'url': url, 'checkpoints': checkpoints}
+    process = []
+    with _serving(command, tmp_path_factory.mktemp('demo-cwd'), {}, process) as url:
+        # the models are shown by their folders' names, never by their paths on the server
+        yield {'url': url, 'checkpoints': checkpoints, 'models': {'single': 'digits', 'per_class': 'pets'},
+               'pid': process[0].pid}
 
 
 @pytest.fixture(scope='module')
@@ -109,7 +119,7 @@ def _explain(client, image, model, class_name=demo_app.PREDICTED, colormap='jet'
 
 def test_predict_returns_probabilities_and_a_heatmap_of_the_inputs_size(client, server, images):
     label, overlay_path, grid_path, probabilities, notes = _explain(client, images['rgb'],
-                                                                    server['checkpoints']['single'])
+                                                                    server['models']['single'])
     assert set(probabilities) == set(DIGIT_LABELS)  # the label names saved by the training run
     assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
     top = sorted(probabilities, key=probabilities.get, reverse=True)[:demo_app.TOP_K]
@@ -124,7 +134,7 @@ def test_predict_returns_probabilities_and_a_heatmap_of_the_inputs_size(client, 
 
 
 def test_per_class_tokens_show_the_chosen_class(client, server, images):
-    model = server['checkpoints']['per_class']
+    model = server['models']['per_class']
     predicted = _explain(client, images['rgb'], model)
     assert predicted[0]['label'] in PER_CLASS_LABELS
     grids = {name: np.asarray(Image.open(_explain(client, images['rgb'], model, name)[2]), dtype=np.float32)
@@ -143,19 +153,19 @@ def test_per_class_tokens_show_the_chosen_class(client, server, images):
 ])
 def test_bad_uploads_get_a_clear_message_and_the_server_goes_on(client, server, images, kind, message):
     with pytest.raises(AppError, match=message):
-        _explain(client, images[kind], server['checkpoints']['single'])
-    probabilities = _explain(client, images['digit'], server['checkpoints']['single'])[3]
+        _explain(client, images[kind], server['models']['single'])
+    probabilities = _explain(client, images['digit'], server['models']['single'])[3]
     assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_no_image_asks_for_one(client, server):
     with pytest.raises(AppError, match='Upload an image'):
-        client.predict(None, server['checkpoints']['single'], demo_app.PREDICTED, 'jet', 0.5, api_name='/explain')
+        client.predict(None, server['models']['single'], demo_app.PREDICTED, 'jet', 0.5, api_name='/explain')
 
 
 @pytest.mark.parametrize('kind, mode', [('gray', 'L'), ('rgba', 'RGBA')])
 def test_grayscale_and_rgba_images_are_explained_as_rgb(client, server, images, kind, mode):
-    _, overlay_path, _, _, notes = _explain(client, images[kind], server['checkpoints']['single'])
+    _, overlay_path, _, _, notes = _explain(client, images[kind], server['models']['single'])
     assert f'The image was {mode}' in notes
     assert Image.open(overlay_path).size == (64, 48)
 
@@ -165,18 +175,42 @@ def test_concurrent_requests_queue_behind_one_model_run(client, server, images, 
     explain_fn = next(fn for fn in app.fns.values() if fn.api_name == 'explain')
     assert explain_fn.concurrency_limit == 1 and explain_fn.queue
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda _: _explain(client, images['digit'], server['checkpoints']['single']),
+        results = list(pool.map(lambda _: _explain(client, images['digit'], server['models']['single']),
                                 range(4)))
     assert len({r[0]['label'] for r in results}) == 1  # same answer for every queued request
 
 
-def test_bad_checkpoint_stops_the_app_with_one_error_line(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / 'demo' / 'app.py'), '--checkpoint', str(tmp_path / 'nope')],
-                            capture_output=True, text=True, timeout=120,
+@pytest.fixture(scope='module')
+def bad_checkpoints(checkpoints, tmp_path_factory) -> dict:
+    """--checkpoint values that cannot be served, by what is wrong with them."""
+    root = tmp_path_factory.mktemp('bad')
+    truncated = shutil.copytree(checkpoints['single'], root / 'truncated')
+    weights = (truncated / 'model.safetensors').read_bytes()
+    (truncated / 'model.safetensors').write_bytes(weights[:len(weights) // 2])
+    other = shutil.copytree(checkpoints['single'], root / 'other-architecture')
+    save_file(timm.create_model('resnet10t', num_classes=10).state_dict(), str(other / 'model.safetensors'))
+    return {
+        'missing folder': str(root / 'nope'),
+        'truncated safetensors': str(truncated),
+        "another architecture's weights": str(other),
+        'missing local-dir': f'local-dir:{root / "gone"}',
+        'offline hf-hub': 'hf-hub:timm-patchconvnet/no-such-model',
+        'mistyped relative path': 'runs/digts',
+    }
+
+
+@pytest.mark.parametrize('case', ['missing folder', 'truncated safetensors', "another architecture's weights",
+                                  'missing local-dir', 'offline hf-hub', 'mistyped relative path'])
+def test_bad_checkpoint_stops_the_app_with_one_error_line(bad_checkpoints, case, tmp_path):
+    spec = bad_checkpoints[case]
+    result = subprocess.run([sys.executable, str(ROOT / 'demo' / 'app.py'), '--checkpoint', spec],
+                            capture_output=True, text=True, timeout=180, cwd=tmp_path,
                             env=dict(os.environ, HF_HUB_OFFLINE='1'))
-    assert result.returncode == 2
-    assert result.stderr.strip().startswith('error:') and 'nope' in result.stderr
+    assert result.returncode == 2, result.stderr
     assert 'Traceback' not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith('error:'), result.stderr
+    assert spec in errors[0] or Path(spec.removeprefix('local-dir:')).name in errors[0]
 
 
 def test_examples_are_real_images_shipped_with_the_repo_or_its_dependencies():
@@ -238,8 +272,11 @@ def test_the_exported_space_runs_on_its_own_copy_of_the_package(checkpoints, ima
     found = subprocess.run([sys.executable, '-c', 'import timm_patchconvnet; print(timm_patchconvnet.__file__)'],
                            cwd=space, capture_output=True, text=True, check=True).stdout.strip()
     assert Path(found).parent == space / 'timm_patchconvnet'  # the Space needs no installed package
-    # the Space's settings name its checkpoints; here a local folder stands in for the Hub
-    with _serving([sys.executable, 'app.py'], space, {CHECKPOINTS_VARIABLE: checkpoints['per_class']}) as url:
-        result = Client(url, verbose=False).predict(handle_file(str(images['rgb'])), checkpoints['per_class'],
+    # the Space's settings name its checkpoints; here a local folder stands in for the Hub; a GRADIO_TEMP_DIR set
+    # by the host is the one used
+    env = {CHECKPOINTS_VARIABLE: checkpoints['per_class'], 'GRADIO_TEMP_DIR': str(tmp_path / 'host-temp')}
+    with _serving([sys.executable, 'app.py'], space, env) as url:
+        result = Client(url, verbose=False).predict(handle_file(str(images['rgb'])), 'pets',
                                                     demo_app.PREDICTED, 'jet', 0.5, api_name='/explain')
     assert set(result[3]) == set(PER_CLASS_LABELS)
+    assert any(p.name == images['rgb'].name for p in (tmp_path / 'host-temp').rglob('*'))  # the upload went there

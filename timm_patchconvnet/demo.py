@@ -10,12 +10,18 @@ A checkpoint is a training folder, `local-dir:FOLDER`, `hf-hub:ORG/NAME` or a ti
 settings), else the official ImageNet S60. Upload an image or pick an example: the top classes, the pooling's
 attention over the image and its raw token-grid map. Images are checked before they are decoded; a bad one gets a
 message in the page and the server goes on serving. A queue runs at most `--concurrency` predictions at once.
+Models are shown by name (a folder's name, never its path); uploads go to a private folder (GRADIO_TEMP_DIR when
+set), and a session keeps only its last result at display size, for an hour: the API keeps nothing.
 The examples are the images of `--examples` (default: the digits in a checkout's demo/examples/, or examples/
 beside the Space's app.py) and scikit-learn's two sample photos. Needs the `demo` extra (Gradio).
 """
 import argparse
+import atexit
 import os
+import shutil
+import signal
 import sys
+import tempfile
 import warnings
 
 os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')  # no usage reports unless the host asks for them
@@ -31,6 +37,7 @@ from PIL import Image, UnidentifiedImageError
 from timm.data import ImageNetInfo, infer_imagenet_subset
 
 from .attention import explain_image, overlay_attention
+from .images import is_high_bit_depth, to_rgb
 from .patchconvnet import PatchConvNet, PretrainedWeightsUnavailableError
 
 MIN_SIDE = 8  # pixels: below this an image has no shape to look at
@@ -45,6 +52,11 @@ DEFAULT_CHECKPOINTS = ('patchconvnet_s60_p16.fb_in1k',)
 # demo/app.py (and the Space's app.py) passes the examples/ folder beside itself
 CHECKOUT_EXAMPLES = Path(__file__).resolve().parents[1] / 'demo' / 'examples'
 EXAMPLE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp')
+# what a session keeps to redraw its last result: the picture at display size, for an hour, so that memory does not
+# grow with the size of uploads nor with sessions never closed (API clients, scripts)
+DISPLAY_SIDE = 1024
+VIEW_SECONDS = 3600
+CACHE_CLEANUP = (3600, 3600)  # every hour, delete uploads and results older than an hour
 
 
 @dataclass
@@ -62,20 +74,46 @@ class DemoError(ValueError):
     """A checkpoint that cannot be served: the message says which and why."""
 
 
-def load_checkpoint(spec: str) -> DemoModel:
-    """Build the model named by `spec`: a folder, `local-dir:`/`hf-hub:` id, or a timm name with optional tag."""
-    name = spec
-    if Path(spec).expanduser().is_dir():
-        spec = f'local-dir:{Path(spec).expanduser()}'
+def load_checkpoint(spec: str, name: Optional[str] = None) -> DemoModel:
+    """Build the model named by `spec`: a folder, `local-dir:`/`hf-hub:` id, or a timm name with optional tag;
+    `name`: the name shown to users (default: `display_name(spec)`)."""
+    name = name or display_name(spec)
+    source = model_source(spec)
     try:
-        model = timm.create_model(spec, pretrained=True)
+        model = timm.create_model(source, pretrained=True)
     except PretrainedWeightsUnavailableError as err:
-        raise DemoError(str(err)) from err
-    except (RuntimeError, OSError, ValueError) as err:  # unknown name, missing or broken files, Hub errors
-        raise DemoError(f'Cannot load checkpoint {name!r}: {type(err).__name__}: {err}') from err
+        raise DemoError(one_line(str(err))) from err
+    except Exception as err:  # any failure to build the model (safetensors, Hub, state dict...) stops the start-up
+        raise DemoError(one_line(f'Cannot load checkpoint {spec!r}: {type(err).__name__}: {err}')) from err
     if not isinstance(model, PatchConvNet) or model.attn_pool is None or model.num_classes == 0:
-        raise DemoError(f'{name!r} is not a PatchConvNet classifier with attention pooling: it has no map to show.')
+        raise DemoError(f'{spec!r} is not a PatchConvNet classifier with attention pooling: it has no map to show.')
     return DemoModel(name, model.eval(), class_names(model))
+
+
+def model_source(spec: str) -> str:
+    """The name timm is given: a folder as `local-dir:`; a path that names no folder is refused here, since timm
+    would read it as a model name ("has no source prefix")."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return f'local-dir:{path}'
+    if ':' not in spec and ('/' in spec or os.sep in spec or spec.startswith(('.', '~'))):
+        what = 'is a file, not a training folder' if path.exists() else 'is no such folder'
+        raise DemoError(f'--checkpoint {spec!r} {what} (a checkpoint is a folder, local-dir:FOLDER, '
+                        f'hf-hub:ORG/NAME or a timm model name).')
+    return spec
+
+
+def display_name(spec: str) -> str:
+    """What users see of a checkpoint: a folder's name (its path stays on the server), any other name as is."""
+    local = spec[len('local-dir:'):] if spec.startswith('local-dir:') else spec
+    path = Path(local).expanduser()
+    return (path.name or str(path)) if spec.startswith('local-dir:') or path.is_dir() else spec
+
+
+def one_line(message: str, limit: int = 400) -> str:
+    """A message fit for one `error:` line: state-dict and Hub errors span many lines."""
+    flat = ' '.join(message.split())
+    return flat if len(flat) <= limit else flat[:limit - 3] + '...'
 
 
 def class_names(model: PatchConvNet) -> List[str]:
@@ -118,7 +156,13 @@ def checked_image_input(**kwargs) -> gr.Image:
     def preprocess(payload):
         if payload is not None and payload.path:
             check_image_file(payload.path)
-        return decode(payload)
+        try:
+            image = decode(payload)
+            if isinstance(image, Image.Image):
+                image.load()  # PIL decodes lazily: a truncated file fails here, not deep inside the model
+        except (OSError, SyntaxError, ValueError) as err:  # what PIL raises for damaged data
+            raise gr.Error('This image file is damaged or truncated: it cannot be decoded.') from err
+        return image
 
     image.preprocess = preprocess
     return image
@@ -150,9 +194,8 @@ def explain(
     served = models[model_name]
     notes = []
     if image.mode != 'RGB':
-        notes.append(f'The image was {image.mode}; the model sees it as RGB'
-                     + (' on white.' if _has_alpha(image) else '.'))
-        image = _to_rgb(image)
+        notes.append(mode_note(image))
+        image = to_rgb(image)
     class_index = None
     if served.per_class and class_choice not in (None, PREDICTED):
         if class_choice not in served.labels:
@@ -166,21 +209,30 @@ def explain(
     h, w = result.grid.shape
     notes.append(f'Attention of {whose} over a {h}x{w} token grid; '
                  f'the model saw the image at {served.model.pretrained_cfg["input_size"][-1]} px.')
-    view = {'image': image, 'on_image': result.on_image, 'grid': result.grid}
+    view = display_view(image, result.on_image, result.grid)
     overlay, grid = draw(view, colormap, opacity)
     return label, overlay, grid, label, view, ' '.join(notes)
 
 
-def _has_alpha(image: Image.Image) -> bool:
-    return image.mode in ('RGBA', 'LA', 'PA') or 'transparency' in image.info
+def mode_note(image: Image.Image) -> str:
+    """What the model was shown instead of a non-RGB image, in the words of `images.to_rgb`."""
+    if is_high_bit_depth(image):
+        depth = {'I': '32-bit integer', 'F': 'floating-point'}.get(image.mode, '16-bit')
+        return (f'The image was {image.mode} ({depth} grayscale); the model sees it as 8-bit RGB, its bit depth '
+                f'scaled (not clipped) to 8 bits.')
+    has_alpha = image.mode in ('RGBA', 'LA', 'PA') or 'transparency' in image.info
+    return f'The image was {image.mode}; the model sees it as RGB' + (' on white.' if has_alpha else '.')
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """RGB as a viewer sees it: transparent parts on white, not on whatever colour they hide."""
-    if not _has_alpha(image):
-        return image.convert('RGB')
-    rgba = image.convert('RGBA')
-    return Image.alpha_composite(Image.new('RGBA', rgba.size, 'white'), rgba).convert('RGB')
+def display_view(image: Image.Image, on_image: torch.Tensor, grid: torch.Tensor) -> dict:
+    """What redrawing needs, at most DISPLAY_SIDE on the long side: a session then keeps a few MB whatever the
+    upload's size, not the full image and a same-size float map."""
+    scale = DISPLAY_SIDE / max(image.size)
+    if scale < 1:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.LANCZOS)
+        on_image = torch.nn.functional.interpolate(on_image[None, None], size=size[::-1], mode='area')[0, 0]
+    return {'image': image, 'on_image': on_image.clone(), 'grid': grid.clone()}
 
 
 def draw(view: Optional[dict], colormap: str, opacity: float) -> Tuple[Optional[Image.Image], Optional[Image.Image]]:
@@ -215,7 +267,7 @@ def build_app(models: Dict[str, DemoModel], concurrency: int = 1, examples: Opti
             return gr.Dropdown(choices=[PREDICTED], value=PREDICTED, visible=False)
         return gr.Dropdown(choices=[PREDICTED] + served.labels, value=PREDICTED, visible=True)
 
-    with gr.Blocks(title='PatchConvNet attention') as app:
+    with gr.Blocks(title='PatchConvNet attention', delete_cache=CACHE_CLEANUP) as app:
         gr.Markdown('# Where PatchConvNet looked\nThe attention-based pooling of PatchConvNet (Touvron et al. 2021) '
                     'weighs every patch of the image; the heatmap shows those weights.')
         with gr.Row():
@@ -238,19 +290,31 @@ def build_app(models: Dict[str, DemoModel], concurrency: int = 1, examples: Opti
                 notes = gr.Markdown(elem_id='notes')
                 with gr.Accordion('All class probabilities', open=False):
                     probabilities = gr.JSON(label='Probabilities')
-        view = gr.State(None)
+        view = gr.State(None, time_to_live=VIEW_SECONDS)
         if example_paths:
             gr.Examples(example_paths, inputs=image)
 
-        def explain_request(image, model, class_name, colormap, opacity):  # the API's parameter names
+        def explain_in_page(image, model, class_name, colormap, opacity):
             return explain(models, image, model, class_name, colormap, opacity)
 
+        def explain_request(image, model, class_name, colormap, opacity):  # the API's parameter names
+            label, overlay, grid, probabilities, _, notes = explain(models, image, model, class_name, colormap,
+                                                                    opacity)
+            return label, overlay, grid, probabilities, notes
+
         model_name.change(class_menu, model_name, class_choice, queue=False, api_visibility='private')
+        inputs = [image, model_name, class_choice, colormap, opacity]
+        answers = [label, overlay, grid, probabilities, notes]
         results = [label, overlay, grid, probabilities, view, notes]
         # clear the last results first: a refused image must not leave another image's answer on show
         run.click(lambda: [None] * len(results), None, results, queue=False, api_visibility='private').then(
-            explain_request, [image, model_name, class_choice, colormap, opacity], results,
-            concurrency_limit=concurrency, concurrency_id='model', api_name='explain')
+            explain_in_page, inputs, results, concurrency_limit=concurrency, concurrency_id='model',
+            api_visibility='private')
+        # the API is its own event, with the same answers and no session state: a client that never closes its
+        # sessions (Gradio keeps up to 10,000) then holds no memory on the server
+        api = gr.Button(visible=False)
+        api.click(explain_request, inputs, answers, concurrency_limit=concurrency, concurrency_id='model',
+                  api_name='explain')
         for control in (colormap, opacity):
             control.change(draw, [view, colormap, opacity], [overlay, grid], queue=False, api_visibility='private')
     return app.queue(max_size=64)
@@ -272,11 +336,29 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def load_all(specs: Sequence[str]) -> Dict[str, DemoModel]:
+    """The models by the name users see (`display_name`), made unique with a number when two folders share one."""
     models = {}
     for spec in specs:
-        served = load_checkpoint(spec)
-        models[served.name] = served
+        name = base = display_name(spec)
+        copy = 1
+        while name in models:
+            copy += 1
+            name = f'{base} ({copy})'
+        models[name] = load_checkpoint(spec, name)
     return models
+
+
+def private_temp_dir() -> str:
+    """Gradio's upload and result folder: one of this app's own (mode 0700) unless GRADIO_TEMP_DIR names one, since
+    the default /tmp/gradio is shared by every Gradio app of the machine, and Gradio serves whatever lies in it.
+    Call before the app is built: Gradio reads the variable as it creates its components and routes."""
+    if not os.environ.get('GRADIO_TEMP_DIR'):
+        folder = tempfile.mkdtemp(prefix='patchconvnet-demo-')
+        os.environ['GRADIO_TEMP_DIR'] = folder
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        # a stop by `kill` then also runs the cleanup (SIGTERM would otherwise skip atexit)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    return os.environ['GRADIO_TEMP_DIR']
 
 
 def main(argv: Optional[Sequence[str]] = None, examples: Optional[Path] = None) -> int:
@@ -296,6 +378,7 @@ def main(argv: Optional[Sequence[str]] = None, examples: Optional[Path] = None) 
     except DemoError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
+    private_temp_dir()
     app = build_app(models, args.concurrency, args.examples or examples)
     app.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE)
     return 0
