@@ -1,5 +1,8 @@
 """Data sets that tests write themselves, in the real layouts and schemas (no network)."""
+import io
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import datasets
@@ -17,6 +20,24 @@ def save_random_png(path: Path, size=(50, 50), mode='RGB', seed=0) -> None:
     channels = {'RGB': 3, 'RGBA': 4, 'L': 1}[mode]
     pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
     Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode).save(path)
+
+
+def save_png_declaring(path: Path, width: int, height: int) -> None:
+    """A small valid PNG whose header then claims `width` x `height` (CRC fixed), as a decompression-bomb attack
+    sends it: PIL refuses it on opening, before any pixel is read."""
+    buffer = io.BytesIO()
+    Image.new('RGB', (8, 8), (200, 30, 90)).save(buffer, format='PNG')
+    data = bytearray(buffer.getvalue())
+    data[16:24] = struct.pack('>II', width, height)  # IHDR's width and height follow the signature and chunk head
+    data[29:33] = struct.pack('>I', zlib.crc32(bytes(data[12:29])))  # the CRC of 'IHDR' and its 13 bytes
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(data))
+
+
+def save_16_bit_png(path: Path, value: int, size=(20, 20)) -> None:
+    """A 16-bit grayscale PNG of one value (PIL reopens it as mode I;16)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size[1], size[0]), value, dtype=np.uint16)).save(path)
 
 
 def random_images(n: int, size=(32, 32)) -> list:

@@ -141,3 +141,88 @@ def test_explain_image_maps_cover_images_of_any_size_and_aspect(model, size):
     assert result.on_image.shape == (size[1], size[0])
     assert result.on_image.min() == 0 and result.on_image.max() == pytest.approx(1)
     assert result.probabilities.sum() == pytest.approx(1, abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hostile input (issue 15)
+
+def _gradient_16_bit_png(path) -> Image.Image:
+    """A real 16-bit grayscale PNG whose values are v * 257 for an 8-bit ramp v: its 8-bit equivalent is the ramp."""
+    ramp = (np.arange(32 * 40).reshape(32, 40) % 256).astype(np.uint16)
+    Image.fromarray(ramp * 257).save(path)
+    return Image.open(path)
+
+
+def test_16_bit_grayscale_gives_the_maps_of_its_8_bit_equivalent(model, tmp_path):
+    image = _gradient_16_bit_png(tmp_path / 'scan.png')
+    assert image.mode == 'I;16'
+    ramp = Image.fromarray((np.arange(32 * 40).reshape(32, 40) % 256).astype(np.uint8))
+    assert np.asarray(ramp)[3, 8] == 128 and np.asarray(image)[3, 8] == 32896
+    torch.testing.assert_close(get_attention_map(model, image), get_attention_map(model, ramp.convert('RGB')),
+                               rtol=0, atol=0)
+    clipped = get_attention_map(model, image.convert('RGB'))  # what PIL's own convert gives: white above 255
+    assert not torch.allclose(clipped, get_attention_map(model, image))
+    ours, reference = explain_image(model, image), explain_image(model, ramp.convert('RGB'))
+    torch.testing.assert_close(ours.probabilities, reference.probabilities, rtol=0, atol=0)
+    torch.testing.assert_close(ours.on_image, reference.on_image, rtol=0, atol=0)
+
+
+def test_16_bit_grayscale_on_a_one_channel_model(tmp_path):
+    gray_model = timm.create_model('patchconvnet_test_p4', in_chans=1, num_classes=3, init_values=1.0,
+                                   pretrained_cfg_overlay=dict(mean=(0.5,), std=(0.25,))).eval()
+    image = _gradient_16_bit_png(tmp_path / 'scan.png')
+    ramp = Image.fromarray((np.arange(32 * 40).reshape(32, 40) % 256).astype(np.uint8))
+    torch.testing.assert_close(get_attention_map(gray_model, image), get_attention_map(gray_model, ramp),
+                               rtol=0, atol=0)
+    torch.testing.assert_close(explain_image(gray_model, image).probabilities,
+                               explain_image(gray_model, ramp).probabilities, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('empty', [Image.new('RGB', (0, 0)), Image.new('L', (5, 0)), np.zeros((0, 4, 3), np.uint8),
+                                   torch.zeros(3, 0, 0)], ids=['pil-0x0', 'pil-5x0', 'array', 'tensor'])
+def test_an_image_without_pixels_is_a_clear_error(model, empty):
+    with pytest.raises(ValueError, match='at least one pixel'):
+        get_attention_map(model, empty)
+    if isinstance(empty, Image.Image):
+        with pytest.raises(ValueError, match='at least one pixel'):
+            explain_image(model, empty)
+
+
+@pytest.mark.parametrize('bad', [float('nan'), float('inf'), -float('inf')])
+def test_non_finite_inputs_are_a_clear_error(model, bad):
+    x = torch.randn(3, 32, 32)
+    x[1, 5, 7] = bad
+    with pytest.raises(ValueError, match='NaN or infinite'):
+        get_attention_map(model, x)
+    with pytest.raises(ValueError, match='NaN or infinite'):
+        get_attention_map(model, x[None].repeat(2, 1, 1, 1))
+    pixels = np.random.default_rng(0).random((32, 32), dtype=np.float32)
+    pixels[3, 4] = bad
+    floats = Image.fromarray(pixels, mode='F')
+    with pytest.raises(ValueError, match='NaN or infinite'):
+        get_attention_map(model, floats)
+    with pytest.raises(ValueError, match='NaN or infinite'):
+        explain_image(model, floats)
+
+
+def _modes(module: torch.nn.Module) -> dict:
+    return {name: m.training for name, m in module.named_modules()}
+
+
+@pytest.mark.parametrize('top, submodule', [(False, True), (True, False)], ids=['eval-one-training', 'frozen-bn'])
+def test_every_submodules_mode_is_restored(top, submodule, tmp_path):
+    from timm_patchconvnet.visualize import save_attention_grid
+    model = timm.create_model('patchconvnet_test_p4', num_classes=2, init_values=1.0)
+    model.train(top)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    odd = norms[0] if norms else model.blocks[0]
+    odd.train(submodule)  # e.g. a user fine-tuning with frozen BatchNorm
+    before = _modes(model)
+    assert len(set(before.values())) == 2
+    get_attention_map(model, _photo())
+    assert _modes(model) == before
+    explain_image(model, _photo())
+    assert _modes(model) == before
+    transform = timm.data.create_transform(**timm.data.resolve_data_config(model=model))
+    save_attention_grid(model, [_photo()] * 2, [0, 1], ['a', 'b'], transform, tmp_path / 'grid.png', columns=2)
+    assert _modes(model) == before and (tmp_path / 'grid.png').stat().st_size > 0

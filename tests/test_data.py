@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from datagen import (CIFAR10_NAMES, IDC_EDGE_PATCH, IDC_PATIENTS, random_images, save_random_png,
+from datagen import (CIFAR10_NAMES, IDC_EDGE_PATCH, IDC_PATIENTS, random_images, save_16_bit_png,
+                     save_png_declaring, save_random_png,
                      write_cifar10_parquet, write_idc_kaggle_folder, write_idc_patients)
 from timm_patchconvnet.data import DataError, ImageClassificationDataset, build_transform, load_splits
 
@@ -194,3 +195,78 @@ def test_digits_train_transform_does_not_flip():
         tensor = transform(Image.fromarray(pixels))
         assert tensor[:, :, :10].mean() > tensor[:, :, -10:].mean()
         assert tensor[:, :10, :].mean() > tensor[:, -10:, :].mean()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hostile input (issue 15): broken, huge-declared, 16-bit and misnamed files, written as an attacker would
+
+def _write_pets(root: Path, n: int = 8) -> None:
+    for label in ('cat', 'dog'):
+        for i in range(n):
+            save_random_png(root / label / f'{i}.png', size=(20, 20), seed=i)
+
+
+def test_an_imagefolder_skips_and_counts_unreadable_files_up_front(tmp_path: Path, caplog):
+    root = tmp_path / 'pets'
+    _write_pets(root / 'train')
+    _write_pets(root / 'test', n=4)
+    # in the test split: without the up-front check these would fail only after all training
+    (root / 'test' / 'cat' / 'empty.jpg').write_bytes(b'')
+    (root / 'test' / 'dog' / 'notes.png').write_text('not an image')
+    save_png_declaring(root / 'test' / 'dog' / 'bomb.png', 60000, 60000)
+    with caplog.at_level(logging.WARNING):
+        splits = load_splits(str(root), seed=0, cache_dir=str(tmp_path / 'cache'))
+    assert splits.skipped_images == 3 and len(splits.test) == 8
+    assert len(splits.train) + len(splits.validation) == 16
+    assert 'Skipped 3 unreadable image file(s)' in caplog.text and 'decoded once before training' in caplog.text
+    config = dict(DATA_CONFIG, input_size=(3, 32, 32))
+    for split in (splits.train, splits.validation, splits.test):
+        loader = torch.utils.data.DataLoader(
+            ImageClassificationDataset(split, build_transform('generic', config, train=False)), batch_size=5)
+        assert sum(len(labels) for _, labels in loader) == len(split)
+
+
+def test_an_imagefolder_of_only_unreadable_files_is_a_data_error(tmp_path: Path):
+    for label in ('cat', 'dog'):
+        (tmp_path / 'junk' / label).mkdir(parents=True)
+        (tmp_path / 'junk' / label / 'a.png').write_text('text')
+    with pytest.raises(DataError, match='No readable images .* all 2 image files failed to decode'):
+        load_splits(str(tmp_path / 'junk'), cache_dir=str(tmp_path / 'cache'))
+
+
+def test_a_decompression_bomb_in_an_idc_folder_is_skipped_and_counted(idc_folder: Path, tmp_path: Path):
+    save_png_declaring(idc_folder / '10255' / '1' / '10255_idx5_x700_y700_class1.png', 60000, 60000)
+    splits = load_splits('idc', data_dir=str(idc_folder), seed=0, cache_dir=str(tmp_path / 'cache'))
+    assert splits.skipped_images == 2  # the corrupt file and the bomb
+    positions = {(p, x) for split in (splits.train, splits.validation, splits.test)
+                 for p, x in zip(split['patient_id'], split['x'])}
+    assert ('10255', 700) not in positions
+
+
+def test_16_bit_grayscale_is_scaled_not_clipped_white_in_training(tmp_path: Path):
+    root = tmp_path / 'scans'
+    for label in ('a', 'b'):
+        for i in range(10):
+            save_16_bit_png(root / label / f'{i}.png', 32896)  # 32896 = 128 * 257: mid gray in 16 bits
+    splits = load_splits(str(root), seed=0, cache_dir=str(tmp_path / 'cache'))
+    assert splits.train[0]['image'].mode == 'I;16' and splits.skipped_images == 0
+    identity = dict(DATA_CONFIG, input_size=(3, 20, 20), mean=(0., 0., 0.), std=(1., 1., 1.))
+    tensor, _ = ImageClassificationDataset(splits.train, build_transform('generic', identity, train=False))[0]
+    assert tensor.shape == (3, 20, 20)
+    torch.testing.assert_close(tensor, torch.full_like(tensor, 128 / 255), rtol=0, atol=1e-6)
+
+
+def test_idc_files_outside_the_name_pattern_are_counted_and_reported(tmp_path: Path, caplog):
+    root = tmp_path / 'idc'
+    write_idc_patients(root, IDC_PATIENTS)
+    save_random_png(root / '10253' / '0' / '10253_idx5_x900_y0_class0.PNG')
+    save_random_png(root / '10253' / '1' / '10253_idx5_x900_y0_class2.png')
+    (root / '10254' / 'notes.txt').write_text('junk')
+    with caplog.at_level(logging.WARNING):
+        splits = load_splits('idc', data_dir=str(root), seed=0, cache_dir=str(tmp_path / 'cache'))
+    assert splits.ignored_files == 3 and splits.skipped_images == 0
+    assert '3 file(s) whose names are not IDC patch names' in splits.protocol  # metrics.json carries the protocol
+    assert '3 file(s) whose names are not IDC patch names' in caplog.text and 'E.g. ' in caplog.text
+    assert sum(len(s) for s in (splits.train, splits.validation, splits.test)) == sum(map(sum, IDC_PATIENTS.values()))
+    clean = load_splits('idc', data_dir=str(write_idc_kaggle_folder(tmp_path / 'clean')), seed=0)
+    assert clean.ignored_files == 0 and 'not IDC patch names' not in clean.protocol

@@ -1,5 +1,6 @@
 """Attention maps of PatchConvNet's pooling: where the class token(s) looked, as heatmaps."""
-from typing import NamedTuple, Optional, Tuple, Union
+from contextlib import contextmanager
+from typing import Iterator, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -8,6 +9,7 @@ from PIL import Image
 from timm.data import MaybeToTensor, create_transform, resolve_data_config
 from torchvision import transforms
 
+from .images import to_gray, to_rgb
 from .patchconvnet import PatchConvNet
 
 __all__ = ['ImageExplanation', 'explain_image', 'get_attention_map', 'overlay_attention']
@@ -21,6 +23,7 @@ def _to_batch(model: PatchConvNet, img: ImageInput) -> torch.Tensor:
             img = img.unsqueeze(0)
         if img.ndim != 4:
             raise ValueError(f'A tensor image must be (C, H, W) or (B, C, H, W), got shape {tuple(img.shape)}.')
+        _check_size(img.shape[-1], img.shape[-2])
         return img
     if isinstance(img, np.ndarray):
         if img.dtype != np.uint8 or img.ndim != 3:
@@ -28,7 +31,26 @@ def _to_batch(model: PatchConvNet, img: ImageInput) -> torch.Tensor:
         img = Image.fromarray(img.squeeze(-1) if img.shape[-1] == 1 else img)
     if not isinstance(img, Image.Image):
         raise TypeError(f'Expected a PIL image, an HxWxC uint8 array or a tensor, got {type(img).__name__}.')
-    return _eval_transform(model)(_to_model_mode(model, img)).unsqueeze(0)
+    return _preprocess(model, _eval_transform(model), img)
+
+
+def _preprocess(model: PatchConvNet, transform: transforms.Compose, image: Image.Image) -> torch.Tensor:
+    """The batch of one the model sees: a checked size, the model's mode, the eval transform."""
+    _check_size(image.width, image.height)
+    return transform(_to_model_mode(model, image)).unsqueeze(0)
+
+
+def _check_size(width: int, height: int) -> None:
+    if width < 1 or height < 1:  # the resize would divide by zero
+        raise ValueError(f'The image is {width}x{height} pixels: an attention map needs at least one pixel.')
+
+
+def _checked_input(model: PatchConvNet, x: torch.Tensor) -> torch.Tensor:
+    """`x` on the model's device and dtype; NaN or inf would give a map of NaN without any error."""
+    if not torch.isfinite(x).all():
+        raise ValueError('The input has NaN or infinite values: the attention map would be NaN.')
+    param = next(model.parameters())
+    return x.to(device=param.device, dtype=param.dtype)
 
 
 def _eval_transform(model: PatchConvNet) -> transforms.Compose:
@@ -36,11 +58,25 @@ def _eval_transform(model: PatchConvNet) -> transforms.Compose:
 
 
 def _to_model_mode(model: PatchConvNet, img: Image.Image) -> Image.Image:
+    """8-bit RGB or L as `images.to_rgb` makes it: 16-bit grayscale scaled, not clipped white by PIL's convert."""
     if model.in_chans == 3:
-        return img.convert('RGB')
+        return to_rgb(img)
     if model.in_chans == 1:
-        return img.convert('L')
+        return to_gray(img)
     return img
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The model in eval mode, then every submodule back in its own mode: `model.train(flag)` alone would put a
+    submodule the user froze in eval (e.g. BatchNorm while fine-tuning) back in train mode."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def _check_attention_pool(model: PatchConvNet) -> None:
@@ -55,9 +91,7 @@ def _maps_and_logits(
         class_index: Optional[int],
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Token-grid maps (B, h, w), mean over heads, and the logits (None for a model without classifier)."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         features = model.forward_features(x)
         attn = model.forward_attention(features).mean(1)  # (B, num_class_tokens, h, w)
         logits = model.forward_head(features) if model.num_classes > 0 else None
@@ -77,8 +111,6 @@ def _maps_and_logits(
             if class_index not in (None, 0):
                 raise ValueError('class_index only applies to models with per-class tokens.')
             maps = attn[:, 0]
-    finally:
-        model.train(was_training)
     return maps, logits
 
 
@@ -103,12 +135,13 @@ def get_attention_map(
 
     With `upsample=False, normalize=False` the map is exactly the softmax weight the pooling gives each patch
     token (mean over heads), on the token grid in row-major order; a single class token's weight on itself is
-    left out. The model runs in eval mode; its training mode is restored afterwards.
+    left out. The model runs in eval mode; the train/eval mode of it and of each submodule is restored afterwards.
+    16-bit grayscale images are scaled to 8 bits (`images.to_rgb`), not clipped. Raises ValueError for an image
+    without pixels or an input with NaN or infinite values.
     """
     _check_attention_pool(model)
     single = not (isinstance(img, torch.Tensor) and img.ndim == 4)
-    param = next(model.parameters())
-    x = _to_batch(model, img).to(device=param.device, dtype=param.dtype)
+    x = _checked_input(model, _to_batch(model, img))
     maps, _ = _maps_and_logits(model, x, class_index)
     if upsample:
         maps = F.interpolate(maps.unsqueeze(1), size=x.shape[-2:], mode='bilinear', align_corners=False).squeeze(1)
@@ -141,9 +174,8 @@ def explain_image(model: PatchConvNet, image: Image.Image, *, class_index: Optio
     _check_attention_pool(model)
     if not isinstance(image, Image.Image):
         raise TypeError(f'explain_image takes a PIL image, got {type(image).__name__}.')
-    param = next(model.parameters())
     transform = _eval_transform(model)
-    x = transform(_to_model_mode(model, image)).unsqueeze(0).to(device=param.device, dtype=param.dtype)
+    x = _checked_input(model, _preprocess(model, transform, image))
     maps, logits = _maps_and_logits(model, x, class_index)
     grid = maps[0].float().cpu()
     view = _model_view(transform, image.width, image.height)
@@ -210,4 +242,4 @@ def overlay_attention(
     heat = (heat - heat.min()) / (heat.max() - heat.min()).clamp_min(1e-12)
     colours = colormaps[colormap](heat.numpy())[..., :3]  # H x W x RGB in [0, 1]
     heat_image = Image.fromarray((colours * 255).round().astype(np.uint8))
-    return Image.blend(image.convert('RGB'), heat_image, alpha)
+    return Image.blend(to_rgb(image), heat_image, alpha)

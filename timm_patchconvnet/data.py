@@ -3,11 +3,13 @@
 `load_splits` reads scikit-learn's digits, CIFAR-10 (Hub or a local copy of its parquet files), the Kaggle
 breast histopathology (IDC) patches split by patient, or any image classification source `datasets` can read.
 """
+import io
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, BinaryIO, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import datasets
 import numpy as np
@@ -19,6 +21,7 @@ from timm.data.transforms import str_to_interp_mode
 from torchvision import transforms
 
 from .config import CIFAR10_HUB_ID
+from .images import to_rgb
 
 __all__ = ['DataError', 'DataSplits', 'ImageClassificationDataset', 'build_transform', 'load_splits',
            'read_idc_kaggle_folder']
@@ -49,6 +52,7 @@ class DataSplits:
     protocol: str  # one sentence on how the splits were made, for metrics.json
     patient_level: bool = False  # True only when split by patient (no patient in two splits)
     skipped_images: int = 0  # unreadable image files left out
+    ignored_files: int = 0  # files of an IDC folder whose names are not IDC patch names (also said in `protocol`)
 
 
 def load_splits(
@@ -82,9 +86,7 @@ def load_splits(
         repo_id = dataset[len('hub:'):]
         splits = _load_generic(_load_hub(repo_id, None, cache_dir), repo_id, seed, val_fraction, test_fraction)
     elif Path(dataset).expanduser().is_dir():
-        folder = _existing_folder(dataset)
-        source = _load_local_folder(folder, cache_dir)
-        splits = _load_generic(source, str(folder), seed, val_fraction, test_fraction)
+        splits = _load_folder(_existing_folder(dataset), seed, val_fraction, test_fraction, cache_dir)
     else:
         raise DataError(f'Unknown dataset {dataset!r}: use {VALID_DATASETS}.')
     for name in SPLIT_NAMES:
@@ -108,7 +110,8 @@ def build_transform(kind: str, data_config: Dict[str, Any], train: bool) -> Call
 
 
 class ImageClassificationDataset(torch.utils.data.Dataset):
-    """One split as (image tensor, label) pairs; images are made RGB, so grayscale, RGBA and palette files work."""
+    """One split as (image tensor, label) pairs; images are made 8-bit RGB by `images.to_rgb`, so grayscale (16-bit
+    too, scaled rather than clipped white), RGBA and palette files work."""
 
     def __init__(self, split: datasets.Dataset, transform: Callable[[Image.Image], torch.Tensor]):
         self.split = split.select_columns(['image', 'label'])  # don't fetch the IDC metadata with every image
@@ -119,7 +122,7 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
         example = self.split[index]
-        return self.transform(example['image'].convert('RGB')), example['label']
+        return self.transform(to_rgb(example['image'])), example['label']
 
 
 def _train_augmentations(kind: str) -> List[Callable]:
@@ -175,10 +178,10 @@ def _load_idc(
         root: Optional[Path], hub_id: Optional[str], seed: int, val_fraction: float, test_fraction: float,
         cache_dir: Optional[str],
 ) -> DataSplits:
-    skipped = 0
+    kaggle = _IdcFolder(None, 0, 0)
     if root is not None and not _has_parquet(root):
-        data, skipped = _read_idc_kaggle_folder(root)
-        source, source_name = datasets.DatasetDict(train=data), str(root)
+        kaggle = _read_idc_kaggle_folder(root)
+        source, source_name = datasets.DatasetDict(train=kaggle.data), str(root)
     elif root is not None:
         source, source_name = _load_local_folder(root, cache_dir), str(root)
     elif hub_id is not None:
@@ -197,30 +200,42 @@ def _load_idc(
         train, validation, test, protocol = _split_by_patient(_pool(source), seed, val_fraction, test_fraction)
         if len(source) > 1:
             protocol += f" The source's own {'/'.join(source)} splits were pooled first."
-        return DataSplits(train, validation, test, IDC_LABEL_NAMES, 'idc', source_name, protocol, True, skipped)
+        if kaggle.ignored:  # in the protocol too, so that metrics.json says what was left out
+            protocol += f' {_ignored_note(kaggle.ignored)}'
+        return DataSplits(train, validation, test, IDC_LABEL_NAMES, 'idc', source_name, protocol, True,
+                          kaggle.skipped, kaggle.ignored)
 
     (train, validation, test), protocol = _complete_splits(source, seed, val_fraction, test_fraction)
     warning = (f'PATCH-LEVEL split: {source_name} has no patient ids, so patches of the same patient may leak '
                'between train and test, inflating scores.')
     _logger.warning(warning)
     return DataSplits(train, validation, test, IDC_LABEL_NAMES, 'idc', source_name, f'{warning} {protocol}', False,
-                      skipped)
+                      kaggle.skipped)
 
 
 def read_idc_kaggle_folder(folder: str) -> Tuple[datasets.Dataset, int]:
     """Every patch of the Kaggle IDC folder once (`image` as a file path, `label`, `patient_id`, `x`, `y`), unsplit,
     and the number of unreadable files left out: the reading `load_splits('idc', data_dir=folder)` starts from."""
-    return _read_idc_kaggle_folder(_existing_folder(folder))
+    kaggle = _read_idc_kaggle_folder(_existing_folder(folder))
+    return kaggle.data, kaggle.skipped
 
 
-def _read_idc_kaggle_folder(root: Path) -> Tuple[datasets.Dataset, int]:
+class _IdcFolder(NamedTuple):
+    data: Optional[datasets.Dataset]
+    skipped: int  # unreadable patch files
+    ignored: int  # files whose names are not IDC patch names
+
+
+def _read_idc_kaggle_folder(root: Path) -> _IdcFolder:
     """The Kaggle folder `<patient_id>/<0|1>/<patient_id>_idx5_x<X>_y<Y>_class<0|1>.png`, each file name once."""
     patches: Dict[str, Path] = {}
+    ignored: List[Path] = []
     duplicates = 0
     # the original patient folders before the archive's duplicate copy, so that the original is the one kept
-    for path in sorted(root.rglob('*.png'), key=lambda p: (IDC_DUPLICATE_COPY in p.parts, p)):
+    for path in sorted(_files_under(root), key=lambda p: (IDC_DUPLICATE_COPY in p.parts, p)):
         match = IDC_PATCH_NAME.fullmatch(path.name)
         if match is None:
+            ignored.append(path)
             continue
         if path.name in patches:
             duplicates += 1
@@ -236,10 +251,11 @@ def _read_idc_kaggle_folder(root: Path) -> Tuple[datasets.Dataset, int]:
         _logger.warning('%d IDC files appear twice (e.g. the archive\'s copy under %s/); each is used once.',
                         duplicates, IDC_DUPLICATE_COPY)
 
-    readable = [path for path in patches.values() if _decodes(path)]
-    skipped = len(patches) - len(readable)
-    if skipped:
-        _logger.warning('Skipped %d unreadable IDC image files in %s.', skipped, root)
+    if ignored:  # a renamed (.PNG, class2) or stray file is data the user may think is used: say so
+        _logger.warning('%s E.g. %s.', _ignored_note(len(ignored)), ignored[0])
+    decodes = {path: _decodes(path) for path in patches.values()}
+    readable = [path for path, ok in decodes.items() if ok]
+    _warn_unreadable([path for path, ok in decodes.items() if not ok], root)
     matches = [IDC_PATCH_NAME.fullmatch(path.name) for path in readable]
     features = datasets.Features(
         image=datasets.Image(), label=datasets.ClassLabel(names=IDC_LABEL_NAMES), **IDC_EXTRA_FEATURES)
@@ -250,15 +266,34 @@ def _read_idc_kaggle_folder(root: Path) -> Tuple[datasets.Dataset, int]:
         'x': [int(m['x']) for m in matches],
         'y': [int(m['y']) for m in matches],
     }, features=features)
-    return data, skipped
+    return _IdcFolder(data, len(patches) - len(readable), len(ignored))
 
 
-def _decodes(path: Path) -> bool:
+def _files_under(root: Path) -> List[Path]:
+    return [Path(folder, name) for folder, _, names in os.walk(root) for name in names]
+
+
+def _ignored_note(count: int) -> str:
+    return (f'{count} file(s) whose names are not IDC patch names (<patient_id>_idx5_x<X>_y<Y>_class<0|1>.png, '
+            'lower case) were ignored.')
+
+
+def _warn_unreadable(unreadable: Sequence[Union[Path, str]], root: Path) -> None:
+    if unreadable:
+        _logger.warning('Skipped %d unreadable image file(s) in %s (e.g. %s): each file is decoded once before '
+                        'training, and these failed; metrics.json counts them as skipped_images.',
+                        len(unreadable), root, unreadable[0])
+
+
+def _decodes(file: Union[Path, str, BinaryIO]) -> bool:
+    """Whether PIL decodes the image file to a non-empty image that `to_rgb` can convert, as training will."""
     try:
-        with Image.open(path) as image:
+        with Image.open(file) as image:
             image.load()
-        return True
-    except (OSError, SyntaxError, ValueError):  # PIL reports broken files with any of these
+            to_rgb(image)  # what training does to it: raises for NaN pixels, which would train on an arbitrary gray
+            return image.width > 0 and image.height > 0
+    # PIL reports broken files with any of these; a header declaring a huge image is a DecompressionBombError
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return False
 
 
@@ -280,6 +315,32 @@ def _split_by_patient(
                 f'test, {val_fraction:.0%} validation, the rest train, {stratification}; no patient is in two '
                 'splits.')
     return (*(data.select(r) for r in rows), protocol)
+
+
+def _load_folder(
+        folder: Path, seed: int, val_fraction: float, test_fraction: float, cache_dir: Optional[str],
+) -> DataSplits:
+    source = _load_local_folder(folder, cache_dir)
+    skipped = 0
+    if not _has_parquet(folder):  # image files: a broken one would stop training at its batch, maybe after all epochs
+        source, skipped = _without_unreadable_images(source, folder)
+    splits = _load_generic(source, str(folder), seed, val_fraction, test_fraction)
+    splits.skipped_images = skipped
+    return splits
+
+
+def _without_unreadable_images(source: datasets.DatasetDict, folder: Path) -> Tuple[datasets.DatasetDict, int]:
+    """Each split of an imagefolder without the files PIL cannot decode (each decoded once, here), and their count."""
+    kept, unreadable = {}, []
+    for name, split in source.items():
+        files = split.cast_column('image', datasets.Image(decode=False))['image']  # {'path', 'bytes'}, not decoded
+        readable = [_decodes(f['path'] if f['bytes'] is None else io.BytesIO(f['bytes'])) for f in files]
+        unreadable += [f['path'] for f, ok in zip(files, readable) if not ok]
+        kept[name] = split if all(readable) else split.select(np.flatnonzero(readable))
+    if all(len(split) == 0 for split in kept.values()):
+        raise DataError(f'No readable images in {folder}: all {len(unreadable)} image files failed to decode.')
+    _warn_unreadable(unreadable, folder)
+    return datasets.DatasetDict(kept), len(unreadable)
 
 
 def _load_generic(

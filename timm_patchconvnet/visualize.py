@@ -6,8 +6,9 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from .attention import get_attention_map, overlay_attention
+from .attention import eval_mode, get_attention_map, overlay_attention
 from .checkpoints import atomic_file
+from .images import to_rgb
 from .patchconvnet import PatchConvNet
 
 __all__ = ['save_attention_grid']
@@ -25,10 +26,10 @@ def save_attention_grid(
 ) -> None:
     """Draw each image with the pooling's attention over it, titled `true / predicted`, into the PNG `path`."""
     param = next(model.parameters())
-    batch = torch.stack([transform(image.convert('RGB')) for image in images]).to(param.device, param.dtype)
-    was_training = model.training
-    predicted = model.eval()(batch).argmax(-1).tolist()
-    model.train(was_training)
+    images = [to_rgb(image) for image in images]  # 16-bit grayscale scaled to 8 bits, as in training
+    batch = torch.stack([transform(image) for image in images]).to(param.device, param.dtype)
+    with eval_mode(model):
+        predicted = model(batch).argmax(-1).tolist()
     maps = get_attention_map(model, batch)
 
     rows = -(-len(images) // columns)
@@ -36,7 +37,7 @@ def save_attention_grid(
     axes = fig.subplots(rows, columns, squeeze=False)
     size = tuple(batch.shape[-2:])[::-1]
     for ax, image, label, pred, heat in zip(axes.flat, images, labels, predicted, maps):
-        ax.imshow(overlay_attention(image.convert('RGB').resize(size, Image.BILINEAR), heat, alpha=0.45))
+        ax.imshow(overlay_attention(image.resize(size, Image.BILINEAR), heat, alpha=0.45))
         ax.set_title(f'{label_names[label]} / {label_names[pred]}', fontsize=8,
                      color='black' if label == pred else 'red')
     for ax in axes.flat:
