@@ -383,6 +383,21 @@ def test_other_bad_exports_are_refused(cifar_run, model_export, tmp_path, capsys
     assert "Malformed repo id 'bad id'" in capsys.readouterr().err
 
 
+def test_a_run_that_fits_the_tag_is_accepted_within_the_normalisation_tolerance(cifar_run, tmp_path, capsys):
+    run = tmp_path / 'run'
+    shutil.copytree(cifar_run, run, ignore=shutil.ignore_patterns('state'))
+    config = json.loads((cifar_run / 'config.json').read_text())
+    for shift, accepted in ((5e-4, True), (1e-2, False)):  # rounding of the statistics, or other statistics
+        mean = [m + shift for m in config['pretrained_cfg']['mean']]
+        (run / 'config.json').write_text(json.dumps(dict(config, pretrained_cfg=dict(config['pretrained_cfg'],
+                                                                                      mean=mean))))
+        out = tmp_path / f'out-{shift}'
+        assert push_model_cli.main([str(run), REPO_ID, '--dry-run', str(out)]) == (0 if accepted else 2)
+        err = capsys.readouterr().err
+        assert out.exists() == accepted and ('normalisation mean: run' in err) != accepted
+        assert 'std' not in err and 'label names' not in err and 'data set' not in err
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The IDC data set
 
@@ -479,8 +494,8 @@ def test_the_space_export_holds_the_demo_the_package_and_a_card(tmp_path, capsys
     assert 'nothing uploaded' in capsys.readouterr().out
     space = tmp_path / 'space'
     assert (space / 'app.py').read_bytes() == (ROOT / 'demo' / 'app.py').read_bytes()
-    assert sorted(p.name for p in (space / 'examples').iterdir()) == sorted(
-        p.name for p in (ROOT / 'demo' / 'examples').iterdir())
+    assert sorted(p.name for p in (space / 'examples').iterdir()) == sorted(  # the images, not their README
+        p.name for p in (ROOT / 'demo' / 'examples').iterdir() if p.suffix in hub_space.EXAMPLE_SUFFIXES)
     package = sorted(p.name for p in (space / 'timm_patchconvnet').iterdir())
     assert package == sorted(p.name for p in (ROOT / 'timm_patchconvnet').glob('*.py'))  # no __pycache__
     card = huggingface_hub.SpaceCard.load(space / 'README.md')

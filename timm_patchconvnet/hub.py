@@ -20,6 +20,7 @@ import timm
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
 from huggingface_hub.errors import HFValidationError, HfHubHTTPError
 from huggingface_hub.utils import validate_repo_id
+from timm.models import PretrainedCfg
 
 from .checkpoints import portable_model_config, write_model_config
 from .config import CIFAR10_HUB_ID, TrainConfig  # not .data/.training: publishing needs no training stack
@@ -34,6 +35,7 @@ RUN_FILES = ('model.safetensors', 'config.json', 'metrics.json')  # what every f
 MODEL_FILES = ('model.safetensors', 'config.json')  # timm's save_for_hf layout; config.json made portable
 EXAMPLE_IMAGE = 'attention.png'  # written for PatchConvNet models only
 CARD_FILE = 'README.md'
+NORMALISATION_TOLERANCE = 1e-3  # mean/std of a run against those of the tag it is pushed for
 IDC_KAGGLE_ID = 'paultimothymooney/breast-histopathology-images'
 DATA_NAMES = {'cifar10': 'CIFAR-10', 'idc': 'Breast Histopathology Images (IDC)', 'digits': "scikit-learn's digits"}
 DATA_TAGS = {'cifar10': ['cifar10'], 'idc': ['histopathology', 'breast-cancer', 'medical-imaging'],
@@ -45,7 +47,11 @@ CARD_METRICS = (('accuracy', 'accuracy', 'Test accuracy'),
                 ('specificity', 'specificity', 'Test specificity'), ('roc_auc', 'roc_auc', 'Test ROC-AUC'))
 # HfHubHTTPError derives from OSError and from the HTTP client's base error (httpx's; requests' in older releases).
 # Catching its bases also catches the client's connection and timeout errors, which are not OSErrors in httpx.
-_HUB_ERRORS = tuple({OSError, *HfHubHTTPError.__bases__})
+# huggingface_hub reads a successful answer without checking its shape: a proxy or captive portal answering 200 with
+# an HTML page makes it raise json's ValueError, JSON of another shape a KeyError, TypeError or AttributeError.
+# These wrap HfApi calls only, so they cannot hide a mistake of this module.
+_MALFORMED_ANSWER_ERRORS = (ValueError, LookupError, TypeError, AttributeError)
+_HUB_ERRORS = tuple({OSError, *HfHubHTTPError.__bases__, *_MALFORMED_ANSWER_ERRORS})
 PAPER_BIBTEX = """@article{touvron2021patchconvnet,
   title={Augmenting Convolutional networks with attention-based aggregation},
   author={Touvron, Hugo and Cord, Matthieu and El-Nouby, Alaaeldin and Bojanowski, Piotr and Joulin, Armand and
@@ -127,8 +133,8 @@ class TrainingRun:
     metrics: Dict[str, Any]
 
     @property
-    def kind(self) -> str:
-        return self.metrics.get('data', {}).get('kind', 'generic')
+    def kind(self) -> str:  # 'digits', 'cifar10', 'idc' or 'generic', as train.py names its data
+        return self.metrics['data']['kind']
 
     @property
     def is_patchconvnet(self) -> bool:  # train.py trains any timm model; the card then says less
@@ -145,23 +151,90 @@ def load_training_run(run_dir: str) -> TrainingRun:
         raise HubError(f'{folder} is not a training output folder: it lacks {", ".join(missing)}. Pass the '
                        f'--output-dir of a finished train.py run (it writes {", ".join(RUN_FILES)}).')
     config, metrics = (_read_json(folder / name) for name in ('config.json', 'metrics.json'))
-    pretrained_cfg = config.get('pretrained_cfg', {})
-    lacking = [key for key in ('architecture', 'num_classes', 'label_names') if key not in config]
-    lacking += [f'pretrained_cfg.{key}' for key in ('input_size', 'mean', 'std', 'crop_pct')
-                if key not in pretrained_cfg]
-    if lacking:
-        raise HubError(f'{folder / "config.json"} is not a timm model config from train.py: it lacks '
-                       f'{", ".join(lacking)}.')
-    if 'accuracy' not in metrics.get('test', {}):
-        raise HubError(f'{folder / "metrics.json"} has no test accuracy: is the run finished?')
+    wrong = _wrong_config_entries(config)
+    if wrong:
+        raise HubError(f'{folder / "config.json"} is not a timm model config from train.py: {"; ".join(wrong)}.')
+    wrong = _wrong_metrics_entries(metrics)
+    if wrong:
+        raise HubError(f'{folder / "metrics.json"} is not the metrics of a finished train.py run: '
+                       f'{"; ".join(wrong)}. Is the run finished?')
     return TrainingRun(folder, config, metrics)
 
 
 def _read_json(path: Path) -> Dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise HubError(f'{path} is not valid JSON ({err}): is it from an interrupted run?') from err
+    except RecursionError as err:  # valid JSON nested thousands deep: no file train.py writes
+        raise HubError(f'{path} is JSON nested too deep to be read: not a file train.py writes.') from err
+    if not isinstance(value, dict):  # valid JSON of another shape would fail later, deep inside the card
+        raise HubError(f'{path} holds a JSON {_json_type(value)}, not the object train.py writes: '
+                       'pass the --output-dir of a finished train.py run.')
+    return value
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of `value`'s type, for messages about files that are not what train.py writes."""
+    names = ((bool, 'boolean'), (int, 'number'), (float, 'number'), (str, 'string'), (list, 'array'),
+             (dict, 'object'))
+    return next((name for kind, name in names if isinstance(value, kind)), 'null')
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_number_list(value: Any, length: int) -> bool:
+    return isinstance(value, list) and len(value) == length and all(_is_number(v) for v in value)
+
+
+def _wrong_config_entries(config: Dict[str, Any]) -> List[str]:
+    """What config.json lacks or holds in another shape than train.py writes: everything the export and the card
+    read, checked here so that a hand-edited or hostile file gets a message instead of a traceback."""
+    checks = (
+        ('architecture', config.get('architecture'), lambda v: isinstance(v, str) and bool(v), 'a model name'),
+        ('num_classes', config.get('num_classes'), lambda v: isinstance(v, int) and not isinstance(v, bool)
+         and v > 0, 'a positive integer'),
+        ('label_names', config.get('label_names'), lambda v: isinstance(v, list)
+         and all(isinstance(n, str) for n in v), 'a list of names'),
+        ('pretrained_cfg', config.get('pretrained_cfg'), lambda v: isinstance(v, dict), 'an object'),
+    )
+    wrong = [_entry_message(key, value, expected) for key, value, valid, expected in checks if not valid(value)]
+    if wrong:
+        return wrong
+    cfg = config['pretrained_cfg']
+    checks = (
+        ('input_size', lambda v: _is_number_list(v, 3) and all(isinstance(n, int) and n > 0 for n in v),
+         'three positive integers'),
+        ('mean', lambda v: _is_number_list(v, 3), 'three numbers'),
+        ('std', lambda v: _is_number_list(v, 3), 'three numbers'),
+        ('crop_pct', _is_number, 'a number'),
+    )
+    return [_entry_message(f'pretrained_cfg.{key}', cfg.get(key), expected)
+            for key, valid, expected in checks if not valid(cfg.get(key))]
+
+
+def _wrong_metrics_entries(metrics: Dict[str, Any]) -> List[str]:
+    """What metrics.json lacks or holds in another shape than train.py writes (see `_wrong_config_entries`)."""
+    test, data = metrics.get('test'), metrics.get('data')
+    wrong = [_entry_message(key, value, 'an object') for key, value in (('test', test), ('data', data))
+             if not isinstance(value, dict)]
+    if isinstance(test, dict) and not _is_number(test.get('accuracy')):
+        wrong.append(_entry_message('test.accuracy', test.get('accuracy'), 'a number'))
+    if isinstance(test, dict):
+        wrong += [_entry_message(f'test.{key}', test[key], 'a number or null') for key, _, _ in CARD_METRICS
+                  if key != 'accuracy' and key in test and test[key] is not None and not _is_number(test[key])]
+    if isinstance(data, dict) and not isinstance(data.get('kind'), str):
+        wrong.append(_entry_message('data.kind', data.get('kind'), 'the name of the data set'))
+    # the sections the card reads with defaults: absent is fine, another shape is not
+    wrong += [_entry_message(key, metrics[key], 'an object') for key in ('config', 'model', 'environment')
+              if key in metrics and not isinstance(metrics[key], dict)]
+    return wrong
+
+
+def _entry_message(key: str, value: Any, expected: str) -> str:
+    return f'it lacks {key}' if value is None else f'{key} is a JSON {_json_type(value)}, not {expected}'
 
 
 def _registered_tag(repo_id: str) -> Optional[str]:
@@ -173,18 +246,43 @@ def _registered_tag(repo_id: str) -> Optional[str]:
 
 
 def _check_fits_tag(run: TrainingRun, repo_id: str) -> None:
-    """A repo that a registered tag loads from must hold a model that tag can build: same architecture, classes
-    and input size, or `timm.create_model(tag, pretrained=True)` would fail for every user."""
+    """A repo that a registered tag loads from must hold a model that tag describes: same architecture, classes
+    and input size, or `timm.create_model(tag, pretrained=True)` fails for every user; and the same data set,
+    normalisation and label names, or it loads and silently gives wrong answers (a digits model behind
+    `.cifar10` fits in shape, but its mean/std and its classes are not CIFAR-10's)."""
     tag = _registered_tag(repo_id)
     if tag is None:
         return
-    cfg = timm.models.get_pretrained_cfg(tag)
-    architecture = tag.split('.')[0]
-    ours = (run.config['architecture'], run.config['num_classes'], list(run.config['pretrained_cfg']['input_size']))
-    theirs = (architecture, cfg.num_classes, list(cfg.input_size))
-    if ours != theirs:
-        raise HubError(f'{repo_id} is where the tag {tag!r} loads its weights from, which expects (architecture, '
-                       f'classes, input size) {theirs}; this run has {ours}. Push it to another repo.')
+    mismatches = _tag_mismatches(run, timm.models.get_pretrained_cfg(tag), tag.split('.')[0])
+    if mismatches:
+        raise HubError(f'{repo_id} is where the tag {tag!r} loads its weights from, and this run does not fit '
+                       f'that tag: {"; ".join(mismatches)}. Push it to another repo.')
+
+
+def _tag_mismatches(run: TrainingRun, cfg: PretrainedCfg, architecture: str) -> List[str]:
+    """How the run differs from the tag's pretrained cfg `cfg`, one phrase per difference ('run X, tag Y')."""
+    ours = run.config['pretrained_cfg']
+    pairs = [('architecture', run.config['architecture'], architecture),
+             ('classes', run.config['num_classes'], cfg.num_classes),
+             ('input size', list(ours['input_size']), list(cfg.input_size))]
+    if cfg.tag in DATA_NAMES:  # the tags this project publishes are named after their data set
+        pairs.append(('data set (metrics.json data.kind)', run.kind, cfg.tag))
+    if cfg.label_names is not None:
+        pairs.append(('label names', list(run.config['label_names']), list(cfg.label_names)))
+    mismatches = [f'{what}: run {_brief(mine)}, tag {_brief(theirs)}' for what, mine, theirs in pairs
+                  if mine != theirs]
+    for key in ('mean', 'std'):  # a small tolerance: the statistics are written rounded to 4 decimals
+        mine, theirs = list(ours[key]), list(getattr(cfg, key))
+        if any(abs(a - b) > NORMALISATION_TOLERANCE for a, b in zip(mine, theirs)):
+            mismatches.append(f'normalisation {key}: run {_brief(mine)}, tag {_brief(theirs)}')
+    return mismatches
+
+
+def _brief(value: Any, most: int = 4) -> str:
+    """`value` for a message, a long list cut to its first `most` items."""
+    if isinstance(value, list) and len(value) > most:
+        return '[' + ', '.join(repr(v) for v in value[:most]) + f', ... ({len(value)} in all)]'
+    return repr(value)
 
 
 def _hub_source(run: TrainingRun) -> Optional[str]:
@@ -212,7 +310,17 @@ def build_model_card(run_dir: str, repo_id: str, *, dataset_id: Optional[str] = 
     training data, when it was read from a local copy (e.g. of a data set pushed with `push_idc_dataset`)."""
     run = load_training_run(run_dir)
     repo_id = check_repo_id(repo_id)
-    dataset_id = _dataset_id(run, dataset_id)
+    dataset_id = check_repo_id(dataset_id) if dataset_id else None
+    try:
+        return _model_card(run, repo_id, _dataset_id(run, dataset_id))
+    except (TypeError, ValueError, LookupError, AttributeError) as err:
+        # load_training_run checks what every card reads; the optional details (per-class accuracies, sizes,
+        # recipe) are read as train.py writes them, and a hand-edited metrics.json gets a message, not a traceback
+        raise HubError(f'{run.folder / "metrics.json"} is not as train.py writes it: building the model card '
+                       f'failed with {type(err).__name__}: {" ".join(str(err).split())}.') from err
+
+
+def _model_card(run: TrainingRun, repo_id: str, dataset_id: Optional[str]) -> ModelCard:
     card_data = ModelCardData(
         library_name='timm',
         pipeline_tag='image-classification',
@@ -500,20 +608,36 @@ def push_folder(
     try:
         url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, token=token,
                               space_sdk=space_sdk)
+        _check_answer(url, 'a repo URL')
         if revision and revision != 'main':
             step = f'create the branch {revision!r}'
             api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True, token=token)
         step = 'upload'
-        api.upload_folder(repo_id=repo_id, folder_path=str(local), repo_type=repo_type, revision=revision,
-                          commit_message=commit_message or f'Upload {local.name}', token=token)
+        commit = api.upload_folder(repo_id=repo_id, folder_path=str(local), repo_type=repo_type, revision=revision,
+                                   commit_message=commit_message or f'Upload {local.name}', token=token)
+        _check_answer(commit, 'a commit URL')  # anything else: the upload may not have happened
     except _HUB_ERRORS as err:
-        retry = f'hf upload {repo_id} {local} . --repo-type {repo_type}'
-        retry += f' --revision {revision}' if revision else ''
-        raise HubError(_scrub(
-            f'Could not {step} on the Hugging Face Hub for {repo_type} {repo_id}: {type(err).__name__}: '
-            f'{" ".join(str(err).split())}. '
-            f'The local export in {local} is kept: upload it with `{retry}`, or run this again.', token)) from err
+        raise _upload_failed(err, step, local, repo_id, repo_type, revision, token) from err
     return str(url)
+
+
+def _check_answer(answer: Any, expected: str) -> None:
+    """A ValueError unless `answer` is a URL, as HfApi returns it (a str subclass) for a repo or a commit."""
+    if not (isinstance(answer, str) and answer.startswith(('https://', 'http://')) and ' ' not in answer):
+        raise ValueError(f'the Hub answered {_brief(str(answer)[:80])} instead of {expected}')
+
+
+def _upload_failed(err: BaseException, step: str, local: Path, repo_id: str, repo_type: str,
+                   revision: Optional[str], token: str) -> HubError:
+    """The one-line HubError of a failed `step`: what went wrong and how to retry from the kept export."""
+    retry = f'hf upload {repo_id} {local} . --repo-type {repo_type}'
+    retry += f' --revision {revision}' if revision else ''
+    hint = (' (an answer that is not the Hub\'s: a proxy or captive portal in the way?)'
+            if isinstance(err, _MALFORMED_ANSWER_ERRORS) else '')
+    return HubError(_scrub(
+        f'Could not {step} on the Hugging Face Hub for {repo_type} {repo_id}: {type(err).__name__}: '
+        f'{" ".join(str(err).split())}{hint}. '
+        f'The local export in {local} is kept: upload it with `{retry}`, or run this again.', token))
 
 
 def push_model(

@@ -1,13 +1,15 @@
 """The Gradio demo as a Hugging Face Space: `demo/app.py`, its examples and this package in one folder.
 
-`export_space_folder` writes exactly what the Space runs: app.py, examples/, requirements.txt, a README whose
-front matter configures the Space, and a copy of `timm_patchconvnet` (not on PyPI), so the Space imports it from
-its own root. `push_space` uploads that folder and sets the PATCHCONVNET_CHECKPOINTS variable app.py reads.
+`export_space_folder` writes exactly what the Space runs: app.py, the example images, requirements.txt, a README
+whose front matter configures the Space, and a copy of the modules of `timm_patchconvnet` (not on PyPI), so the
+Space imports it from its own root. Nothing else: the Space is public (see `space_files`). `push_space` uploads
+that folder and sets the PATCHCONVNET_CHECKPOINTS variable app.py reads.
 """
+import logging
 import shutil
 from importlib import metadata
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import timm
 from huggingface_hub import HfApi, SpaceCard, SpaceCardData
@@ -16,10 +18,13 @@ from .hub import CARD_FILE, HubError, _HUB_ERRORS, _scrub, check_repo_id, export
 from .hub import push_folder, resolve_token
 from .patchconvnet import HUB_NAMESPACE
 
-__all__ = ['CHECKPOINTS_VARIABLE', 'export_space_folder', 'push_space']
+__all__ = ['CHECKPOINTS_VARIABLE', 'export_space_folder', 'push_space', 'space_files']
 
+logger = logging.getLogger(__name__)
 CHECKPOINTS_VARIABLE = 'PATCHCONVNET_CHECKPOINTS'
 PACKAGE_DIR = Path(__file__).resolve().parent
+# the example images the demo shows (demo.EXAMPLE_SUFFIXES, not imported: demo.py imports Gradio)
+EXAMPLE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp')
 # gradio comes from the Space's sdk_version; torch and torchvision are the Space's CPU build of the latest release
 REQUIREMENTS = ('torch', 'torchvision', f'timm>={timm.__version__}', 'safetensors', 'huggingface_hub', 'pillow',
                 'numpy', 'matplotlib', 'scikit-learn')
@@ -73,22 +78,58 @@ heatmaps show what the model weighed, not what is in the tissue.
 
 
 def export_space_folder(demo_dir: str, out_dir: str, checkpoints: Sequence[str],
-                        title: str = 'PatchConvNet attention') -> Path:
-    """Write the Space into the new or empty folder `out_dir` from the checkout's `demo_dir`."""
+                        title: str = 'PatchConvNet attention', package_dir: Optional[str] = None) -> Path:
+    """Write the Space into the new or empty folder `out_dir` from the checkout's `demo_dir` and the package in
+    `package_dir` (default: this one). Only an allow-list is copied (`space_files`): a Space is public, so a token
+    in a dotfile, a file a symbolic link points at or a stray note beside the sources must never reach it."""
     checkpoints = check_space_checkpoints(checkpoints)
     demo = Path(demo_dir)
-    if not (demo / 'app.py').is_file():
-        raise HubError(f'{demo} has no app.py: pass the demo/ folder of a timm-patchconvnet checkout.')
+    app = demo / 'app.py'
+    if app.is_symlink() or not app.is_file():
+        raise HubError(f'{demo} has no app.py (a plain file, not a link): pass the demo/ folder of a '
+                       'timm-patchconvnet checkout.')
+    package = Path(package_dir) if package_dir is not None else PACKAGE_DIR
+    files = space_files(demo, package)
+    card = build_space_card(checkpoints, title)  # before writing: a missing Gradio leaves no half export
     folder = new_export_folder(out_dir)
-    shutil.copy2(demo / 'app.py', folder / 'app.py')
-    if (demo / 'examples').is_dir():
-        shutil.copytree(demo / 'examples', folder / 'examples')
-    # the library and its demo module; not the console commands (cli/), which the Space does not run
-    ignore = shutil.ignore_patterns('__pycache__', '*.pyc', 'cli')
-    shutil.copytree(PACKAGE_DIR, folder / PACKAGE_DIR.name, ignore=ignore)
+    for source, target in files.items():
+        (folder / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, folder / target, follow_symlinks=False)
     (folder / 'requirements.txt').write_text('\n'.join(REQUIREMENTS) + '\n')
-    build_space_card(checkpoints, title).save(folder / CARD_FILE)
+    card.save(folder / CARD_FILE)
     return folder
+
+
+def space_files(demo: Path, package: Path) -> Dict[Path, str]:
+    """What the Space runs, as {source file: path in the Space}: demo/app.py, the example images of
+    demo/examples/ (those the demo shows: see EXAMPLE_SUFFIXES) and the package's modules (its *.py files; not
+    its subpackages: cli/ holds console commands the Space does not run). Dotfiles are never taken; symbolic links
+    are not followed but skipped, each reported as a warning."""
+    files = {demo / 'app.py': 'app.py'}
+    for source in _plain_files(demo / 'examples'):
+        if source.suffix.lower() in EXAMPLE_SUFFIXES:
+            files[source] = f'examples/{source.name}'
+    for source in _plain_files(package):
+        if source.suffix == '.py':
+            files[source] = f'{PACKAGE_DIR.name}/{source.name}'  # the name app.py imports
+    return files
+
+
+def _plain_files(folder: Path) -> List[Path]:
+    """The regular files directly in `folder` whose names do not start with a dot, in name order."""
+    if _is_link(folder) or not folder.is_dir():
+        return []
+    return [path for path in sorted(folder.iterdir())
+            if not path.name.startswith('.') and not _is_link(path) and path.is_file()]
+
+
+def _is_link(path: Path) -> bool:
+    """Whether `path` is a symbolic link, reported as a warning: never followed, since its target may be anything
+    on this machine (/etc, a token file) and the Space is public."""
+    if path.is_symlink():
+        logger.warning('skipped %s: a symbolic link, not followed (the Space gets plain files only)', path)
+        return True
+    return False
 
 
 def push_space(

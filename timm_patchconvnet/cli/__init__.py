@@ -4,11 +4,12 @@ Each module has `main(argv=None) -> int`, the console script's entry point; `tra
 `demo/app.py` of a checkout call the same functions. The console scripts are installed whatever the extras, so each
 imports what its extra provides only inside `main`, and says which extra to install when a package is missing.
 """
+import argparse
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Tuple
 
-__all__ = ['missing_dependency', 'run_upload_command', 'wrote_folder']
+__all__ = ['missing_dependency', 'run_upload_command', 'upload_parser', 'wrote_folder']
 
 
 def missing_dependency(err: ModuleNotFoundError, task: str, extras: str) -> int:
@@ -22,10 +23,22 @@ def missing_dependency(err: ModuleNotFoundError, task: str, extras: str) -> int:
     return 2
 
 
+def upload_parser(doc: str, *positionals: Tuple[str, str]) -> argparse.ArgumentParser:
+    """The parser of a push command: `doc` (its module docstring) as the description, the positional arguments as
+    (name, help) pairs, then the upload options of `hub.add_upload_arguments`; the command adds its own after."""
+    from ..hub import add_upload_arguments  # the hub extra: imported only when a command runs
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, help_text in positionals:
+        parser.add_argument(name, help=help_text)
+    add_upload_arguments(parser)
+    return parser
+
+
 def run_upload_command(args, errors, export: Callable[[str], str], push: Callable[..., str]) -> int:
     """What each push command does with the options of `hub.add_upload_arguments`: with --dry-run DIR,
     `export(DIR)` (it returns what to print); else `push(export_dir=, token=, private=, revision=, commit_message=)`
-    (it returns the URL). The exception types `errors` become one `error:` line and exit code 2."""
+    (it returns the URL). The exception types `errors`, and OSError, become one `error:` line and exit code 2."""
     try:
         if args.dry_run:
             print(export(args.dry_run))
@@ -33,8 +46,9 @@ def run_upload_command(args, errors, export: Callable[[str], str], push: Callabl
             url = push(export_dir=args.export_dir, token=args.token, private=args.private, revision=args.revision,
                        commit_message=args.commit_message)
             print(f'uploaded to {url}')
-    except errors as err:
-        print(f'error: {err}', file=sys.stderr)
+    except (*(errors if isinstance(errors, tuple) else (errors,)), OSError) as err:
+        # OSError too: the export folder cannot be written (permissions, a full disk)
+        print(f'error: {" ".join(str(err).split())}', file=sys.stderr)  # one line, whatever the message holds
         return 2
     return 0
 

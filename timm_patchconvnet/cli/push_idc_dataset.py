@@ -15,16 +15,12 @@ with one `error:` line and exit code 2; a failed upload keeps the local export.
 import argparse
 import sys
 
-from . import missing_dependency, run_upload_command
+from . import missing_dependency, run_upload_command, upload_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..hub import add_upload_arguments
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('kaggle_dir', help='the Kaggle IDC folder: <patient_id>/<0|1>/<name>.png')
-    parser.add_argument('repo_id', help='the data set repo, ORG/NAME')
-    add_upload_arguments(parser)
+    parser = upload_parser(__doc__, ('kaggle_dir', 'the Kaggle IDC folder: <patient_id>/<0|1>/<name>.png'),
+                           ('repo_id', 'the data set repo, ORG/NAME'))
     parser.add_argument('--no-split', action='store_true',
                         help='one train split with every patch instead of train/validation/test split by patient')
     parser.add_argument('--seed', type=int, default=0, help='seed of the patient-level split (default: 0)')

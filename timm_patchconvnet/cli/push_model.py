@@ -16,16 +16,12 @@ upload keeps the local export.
 import argparse
 import sys
 
-from . import missing_dependency, run_upload_command, wrote_folder
+from . import missing_dependency, run_upload_command, upload_parser, wrote_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..hub import add_upload_arguments
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('run_dir', help='the --output-dir of a finished patchconvnet-train (train.py) run')
-    parser.add_argument('repo_id', help='the model repo, ORG/NAME')
-    add_upload_arguments(parser)
+    parser = upload_parser(__doc__, ('run_dir', 'the --output-dir of a finished patchconvnet-train (train.py) run'),
+                           ('repo_id', 'the model repo, ORG/NAME'))
     parser.add_argument('--dataset-id', help="the training data's Hub id for the card, when trained on a local copy")
     return parser
 

@@ -15,21 +15,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import missing_dependency, run_upload_command, wrote_folder
+from . import missing_dependency, run_upload_command, upload_parser, wrote_folder
 
 CHECKOUT_DEMO_DIR = Path(__file__).resolve().parents[2] / 'demo'  # there when the package runs from a checkout
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..hub import add_upload_arguments
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('repo_id', help='the Space, ORG/NAME')
+    parser = upload_parser(__doc__, ('repo_id', 'the Space, ORG/NAME'))
     parser.add_argument('--checkpoint', action='append', required=True, metavar='CHECKPOINT',
                         help='hf-hub:ORG/NAME or a timm name with tag, served by the Space; repeatable')
     parser.add_argument('--demo-dir', help="the demo to publish, a checkout's demo/ folder (default: the one of "
                                            'the checkout the package runs from)')
-    add_upload_arguments(parser)
     return parser
 
 
