@@ -14,7 +14,10 @@ convnet; the attention-based pooling and the final norm belong to `forward_head`
 import math
 import os
 import re
+import socket
+import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from urllib.parse import urlparse
 
 import torch
 import torch.nn as nn
@@ -750,6 +753,34 @@ def _in_hf_cache(repo_id: str) -> bool:
                for filename in ('model.safetensors', 'pytorch_model.bin'))
 
 
+def _hub_unreachable(timeout: float = 3.) -> Optional[str]:
+    """Why the Hugging Face Hub cannot be reached, if its host name does not resolve: huggingface_hub would
+    otherwise retry for about 48 s before failing. None when it resolves, when HF_HUB_OFFLINE is set (then
+    huggingface_hub fails at once itself) or when the resolver does not answer within `timeout` (unknown: let
+    huggingface_hub try). A lookup is local or cached: cheap when online."""
+    from huggingface_hub import constants  # timm's own dependency
+    if constants.HF_HUB_OFFLINE:
+        return None
+    host = urlparse(constants.ENDPOINT).hostname or constants.ENDPOINT
+    failure: List[OSError] = []
+
+    def resolve() -> None:
+        try:
+            socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+        except OSError as err:
+            failure.append(err)
+    lookup = threading.Thread(target=resolve, daemon=True)  # getaddrinfo itself has no timeout
+    lookup.start()
+    lookup.join(timeout)
+    return f'the Hub host {host} cannot be resolved ({failure[0]}): no network?' if failure else None
+
+
+def _from_hub_uncached(cfg: Dict[str, Any]) -> bool:
+    """timm would download these weights from the Hub: no state_dict or file given, a Hub id, not cached."""
+    return (bool(cfg.get('hf_hub_id')) and not cfg.get('file') and not cfg.get('state_dict')
+            and not _in_hf_cache(cfg['hf_hub_id']))
+
+
 def _tried_sources(cfg: Dict[str, Any]) -> str:
     sources = [f'{key} {cfg[key]}' for key in ('state_dict', 'file', 'hf_hub_id', 'url') if cfg.get(key)]
     return '; '.join(sources) if sources else 'nothing (no weights are published for this configuration)'
@@ -767,6 +798,11 @@ def _create_patchconvnet(variant: str, pretrained: bool = False, **kwargs) -> Pa
         if _unpublished(cfg, name) and not _in_hf_cache(cfg['hf_hub_id']):  # no network round trip to learn that
             raise PretrainedWeightsUnavailableError(
                 f'{_unpublished_help(variant, cfg["tag"])}\n{_offline_help(name, cfg)}')
+        unreachable = _hub_unreachable() if _from_hub_uncached(cfg) else None
+        if unreachable:
+            raise PretrainedWeightsUnavailableError(
+                f'Could not load pretrained weights for {name}: {unreachable}\nTried: {_tried_sources(cfg)}.\n'
+                f'{_offline_help(name, cfg)}')
     try:
         return build_model_with_cfg(
             PatchConvNet,

@@ -1,12 +1,16 @@
 """The training engine behind `train.py`: Accelerate for devices, precision and processes; timm for models and
 optimizers; `datasets` for data; scikit-learn for metrics. Reads top to bottom like Accelerate's examples."""
+import json
 import logging
 import math
 import os
+import pickle
+import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import timm
@@ -14,14 +18,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import set_seed
+from accelerate.utils import RNG_STATE_NAME, load, set_seed
+from filelock import FileLock, Timeout
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_data_config
 from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .checkpoints import atomic_write_json, latest_training_state, save_model_folder, save_training_state
+from .checkpoints import (PROGRESS_FILE, RUN_OUTPUTS, atomic_write_json, latest_training_state, remove_leftovers,
+                          save_model_folder, save_training_state)
 from .config import TORCH_OPTIMIZER_LAMB, TrainConfig  # re-exported; defined where the Hub tools read them
 from .data import DataSplits, ImageClassificationDataset, build_transform, load_splits
 from .metrics import classification_metrics
@@ -39,7 +46,8 @@ class TrainingError(RuntimeError):
 
 
 class Progress:
-    """What early stopping and resuming need, saved with Accelerate's state (`register_for_checkpointing`)."""
+    """What early stopping and resuming need. Saved as JSON beside Accelerate's state (PROGRESS_FILE), not with
+    `register_for_checkpointing`, which pickles it: `--resume` must not run code found in an output folder."""
 
     def __init__(self, run_key: Dict[str, Any]):
         self.run_key = run_key
@@ -53,8 +61,15 @@ class Progress:
         return dict(vars(self))
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Take over a saved run's progress; refuses one saved with other settings, before any weight is loaded."""
+        fields = {k: type(v) for k, v in vars(self).items()}
+        if not isinstance(state, dict) or set(state) != set(fields) or not all(
+                isinstance(state[k], (int, float) if kind is float else kind) for k, kind in fields.items()):
+            raise TrainingError(f'Cannot resume: the saved progress is not what this version writes (fields and types '
+                                f'of {sorted(fields)}). Start a new run with --overwrite.')
         if state['run_key'] != self.run_key:
-            changed = {k: (state['run_key'].get(k), v) for k, v in self.run_key.items() if state['run_key'].get(k) != v}
+            saved = state['run_key']
+            changed = {k: (saved.get(k), v) for k, v in self.run_key.items() if saved.get(k) != v}
             raise TrainingError(f'--resume with other settings than the saved run (saved, now): {changed}. '
                                 'Resume with the same settings, or start a new run in another --output-dir.')
         vars(self).update(state)
@@ -70,20 +85,14 @@ def create_training_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     try:
         if not cfg.pretrained:
             return timm.create_model(cfg.model, num_classes=num_classes, **extra)
-        if cfg.pretrained.startswith(('local-dir:', 'hf-hub:')):
-            model = timm.create_model(cfg.pretrained, pretrained=True, **extra)
-        elif os.path.isfile(cfg.pretrained):
-            file_classes = _head_size(timm.models.load_state_dict(cfg.pretrained))
-            overlay = dict(file=cfg.pretrained, num_classes=file_classes)
-            model = timm.create_model(cfg.model, pretrained=True, num_classes=file_classes,
-                                      pretrained_cfg_overlay=overlay, **extra)
-        else:  # a pretrained tag of --model, 'default' for its default tag
-            name = cfg.model if cfg.pretrained == 'default' else f'{cfg.model}.{cfg.pretrained}'
-            model = timm.create_model(name, pretrained=True, **extra)
+        model = _create_pretrained(cfg, extra)
     except RuntimeError as err:
         if 'Unknown model' in str(err):
             raise TrainingError(f'{err}. Models: any timm model, e.g. resnet50, or one of '
                                 f'{timm.list_models("patchconvnet_*")}.') from err
+        if cfg.pretrained and 'state_dict' in str(err):  # load_state_dict's missing keys or size mismatch
+            raise TrainingError(f'--pretrained {cfg.pretrained} does not fit --model {cfg.model} (weights of another '
+                                f'architecture or size?): {_first_words(err)}') from err
         raise
     if model.num_classes != num_classes:
         if cfg.num_classes is None:
@@ -92,6 +101,35 @@ def create_training_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
                 f'--num-classes {num_classes} to train a new head on the pretrained features.')
         model.reset_classifier(num_classes)
     return model
+
+
+CHECKPOINT_SUFFIXES = ('.safetensors', '.pth', '.pt', '.bin', '.tar', '.ckpt')
+
+
+def _create_pretrained(cfg: TrainConfig, extra: Dict[str, Any]) -> nn.Module:
+    """`--pretrained`'s model; what cannot be read (no such file or folder, a truncated file, the Hub offline) is a
+    TrainingError naming the value."""
+    source = cfg.pretrained
+    try:
+        if source.startswith('local-dir:'):
+            if not (Path(source[len('local-dir:'):]) / 'config.json').is_file():
+                raise TrainingError(f'--pretrained {source}: no such folder with a config.json (a train.py output '
+                                    "folder or timm's save_for_hf layout).")
+            return timm.create_model(source, pretrained=True, **extra)
+        if source.startswith('hf-hub:'):
+            return timm.create_model(source, pretrained=True, **extra)
+        if os.path.isfile(source):
+            file_classes = _head_size(timm.models.load_state_dict(source))
+            overlay = dict(file=source, num_classes=file_classes)
+            return timm.create_model(cfg.model, pretrained=True, num_classes=file_classes,
+                                     pretrained_cfg_overlay=overlay, **extra)
+        if '/' in source or os.sep in source or source.lower().endswith(CHECKPOINT_SUFFIXES):  # a path, not a tag
+            raise TrainingError(f'--pretrained {source}: no such file.')
+        name = cfg.model if source == 'default' else f'{cfg.model}.{source}'  # a tag of --model
+        return timm.create_model(name, pretrained=True, **extra)
+    except (OSError, SafetensorError, pickle.UnpicklingError, EOFError) as err:
+        raise TrainingError(f'--pretrained {source} cannot be read ({type(err).__name__}: {_first_words(err)}). '
+                            'Check the file, or for hf-hub: the network and HF_HUB_OFFLINE.') from err
 
 
 # Image sizes of the data sets, so that a model's default tag (e.g. 224 for ImageNet weights) does not decide them.
@@ -118,7 +156,8 @@ def _head_size(state_dict: Dict[str, torch.Tensor]) -> int:
     per_class_units = [k for k in state_dict if k.startswith('head.') and k.endswith('.weight')]
     if per_class_units:  # the official multi-class-token head, one Linear(dim, 1) per class
         return len(per_class_units)
-    raise TrainingError('Cannot tell the number of classes of the checkpoint file (no head.weight).')
+    raise TrainingError('Cannot tell the number of classes of the --pretrained file (no head.weight): is it a '
+                        'checkpoint of another architecture?')
 
 
 def _create_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -177,20 +216,98 @@ def _processes_without_gpus() -> bool:
     return int(os.environ.get('WORLD_SIZE', '1')) > 1 and not torch.cuda.is_available()
 
 
-def _check_output_dir(cfg: TrainConfig, out: Path, is_main: bool) -> Optional[Path]:
-    """The state to resume from, if asked; refuses to start over a previous run unless told to."""
-    previous = latest_training_state(out / 'state')
+def _claim_output_dir(out: Path) -> FileLock:
+    """Make sure `out` is a folder this run can write to (now, not at the first save an epoch later) and lock it for
+    the whole run: two runs in one folder would overwrite each other's model and metrics."""
+    probe = out / f'.probe-{os.getpid()}'
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b'probe')
+        probe.unlink(missing_ok=True)  # another run's clean-up of a killed run's probe may have been faster
+    except OSError as err:
+        raise TrainingError(f'--output-dir {out} cannot be written to: {err.strerror or err}. Choose another '
+                            '--output-dir.') from err
+    lock = FileLock(out / '.lock', timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise TrainingError(f'{out} is in use by another run (lock {out / ".lock"}): wait for it to end, or choose '
+                            'another --output-dir.') from None
+    return lock
+
+
+def _check_output_dir(cfg: TrainConfig, out: Path) -> Optional[Path]:
+    """The state to resume from, if asked; refuses to start over a previous run unless told to. Any result or saved
+    state in `out` counts as a run, so that a folder whose state/ was deleted is not silently replaced."""
+    try:
+        previous = latest_training_state(out / 'state')
+    except (OSError, ValueError) as err:
+        raise TrainingError(f'The saved state of {out} is unreadable ({err}): start a new run with --overwrite or in '
+                            'another --output-dir.') from err
     if cfg.resume:
         if previous is None:
             raise TrainingError(f'Nothing to resume: {out / "state"} holds no saved training state.')
+        if not (out / 'model.safetensors').is_file():
+            raise TrainingError(f'Cannot resume: {out / "model.safetensors"} (the best model so far) is missing. '
+                                'Start a new run with --overwrite.')
+        if not (previous / PROGRESS_FILE).is_file():
+            raise TrainingError(f'Cannot resume: {previous / PROGRESS_FILE} is missing, so {previous} is incomplete or '
+                                'was saved by an older version. Start a new run with --overwrite.')
         return previous
-    if previous is not None:
-        if not cfg.overwrite:
-            raise TrainingError(f'{out} already holds a run: pass --resume to continue it, --overwrite to replace '
-                                'it, or choose another --output-dir.')
-        if is_main:  # a crash before this run's first save must not --resume the replaced run
-            (out / 'state' / 'latest').unlink()
+    holds_run = previous is not None or any((out / name).exists() for name in ('model.safetensors', 'metrics.json'))
+    if holds_run and not cfg.overwrite:
+        raise TrainingError(f'{out} already holds a run: pass --resume to continue it, --overwrite to replace '
+                            'it, or choose another --output-dir.')
     return None
+
+
+def _clear_previous_run(out: Path) -> None:
+    """--overwrite: remove the replaced run's results and state before training, so that nothing of it can pass
+    as this run's (a crash before the first save, or a resume, would otherwise find it)."""
+    for name in RUN_OUTPUTS:
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / 'state', ignore_errors=True)
+
+
+def _first_words(err: Exception, limit: int = 300) -> str:
+    """The start of a library's message on one line (torch's weights_only refusal spans a dozen)."""
+    return ' '.join(str(err).split())[:limit]
+
+
+@contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    """A full disk or a folder made read-only mid-run: one clear error. Every file is replaced atomically, so what
+    was saved before stays whole."""
+    try:
+        yield
+    except OSError as err:
+        raise TrainingError(f'Cannot write to {out}: {err}. What was saved before is kept: free space or fix '
+                            'the permissions, then --resume.') from err
+
+
+def _read_progress(state: Path) -> Dict[str, Any]:
+    try:
+        return json.loads((state / PROGRESS_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise TrainingError(f'Cannot resume: {state / PROGRESS_FILE} is unreadable ({err}). Start a new run with '
+                            '--overwrite.') from err
+
+
+def _load_accelerate_state(accelerator: Accelerator, state: Path) -> None:
+    """Accelerate's state, read without unpickling code: weights from safetensors, the optimizer, scheduler and RNG
+    states with `torch.load(weights_only=True)`. A `custom_checkpoint_*.pkl` (what `register_for_checkpointing`
+    writes) would be read with `weights_only=False`, so a folder holding one is refused rather than loaded."""
+    pickled = sorted(p.name for p in state.glob('custom_checkpoint_*.pkl'))
+    if pickled:
+        raise TrainingError(f'Cannot resume: {state} holds {", ".join(pickled)}, which this version never writes and '
+                            'Accelerate would unpickle (it can run code). Start a new run with --overwrite.')
+    try:
+        # Accelerate skips an unreadable RNG state with a log line, and the resumed run would quietly differ
+        load(state / f'{RNG_STATE_NAME}_{accelerator.process_index}.pkl', weights_only=True)
+        accelerator.load_state(str(state), load_kwargs={'weights_only': True})
+    except Exception as err:  # a truncated or altered file fails in many ways (safetensors, torch.load, shapes)
+        raise TrainingError(f'Cannot resume: the saved state in {state} is unreadable or does not fit the model '
+                            f'({type(err).__name__}: {_first_words(err)}). Start a new run with --overwrite.') from err
 
 
 def _run_key(cfg: TrainConfig, num_processes: int) -> Dict[str, Any]:
@@ -205,7 +322,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     """Train, keep the best model on validation loss, stop early, evaluate it on the test split.
 
     Writes into `cfg.output_dir`: model.safetensors + config.json (the best model), metrics.json, attention.png
-    and state/ (Accelerate state to resume from).
+    and state/ (Accelerate's state and our progress.json, to resume from), holding `.lock` while it runs.
     """
     started = time.time()
     accelerator = Accelerator(
@@ -222,7 +339,41 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
                           f'{os.cpu_count()} CPUs (accelerate launch sets OMP_NUM_THREADS=1 unless given '
                           '--num_cpu_threads_per_process)')
     out = Path(cfg.output_dir)
-    resume_from = _check_output_dir(cfg, out, accelerator.is_main_process)
+    created = not out.exists()
+    lock = _claim_output_dir(out) if accelerator.is_main_process else None
+    try:
+        return _train(cfg, accelerator, out, started)
+    except BaseException:
+        if lock is not None and created:  # a run that failed before its first save leaves no empty folder behind
+            _remove_if_empty(out, lock)
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _remove_if_empty(out: Path, lock: FileLock) -> None:
+    """Remove the folder this failed run created, if it holds nothing but the lock."""
+    if {p.name for p in out.iterdir()} == {'.lock'}:
+        lock.release()
+        Path(lock.lock_file).unlink(missing_ok=True)
+        try:
+            out.rmdir()
+        except OSError:  # something appeared meanwhile: keep it
+            pass
+
+
+def _train(cfg: TrainConfig, accelerator: Accelerator, out: Path, started: float) -> Dict[str, Any]:
+    """`train` in an output folder this process holds (the main process the lock, the others after it)."""
+    with accelerator.main_process_first():  # the others see the folder once the main process has cleared it
+        resume_from = _check_output_dir(cfg, out)
+        if accelerator.is_main_process:
+            if cfg.overwrite and resume_from is None:
+                _clear_previous_run(out)
+            remove_leftovers(out)
+    progress = Progress(_run_key(cfg, accelerator.num_processes))
+    if resume_from is not None:  # the settings first: another model's weights would fail as a size mismatch
+        progress.load_state_dict(_read_progress(resume_from))
 
     with accelerator.main_process_first():
         splits = load_splits(cfg.dataset, data_dir=cfg.data_dir, hub_id=cfg.hub_id, seed=cfg.seed,
@@ -243,10 +394,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         cfg, total_steps=cfg.epochs * steps_per_epoch, warmup_steps=round(cfg.warmup_epochs * steps_per_epoch)))
     model, optimizer, train_loader, val_loader, test_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, val_loader, test_loader, scheduler)
-    progress = Progress(_run_key(cfg, accelerator.num_processes))
-    accelerator.register_for_checkpointing(progress)
     if resume_from is not None:
-        accelerator.load_state(str(resume_from))
+        _load_accelerate_state(accelerator, resume_from)
         accelerator.print(f'resumed from {resume_from} after epoch {progress.epoch}')
     if cfg.report_to:
         accelerator.init_trackers('patchconvnet', config={k: v for k, v in asdict(cfg).items() if v is not None})
@@ -291,10 +440,12 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             progress.best_val_loss, progress.best_epoch = val_loss, progress.epoch
             progress.epochs_without_improvement = 0
             if accelerator.is_main_process:
-                save_model_folder(accelerator.unwrap_model(model), out, splits.label_names)
+                with _writing(out):
+                    save_model_folder(accelerator.unwrap_model(model), out, splits.label_names)
         else:
             progress.epochs_without_improvement += 1
-        save_training_state(accelerator, out / 'state', progress.epoch)
+        with _writing(out):
+            save_training_state(accelerator, out / 'state', progress.epoch, progress.state_dict())
         accelerator.log(record, step=progress.epoch)
         accelerator.print(' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in record.items()))
 
@@ -319,12 +470,14 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         'seconds': time.time() - started,
     }
     if accelerator.is_main_process:
-        atomic_write_json(out / 'metrics.json', result)
+        with _writing(out):
+            atomic_write_json(out / 'metrics.json', result)
         if isinstance(best, PatchConvNet) and best.attn_pool is not None:
             examples = splits.test.select(range(min(16, len(splits.test))))
             transform = build_transform(splits.kind, resolve_data_config(model=best), train=False)
-            save_attention_grid(best, examples['image'], examples['label'], splits.label_names, transform,
-                                out / 'attention.png')
+            with _writing(out):
+                save_attention_grid(best, examples['image'], examples['label'], splits.label_names, transform,
+                                    out / 'attention.png')
     accelerator.end_training()
     return result
 
@@ -333,6 +486,7 @@ def _data_record(splits: DataSplits) -> Dict[str, Any]:
     return {
         'kind': splits.kind, 'source': splits.source, 'protocol': splits.protocol,
         'patient_level': splits.patient_level, 'skipped_images': splits.skipped_images,
+        'ignored_files': splits.ignored_files,
         'sizes': {'train': len(splits.train), 'validation': len(splits.validation), 'test': len(splits.test)},
         'label_names': list(splits.label_names),
     }

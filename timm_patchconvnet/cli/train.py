@@ -10,8 +10,10 @@
 """
 import argparse
 import json
+import math
 import sys
 from dataclasses import asdict
+from typing import Callable, Optional, Tuple, Union
 
 from .. import PretrainedWeightsUnavailableError
 from ..config import TORCH_OPTIMIZER_LAMB, TrainConfig
@@ -55,9 +57,64 @@ HELP = {
 OPTIONAL_INTS = ('num_classes', 'img_size', 'max_steps_per_epoch')
 CHOICES = {'sched': ('cosine', 'constant'), 'mixed_precision': ('no', 'fp16', 'bf16')}
 
+Number = Union[int, float]
+# The allowed range of each numeric flag: (lowest, highest, whether the ends are allowed themselves). Checked when
+# the command line is read, so a bad value stops at once instead of training nothing or crashing an epoch later.
+RANGES = {
+    'num_classes': (2, None, True, True), 'img_size': (8, None, True, True), 'epochs': (1, None, True, True),
+    'batch_size': (1, None, True, True), 'grad_accum_steps': (1, None, True, True), 'lr': (0, None, False, True),
+    'weight_decay': (0, None, True, True), 'momentum': (0, 1, True, False), 'warmup_epochs': (0, None, True, True),
+    'label_smoothing': (0, 1, True, False), 'drop_path': (0, 1, True, False), 'patience': (1, None, True, True),
+    'seed': (0, 2 ** 32 - 1, True, True), 'val_fraction': (0, 1, False, False), 'test_fraction': (0, 1, False, False),
+    'max_steps_per_epoch': (1, None, True, True), 'num_workers': (0, None, True, True),
+}
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one `error:` line (exit code 2) like every other failure of the command."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f'error: {message} (see {self.prog} --help)\n')
+
+
+def _describe_range(low: Number, high: Optional[Number], closed: Tuple[bool, bool]) -> str:
+    lower = f"{'>=' if closed[0] else '>'} {low}"
+    return lower if high is None else f"{lower} and {'<=' if closed[1] else '<'} {high}"
+
+
+def bounded(kind: type, low: Number, high: Optional[Number], low_closed: bool, high_closed: bool) -> Callable:
+    """An argparse `type` reading a `kind` number within the range; argparse names the flag in its message."""
+    allowed = _describe_range(low, high, (low_closed, high_closed))
+
+    def parse(text: str) -> Number:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'} {allowed}, "
+                                             f'got {text!r}') from None
+        inside = (math.isfinite(value) and (value >= low if low_closed else value > low)
+                  and (high is None or (value <= high if high_closed else value < high)))
+        if not inside:
+            raise argparse.ArgumentTypeError(f'must be {allowed}, got {text}')
+        return value
+    parse.__name__ = kind.__name__  # what argparse calls the type in its own messages
+    return parse
+
+
+def tracker(text: str) -> str:
+    """--report-to: one of Accelerate's trackers, checked now rather than after the data is loaded."""
+    try:
+        from accelerate.utils import LoggerType
+    except ModuleNotFoundError:  # no training stack: main() says which extra to install
+        return text
+    names = [t.value for t in LoggerType]
+    if text not in names:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(names)}, got {text!r}")
+    return text
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrorParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--preset', choices=sorted(PRESETS), help='one of the seed paper runs; flags override it')
     parser.add_argument('--list-presets', action='store_true', help='list the presets with the paper figures')
     parser.add_argument('--eval-only', action='store_true', help='only evaluate --pretrained on the test split')
@@ -65,10 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
         flag = '--' + name.replace('_', '-')
         if isinstance(value, bool):
             parser.add_argument(flag, action='store_true', help=HELP[name])
+            continue
+        kind = type(value) if value is not None else (int if name in OPTIONAL_INTS else str)
+        if name in RANGES:
+            low, high, low_closed, high_closed = RANGES[name]
+            kind = bounded(kind, low, high, low_closed, high_closed)
+            allowed = f'; {_describe_range(low, high, (low_closed, high_closed))}'
         else:
-            kind = type(value) if value is not None else (int if name in OPTIONAL_INTS else str)
-            parser.add_argument(flag, type=kind, default=value, choices=CHOICES.get(name),
-                                help=f'{HELP[name]} (default: {value})')
+            kind, allowed = (tracker if name == 'report_to' else kind), ''
+        parser.add_argument(flag, type=kind, default=value, choices=CHOICES.get(name),
+                            help=f'{HELP[name]} (default: {value}{allowed})')
     return parser
 
 
@@ -78,6 +141,9 @@ def parse_config(argv=None) -> argparse.Namespace:
     if args.preset:  # the preset's values become defaults, so explicit flags still win
         parser.set_defaults(**{k: v for k, v in PRESETS[args.preset].items() if k != 'paper'})
         args = parser.parse_args(argv)
+    if args.val_fraction + args.test_fraction >= 1:
+        parser.error(f'argument --val-fraction/--test-fraction: must sum to < 1, got {args.val_fraction} + '
+                     f'{args.test_fraction}')
     return args
 
 
@@ -105,7 +171,7 @@ def main(argv=None) -> int:
             print(f"test accuracy {test['accuracy']:.4f} (best epoch {result['best_epoch']}); "
                   f"metrics in {config.output_dir}/metrics.json")
     except (DataError, TrainingError, PretrainedWeightsUnavailableError) as err:
-        print(f'error: {err}', file=sys.stderr)
+        print('error: ' + ' '.join(str(err).split()), file=sys.stderr)  # one line, whatever a library said
         return 2
     return 0
 

@@ -1,0 +1,252 @@
+"""Hostile input to training (issue 15), each case an attack's exact reproduction, run for real on tiny data: runs
+sharing a folder, crafted or broken resume states, out-of-range flags, unwritable output folders, leftovers."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import train as train_cli
+from conftest import ROOT
+from datagen import write_idc_kaggle_folder
+
+datasets.disable_progress_bars()
+TINY = ['--dataset', 'digits', '--model', 'patchconvnet_test_p4', '--epochs', '1', '--max-steps-per-epoch', '2']
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error: '), err
+    return err[0]
+
+
+@pytest.fixture(scope='module')
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished tiny run (one epoch of two steps), copied by each test that changes it."""
+    out = tmp_path_factory.mktemp('tiny') / 'run'
+    assert train_cli.main([*TINY, '--output-dir', str(out)]) == 0
+    return out
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path) -> Path:
+    copy = tmp_path / 'run'
+    shutil.copytree(tiny_run, copy)
+    return copy
+
+
+def _files(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+# 1. Runs overwrite each other without --overwrite
+
+def test_two_runs_started_at_once_in_one_folder_one_is_refused(tmp_path):
+    out = tmp_path / 'shared'
+    command = [sys.executable, '-m', 'timm_patchconvnet.cli.train', *TINY, '--output-dir', str(out)]
+    runs = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    results = [(run.wait(timeout=600), *run.communicate()) for run in runs]
+    assert sorted(code for code, _, _ in results) == [0, 2], results
+    (_, winner_out, _), = [r for r in results if r[0] == 0]
+    (_, _, loser_err), = [r for r in results if r[0] == 2]
+    assert loser_err.strip().splitlines() == [f'error: {out} is in use by another run (lock {out / ".lock"}): wait '
+                                              'for it to end, or choose another --output-dir.'], loser_err
+    assert f'metrics in {out}/metrics.json' in winner_out
+    assert json.loads((out / 'metrics.json').read_text())['epochs_run'] == 1
+
+
+def test_a_run_whose_state_was_deleted_is_not_replaced(run_copy, capsys):
+    shutil.rmtree(run_copy / 'state')
+    before = _files(run_copy)
+    assert train_cli.main([*TINY, '--output-dir', str(run_copy)]) == 2
+    assert 'already holds a run: pass --resume' in _error_line(capsys)
+    assert _files(run_copy) == before
+
+
+def test_overwrite_removes_the_old_results_before_training(run_copy, capsys):
+    with pytest.raises(SystemExit) as exit_:  # the attack: --epochs 0 reported the old run's accuracy as new
+        train_cli.main([*TINY, '--epochs', '0', '--overwrite', '--output-dir', str(run_copy)])
+    assert exit_.value.code == 2 and '--epochs: must be >= 1, got 0' in _error_line(capsys)
+    # a replacing run that fails before its first save leaves nothing of the old run to pass as its own
+    assert train_cli.main([*TINY, '--overwrite', '--batch-size', '5000', '--output-dir', str(run_copy)]) == 2
+    assert 'larger than the 1258 training images' in _error_line(capsys)
+    assert not any((run_copy / name).exists() for name in ('model.safetensors', 'metrics.json', 'attention.png',
+                                                            'config.json', 'state'))
+
+
+# 2. --resume must not unpickle what the output folder holds
+
+class _Payload:
+    """Unpickling it creates `marker`: what a crafted state file would run."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, 'w')
+
+
+@pytest.mark.parametrize('name', ['custom_checkpoint_0.pkl', 'optimizer.bin', 'scheduler.bin',
+                                  'random_states_0.pkl'])
+def test_resume_runs_no_code_from_a_crafted_state_file(name, run_copy, tmp_path, capsys):
+    marker = tmp_path / 'pwned'
+    torch.save(_Payload(marker), run_copy / 'state' / 'epoch-0001' / name)
+    assert train_cli.main([*TINY, '--resume', '--output-dir', str(run_copy)]) == 2
+    assert not marker.exists()
+    line = _error_line(capsys)
+    assert line.startswith('error: Cannot resume: ') and 'Start a new run with --overwrite' in line
+
+
+# 4. --resume with other settings, or a missing or corrupt state: a clear error before any weight is loaded
+
+@pytest.mark.parametrize('change, message', [
+    (['--model', 'patchconvnet_ti12_p4'], "'model': ('patchconvnet_test_p4', 'patchconvnet_ti12_p4')"),
+    (['--dataset', 'idc'], "'dataset': ('digits', 'idc')"),  # 2 classes instead of 10
+])
+def test_resume_with_other_settings_is_refused_before_loading(change, message, run_copy, tmp_path, capsys):
+    args = [*TINY, '--resume', '--output-dir', str(run_copy), *change]
+    if '--dataset' in change:
+        args += ['--data-dir', str(write_idc_kaggle_folder(tmp_path / 'idc'))]
+    assert train_cli.main(args) == 2
+    line = _error_line(capsys)
+    assert '--resume with other settings than the saved run' in line and message in line, line
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+
+
+@pytest.mark.parametrize('damage, message', [
+    (lambda state: shutil.rmtree(state), 'Nothing to resume'),
+    (lambda state: shutil.rmtree(state / 'epoch-0001'), 'is incomplete or was saved by an older version'),
+    (lambda state: (state / 'latest').write_text('../../elsewhere'), 'should name an epoch-NNNN folder'),
+    (lambda state: _truncate(state / 'epoch-0001' / 'progress.json'), 'progress.json is unreadable'),
+    (lambda state: (state / 'epoch-0001' / 'progress.json').write_text('{"epoch": "0; rm -rf /"}'),
+     'the saved progress is not what this version writes'),
+    (lambda state: _truncate(state / 'epoch-0001' / 'model.safetensors'), 'is unreadable or does not fit'),
+    (lambda state: _truncate(state / 'epoch-0001' / 'optimizer.bin'), 'is unreadable or does not fit'),
+    (lambda state: _truncate(state / 'epoch-0001' / 'random_states_0.pkl'), 'is unreadable or does not fit'),
+], ids=['no-state', 'no-epoch-folder', 'pointer-outside', 'progress', 'progress-fields', 'weights', 'optimizer',
+        'rng'])
+def test_resume_from_a_missing_or_corrupt_state_is_a_clear_error(damage, message, run_copy, capsys):
+    damage(run_copy / 'state')
+    model = (run_copy / 'model.safetensors').read_bytes()
+    assert train_cli.main([*TINY, '--resume', '--output-dir', str(run_copy)]) == 2
+    assert message in _error_line(capsys)
+    assert (run_copy / 'model.safetensors').read_bytes() == model
+
+
+# 3. Numeric flags are checked when the command line is read
+
+@pytest.mark.parametrize('flag, value, allowed', [
+    ('--batch-size', '0', '>= 1'), ('--batch-size', '-5', '>= 1'), ('--epochs', '-1', '>= 1'),
+    ('--epochs', '0', '>= 1'), ('--grad-accum-steps', '0', '>= 1'), ('--img-size', '3', '>= 8'),
+    ('--img-size', '-8', '>= 8'), ('--lr', '-1', '> 0'), ('--lr', 'nan', '> 0'), ('--label-smoothing', '2', '< 1'),
+    ('--drop-path', '1.5', '< 1'), ('--num-workers', '-1', '>= 0'), ('--max-steps-per-epoch', '-3', '>= 1'),
+    ('--report-to', 'bogus', 'tensorboard'), ('--batch-size', 'many', 'an integer >= 1'),
+])
+def test_out_of_range_flags_stop_at_once_naming_the_flag_and_range(flag, value, allowed, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        train_cli.main([*TINY, flag, value, '--output-dir', str(tmp_path / 'out')])
+    line = _error_line(capsys)
+    assert exit_.value.code == 2 and line.startswith(f'error: argument {flag}: must be ') and allowed in line, line
+    assert not (tmp_path / 'out').exists()
+
+
+# 5. An output folder that cannot be written is found before training
+
+def test_a_file_as_output_dir_is_refused_before_training(tmp_path, capsys):
+    (tmp_path / 'file').write_text('not a folder')
+    assert train_cli.main([*TINY, '--output-dir', str(tmp_path / 'file')]) == 2
+    assert f'--output-dir {tmp_path / "file"} cannot be written to' in _error_line(capsys)
+    assert (tmp_path / 'file').read_text() == 'not a folder'
+
+
+@pytest.mark.skipif(os.name != 'posix' or os.geteuid() == 0,
+                    reason='root writes into read-only folders: the probe cannot fail here')
+def test_a_read_only_output_dir_is_refused_before_training(tmp_path, capsys):
+    (tmp_path / 'ro').mkdir(mode=0o555)
+    assert train_cli.main([*TINY, '--output-dir', str(tmp_path / 'ro')]) == 2
+    assert 'cannot be written to' in _error_line(capsys)
+
+
+# 7. What a killed run left behind is removed; the model file gets a plain file's permissions
+
+def test_leftovers_of_a_killed_run_are_removed_on_the_next_start(run_copy):
+    (run_copy / '.staging.abc').mkdir()
+    (run_copy / '.staging.abc' / 'model.safetensors').write_bytes(b'half')
+    (run_copy / '.metrics.json.x1y2.json').write_text('{')
+    (run_copy / 'state' / 'epoch-0002').mkdir()  # a save cut short: `latest` still names epoch-0001
+    (run_copy / 'state' / '.latest.tmp').write_text('epoch-0002')
+    weights = (run_copy / 'model.safetensors').read_bytes()
+    assert train_cli.main([*TINY, '--resume', '--output-dir', str(run_copy)]) == 0  # nothing left to train
+    left = sorted(p.name for p in run_copy.rglob('.*') if p.name != '.lock') + sorted(
+        p.name for p in (run_copy / 'state').iterdir())
+    assert left == ['epoch-0001', 'latest'], left
+    assert (run_copy / 'model.safetensors').read_bytes() == weights
+
+
+def test_the_model_file_has_the_permissions_of_the_other_files(tiny_run):
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ('model.safetensors', 'config.json', 'metrics.json'):
+        assert (tiny_run / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+    assert set(load_file(tiny_run / 'model.safetensors'))
+
+
+# 6. --pretrained that cannot be read: one clear error each
+
+@pytest.fixture(scope='module')
+def bad_checkpoints(tmp_path_factory, tiny_run) -> Path:
+    import timm
+    from safetensors.torch import save_file
+    root = tmp_path_factory.mktemp('checkpoints')
+    weights = (tiny_run / 'model.safetensors').read_bytes()
+    (root / 'truncated.safetensors').write_bytes(weights[:len(weights) // 2])
+    save_file(timm.create_model('resnet18', num_classes=10).state_dict(), root / 'resnet18.safetensors')
+    save_file(timm.create_model('patchconvnet_ti12_p4', num_classes=10).state_dict(), root / 'ti12.safetensors')
+    return root
+
+
+@pytest.mark.parametrize('pretrained, message', [
+    ('{root}/truncated.safetensors', 'truncated.safetensors cannot be read (SafetensorError: '),
+    ('{root}/resnet18.safetensors', 'no head.weight): is it a checkpoint of another architecture?'),
+    ('{root}/ti12.safetensors', 'does not fit --model patchconvnet_test_p4 (weights of another architecture or size?)'),
+    ('local-dir:{root}/no-such-run', 'no-such-run: no such folder with a config.json'),
+    ('hf-hub:someone/no-such-repo', 'hf-hub:someone/no-such-repo cannot be read (LocalEntryNotFoundError: '),
+    ('{root}/mistyped.safetensors', 'mistyped.safetensors: no such file.'),
+    ('runs/mistyped', 'runs/mistyped: no such file.'),
+], ids=['truncated', 'other-architecture', 'other-size', 'no-local-dir', 'hub-offline', 'no-file', 'no-path'])
+def test_unreadable_pretrained_weights_are_one_clear_error(pretrained, message, bad_checkpoints, tmp_path, capsys,
+                                                          monkeypatch):
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', True)
+    args = [*TINY, '--pretrained', pretrained.format(root=bad_checkpoints), '--output-dir', str(tmp_path / 'out')]
+    assert train_cli.main(args) == 2
+    assert message in _error_line(capsys)
+
+
+def test_hub_weights_without_network_fail_at_once(tmp_path, monkeypatch):
+    """Not offline by HF_HUB_OFFLINE, but no network: the host lookup fails, not huggingface_hub's 48 s of retries."""
+    import time
+
+    import timm
+    from huggingface_hub import constants
+
+    from timm_patchconvnet import PretrainedWeightsUnavailableError
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
+    monkeypatch.setattr(constants, 'ENDPOINT', 'https://hub.invalid')  # .invalid never resolves (RFC 2606)
+    monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(tmp_path / 'empty-cache'))
+    started = time.time()
+    with pytest.raises(PretrainedWeightsUnavailableError, match='the Hub host hub.invalid cannot be resolved'):
+        timm.create_model('patchconvnet_test_p4', pretrained=True,
+                          pretrained_cfg_overlay=dict(hf_hub_id='lab/patchconvnet_test_p4.digits'))
+    assert time.time() - started < 10
