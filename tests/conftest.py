@@ -30,7 +30,7 @@ def official_s60_keys() -> Path:
 
 
 @pytest.fixture(scope='session')
-def deit_checkout() -> Path:
+def deit_checkout() -> str:
     """A checkout of facebookresearch/deit, for the optional tests that run the official code itself."""
     folder = os.environ.get('DEIT_CHECKOUT')
     if not folder:
@@ -38,7 +38,7 @@ def deit_checkout() -> Path:
                     'official code (the committed fixtures already cover parity)')
     if not Path(folder, 'patchconvnet_models.py').is_file():
         pytest.fail(f'DEIT_CHECKOUT={folder} has no patchconvnet_models.py')
-    return Path(folder)
+    return folder
 
 
 @pytest.fixture(autouse=True)

@@ -203,14 +203,7 @@ def test_a_failing_worker_is_reported_with_its_error():
 # The official implementation
 
 
-@pytest.fixture(scope='module')
-def deit_checkout() -> str:
-    folder = os.environ.get('DEIT_CHECKOUT')
-    if not folder:
-        pytest.skip('set DEIT_CHECKOUT to a checkout of github.com/facebookresearch/deit')
-    if not os.path.isfile(os.path.join(folder, benchmark.OFFICIAL_FILE)):
-        pytest.fail(f'DEIT_CHECKOUT={folder} has no {benchmark.OFFICIAL_FILE}')
-    return folder
+# deit_checkout: the optional checkout of facebookresearch/deit (conftest.py); these tests skip without it
 
 
 def test_importing_the_official_file_leaves_timm_as_it_was(deit_checkout):
