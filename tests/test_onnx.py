@@ -119,3 +119,11 @@ def test_errors_say_what_to_do(tiny, tmp_path, monkeypatch):
     with pytest.raises(ImportError, match=r"pip install 'timm-patchconvnet\[onnx\]'"):
         export_onnx(tiny, tmp_path / 'missing.onnx')
     assert not (tmp_path / 'missing.onnx').exists()
+
+
+def test_export_leaves_every_submodule_in_its_own_mode(tmp_path):
+    model = _perturbed(num_classes=3).train()
+    model.stem.eval()  # e.g. a part the user froze while fine-tuning
+    _export(model, tmp_path, 'modes', attention=False)
+    assert model.training and not model.stem.training
+    assert all(m.training for name, m in model.named_modules() if not name.startswith('stem'))

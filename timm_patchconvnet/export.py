@@ -8,6 +8,7 @@ import torch
 from timm.data import resolve_model_data_config
 from torch import nn
 
+from .attention import eval_mode
 from .patchconvnet import PatchConvNet
 
 __all__ = ['export_onnx']
@@ -102,13 +103,9 @@ def export_onnx(
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
 
     path = Path(path)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(graph):  # every submodule back in its own mode afterwards, as after get_attention_map
         torch.onnx.export(
-            graph.eval(), (example,), path, dynamo=True, input_names=['input'], output_names=output_names,
+            graph, (example,), path, dynamo=True, input_names=['input'], output_names=output_names,
             dynamic_shapes=(dims,), opset_version=opset, external_data=weight_bytes > _PROTOBUF_LIMIT,
             verbose=False)
-    finally:
-        model.train(was_training)
     return path
