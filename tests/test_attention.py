@@ -211,7 +211,7 @@ def _modes(module: torch.nn.Module) -> dict:
 
 @pytest.mark.parametrize('top, submodule', [(False, True), (True, False)], ids=['eval-one-training', 'frozen-bn'])
 def test_every_submodules_mode_is_restored(top, submodule, tmp_path):
-    from timm_patchconvnet.visualize import save_attention_grid
+    from timm_patchconvnet.training.visualize import save_attention_grid
     model = timm.create_model('patchconvnet_test_p4', num_classes=2, init_values=1.0)
     model.train(top)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]

@@ -89,7 +89,7 @@ def test_python_train_py_still_trains_from_a_checkout(tmp_path):
                          ids=['console-script', 'train.py'])
 def test_a_training_error_is_one_line_and_exit_code_2(command, tmp_path):
     result = _run([*command, '--dataset', 'mnist', '--output-dir', tmp_path / 'out'], cwd=tmp_path)
-    assert "Unknown dataset 'mnist'" in _one_error_line(result)
+    assert "Unknown --dataset 'mnist'" in _one_error_line(result)
     assert not (tmp_path / 'out').exists()
 
 
@@ -119,7 +119,7 @@ def _imported(statements: str) -> List[str]:
 def test_publishing_and_the_package_import_no_training_stack_and_no_gradio():
     # all in one interpreter: what none of them imports together, none imports alone
     assert _imported('import timm_patchconvnet\n'
-                     'import timm_patchconvnet.hub, timm_patchconvnet.hub_space, timm_patchconvnet.config\n'
+                     'import timm_patchconvnet.hub, timm_patchconvnet.hub.space, timm_patchconvnet.config\n'
                      'from timm_patchconvnet.cli import demo, push_idc_dataset, push_model, push_space, train\n'
                      'push_model.build_parser(), push_space.build_parser(), train.build_parser()\n'
                      'assert push_model.main(["/no/such/run", "someone/name", "--dry-run", "/no/such/out"]) == 2'

@@ -17,8 +17,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from conftest import ROOT
-from timm_patchconvnet.checkpoints import save_model_folder
-from timm_patchconvnet.hub_space import CHECKPOINTS_VARIABLE, export_space_folder
+from timm_patchconvnet.model_folder import save_model_folder
+from timm_patchconvnet.hub.space import MODELS_VARIABLE, export_space_folder
 
 gr = pytest.importorskip('gradio', reason='the demo extra is not installed')
 from gradio_client import Client, handle_file  # noqa: E402
@@ -274,7 +274,7 @@ def test_the_exported_space_runs_on_its_own_copy_of_the_package(checkpoints, ima
     assert Path(found).parent == space / 'timm_patchconvnet'  # the Space needs no installed package
     # the Space's settings name its checkpoints; here a local folder stands in for the Hub; a GRADIO_TEMP_DIR set
     # by the host is the one used
-    env = {CHECKPOINTS_VARIABLE: checkpoints['per_class'], 'GRADIO_TEMP_DIR': str(tmp_path / 'host-temp')}
+    env = {MODELS_VARIABLE: checkpoints['per_class'], 'GRADIO_TEMP_DIR': str(tmp_path / 'host-temp')}
     with _serving([sys.executable, 'app.py'], space, env) as url:
         result = Client(url, verbose=False).predict(handle_file(str(images['rgb'])), 'pets',
                                                     demo_app.PREDICTED, 'jet', 0.5, api_name='/explain')

@@ -24,7 +24,10 @@ from huggingface_hub.utils import hf_raise_for_status
 import train as train_cli
 from conftest import ROOT
 from datagen import write_cifar10_parquet, write_idc_kaggle_folder
-from timm_patchconvnet import HUB_NAMESPACE, PretrainedWeightsUnavailableError, hub, hub_dataset, hub_space
+from timm_patchconvnet import HUB_NAMESPACE, PretrainedWeightsUnavailableError, hub
+from timm_patchconvnet.hub import dataset as hub_dataset
+from timm_patchconvnet.hub import space as hub_space
+from timm_patchconvnet.hub import upload as hub_upload
 from timm_patchconvnet.data import IDC_LABEL_NAMES, load_splits, read_idc_kaggle_folder
 
 datasets.disable_progress_bars()
@@ -277,9 +280,9 @@ def test_push_uploads_exactly_the_dry_run_folder(cifar_run, model_export, tmp_pa
 def test_the_command_line_pushes_with_the_token_from_the_environment(cifar_run, monkeypatch, tmp_path, capsys,
                                                                      caplog):
     api = StubHfApi()
-    monkeypatch.setattr(hub, 'HfApi', lambda: api)
+    monkeypatch.setattr(hub_upload, 'HfApi', lambda: api)
     monkeypatch.setenv('HF_TOKEN', FAKE_TOKEN)
-    monkeypatch.setattr(hub.tempfile, 'tempdir', str(tmp_path))  # where the temporary export goes
+    monkeypatch.setattr(hub_upload.tempfile, 'tempdir', str(tmp_path))  # where the temporary export goes
     assert push_model_cli.main([str(cifar_run), 'someone/ti12-cifar10']) == 0
     assert capsys.readouterr().out.strip() == 'uploaded to https://huggingface.co/someone/ti12-cifar10'
     assert api.call('create_repo')['private'] is False and api.call('upload_folder')['revision'] is None
@@ -314,7 +317,7 @@ def test_the_real_hf_api_offline_fails_cleanly_and_keeps_the_export(model_export
 
 
 def test_the_command_line_reports_a_failed_upload_in_one_line(cifar_run, monkeypatch, tmp_path, capsys, caplog):
-    monkeypatch.setattr(hub, 'HfApi', lambda: StubHfApi(upload_error=_server_error()))
+    monkeypatch.setattr(hub_upload, 'HfApi', lambda: StubHfApi(upload_error=_server_error()))
     export = tmp_path / 'kept'
     assert push_model_cli.main([str(cifar_run), REPO_ID, '--export-dir', str(export), '--token', FAKE_TOKEN]) == 2
     err = capsys.readouterr().err
@@ -338,7 +341,7 @@ def _assert_token_nowhere(capsys, caplog, folder: Path) -> None:
 def test_no_token_is_a_clear_error_before_anything_happens(cifar_run, no_stored_token, monkeypatch, tmp_path,
                                                            capsys):
     api = StubHfApi()
-    monkeypatch.setattr(hub, 'HfApi', lambda: api)
+    monkeypatch.setattr(hub_upload, 'HfApi', lambda: api)
     export = tmp_path / 'export'
     assert push_model_cli.main([str(cifar_run), REPO_ID, '--export-dir', str(export)]) == 2
     assert push_idc_cli.main([str(tmp_path), 'someone/idc', '--export-dir', str(export)]) == 2

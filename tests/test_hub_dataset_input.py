@@ -6,7 +6,7 @@ import datasets
 from huggingface_hub import DatasetCard
 
 from datagen import save_png_declaring, save_random_png, write_idc_kaggle_folder
-from timm_patchconvnet import hub_dataset
+from timm_patchconvnet.hub import dataset as hub_dataset
 
 datasets.disable_progress_bars()
 

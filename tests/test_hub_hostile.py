@@ -18,7 +18,9 @@ import train as train_cli
 from conftest import ROOT
 from test_hub import FAKE_TOKEN, REPO_ID, SPACE_ID, StubHfApi, _assert_token_nowhere, _folder_contents
 from test_hub import push_model_cli, push_space_cli
-from timm_patchconvnet import hub, hub_space
+from timm_patchconvnet import hub
+from timm_patchconvnet.hub import space as hub_space
+from timm_patchconvnet.hub import upload as hub_upload
 
 PORTAL_PAGE = '<html><head><title>Hotel WiFi</title></head><body>Accept the terms to go online</body></html>'
 
@@ -135,7 +137,7 @@ def _assert_failed_upload_kept(export: Path, err: str, step: str) -> None:
 ], ids=['none', 'html', 'json-decode-error', 'key-error'])
 def test_an_upload_answered_with_junk_is_one_error_line_and_keeps_the_export(digits_run, api, monkeypatch, tmp_path,
                                                                              capsys, caplog):
-    monkeypatch.setattr(hub, 'HfApi', lambda: api)
+    monkeypatch.setattr(hub_upload, 'HfApi', lambda: api)
     export = tmp_path / 'kept'
     assert push_model_cli.main([str(digits_run), 'someone/digits', '--export-dir', str(export),
                                 '--token', FAKE_TOKEN]) == 2
@@ -148,7 +150,7 @@ def test_an_upload_answered_with_junk_is_one_error_line_and_keeps_the_export(dig
 def test_a_repo_url_that_is_not_a_url_is_one_error_line(digits_run, monkeypatch, tmp_path, capsys):
     api = StubHfApi()
     monkeypatch.setattr(api, 'create_repo', lambda *args, **kwargs: PORTAL_PAGE)
-    monkeypatch.setattr(hub, 'HfApi', lambda: api)
+    monkeypatch.setattr(hub_upload, 'HfApi', lambda: api)
     export = tmp_path / 'kept'
     assert push_model_cli.main([str(digits_run), 'someone/digits', '--export-dir', str(export),
                                 '--token', FAKE_TOKEN]) == 2
@@ -193,7 +195,7 @@ def test_a_space_variable_answered_with_junk_is_one_error_line(captive_portal, m
         return huggingface_hub.HfApi().add_space_variable(*args, **kwargs)  # the real call, through the portal
 
     monkeypatch.setattr(api, 'add_space_variable', junk_variable)
-    monkeypatch.setattr(hub_space, 'HfApi', lambda: api)
+    monkeypatch.setattr(hub_upload, 'HfApi', lambda: api)
     export = tmp_path / 'space'
     assert push_space_cli.main([SPACE_ID, '--checkpoint', f'hf-hub:{REPO_ID}', '--export-dir', str(export),
                                 '--token', FAKE_TOKEN]) == 2

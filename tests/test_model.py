@@ -247,9 +247,9 @@ def test_pretrained_without_weights_fails_loudly(tmp_path, monkeypatch):
 
 def test_pretrained_tag_on_the_hub_fails_loudly_offline(monkeypatch):
     import huggingface_hub.constants
-    import timm_patchconvnet.patchconvnet
+    import timm_patchconvnet.pretrained
     monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)
-    monkeypatch.setattr(timm_patchconvnet.patchconvnet, 'UNPUBLISHED_TAGS', {})  # as once they are published
+    monkeypatch.setattr(timm_patchconvnet.pretrained, 'UNPUBLISHED_TAGS', {})  # as once they are published
     with pytest.raises(PretrainedWeightsUnavailableError) as err:
         timm.create_model('patchconvnet_ti12_p4.idc', pretrained=True)
     message = str(err.value)

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 import train as train_cli
 from conftest import OFFICIAL_S60_KEYS, ROOT
 from datagen import write_cifar10_parquet, write_idc_kaggle_folder, write_idc_patients
-from timm_patchconvnet.presets import PRESETS
+from timm_patchconvnet.training.presets import PRESETS
 from timm_patchconvnet.training import TrainConfig
 from test_parity import _official_s60_state_dict
 

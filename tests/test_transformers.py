@@ -19,7 +19,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification, pi
 
 from conftest import ROOT
 from timm_patchconvnet import hub
-from timm_patchconvnet.checkpoints import TRANSFORMERS_OWN_ARGS, portable_model_config, save_model_folder
+from timm_patchconvnet.model_folder import TRANSFORMERS_OWN_ARGS, portable_model_config, save_model_folder
 from timm_patchconvnet.cli.train import main as train_main
 
 REPO_ID = 'someone/patchconvnet-digits'

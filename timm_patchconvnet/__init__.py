@@ -1,11 +1,10 @@
 """PatchConvNet (Touvron et al. 2021) as a timm plugin: `import timm_patchconvnet` registers the models."""
 from .attention import ImageExplanation, explain_image, get_attention_map, overlay_attention
 from .export import export_onnx
-from .patchconvnet import (
-    HUB_NAMESPACE, UNPUBLISHED_TAGS, PatchConvNet, PretrainedWeightsUnavailableError, checkpoint_filter_fn,
-)
+from .patchconvnet import PatchConvNet, checkpoint_filter_fn
+from .pretrained import HUB_NAMESPACE, UNPUBLISHED_TAGS, PretrainedWeightsUnavailableError
 
-__version__ = '0.1.0'
+__version__ = '0.2.0'
 
 __all__ = [
     'HUB_NAMESPACE',

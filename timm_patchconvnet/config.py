@@ -1,46 +1,168 @@
-"""Settings shared by training, the command lines and the Hub tools, with no import beyond the standard library.
+"""The training options, each described once: `TrainConfig`'s fields carry their help, allowed values and role.
 
-`TrainConfig` is what `patchconvnet-train` (`train.py`) takes and what metrics.json records; the Hub export reads
-it to write a run's command line into the model card without importing the training stack (Accelerate,
-`datasets`, scikit-learn), so publishing a finished run needs only the `hub` extra.
+From this one description come the command line of `patchconvnet-train` (`cli/train.py`), what `--resume` checks
+(`resume_key`), the command line a model card shows (`public_command`) and the check of the presets
+(`check_settings`). It imports no training stack (Accelerate, `datasets`, scikit-learn), so publishing a finished
+run needs only the `hub` extra. A new option is one field here.
 """
-from dataclasses import dataclass
-from typing import Optional
+import math
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
-__all__ = ['CIFAR10_HUB_ID', 'TORCH_OPTIMIZER_LAMB', 'TrainConfig']
+from .dataset_specs import DATASETS
 
-CIFAR10_HUB_ID = 'uoft-cs/cifar10'
-TORCH_OPTIMIZER_LAMB = 'lamb_torch_optimizer'  # --opt value for torch-optimizer's Lamb, the seed paper's
+__all__ = ['CIFAR10_HUB_ID', 'TORCH_OPTIMIZER_LAMB', 'Option', 'TrainConfig', 'check_settings', 'describe_range',
+           'options', 'public_command', 'public_value', 'resume_key']
+
+CIFAR10_HUB_ID = DATASETS['cifar10'].hub_id
+TORCH_OPTIMIZER_LAMB = 'lamb_torch_optimizer'  # --opt value for torch-optimizer's Lamb, the seed paper's optimizer
+
+Range = Tuple[float, Optional[float], bool, bool]  # lowest, highest (None: unbounded), whether each end is allowed
+
+
+def option(default: Any, help: str, *, kind: Optional[type] = None, choices: Optional[Tuple[str, ...]] = None,
+           range: Optional[Range] = None, fixed_on_resume: bool = True, public: bool = True,
+           placeholder: Optional[str] = None) -> Any:
+    """A TrainConfig field. `kind`: the type when the default is None; `fixed_on_resume`: `--resume` refuses to
+    continue a run saved with another value; `public`: shown in the command line of a model card, with
+    `placeholder` instead of a value that is a path on the trainer's machine."""
+    return field(default=default, metadata=dict(help=help, kind=kind or type(default), choices=choices, range=range,
+                                                fixed_on_resume=fixed_on_resume, public=public,
+                                                placeholder=placeholder))
+
+
+POSITIVE = (1, None, True, True)
+FRACTION = (0, 1, False, False)
+SHARE = (0, 1, True, False)  # 0 allowed, 1 not
 
 
 @dataclass
 class TrainConfig:
-    dataset: str = 'digits'
-    data_dir: Optional[str] = None
-    hub_id: Optional[str] = None
-    model: str = 'patchconvnet_ti12_p4'
-    pretrained: Optional[str] = None
-    num_classes: Optional[int] = None
-    img_size: Optional[int] = None
-    epochs: int = 10
-    batch_size: int = 64
-    grad_accum_steps: int = 1
-    opt: str = 'lamb'
-    lr: float = 3e-3
-    weight_decay: float = 0.01
-    momentum: float = 0.9
-    sched: str = 'cosine'
-    warmup_epochs: float = 0.
-    label_smoothing: float = 0.
-    drop_path: float = 0.
-    patience: int = 10
-    seed: int = 0
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2
-    max_steps_per_epoch: Optional[int] = None
-    num_workers: int = 0
-    mixed_precision: str = 'no'
-    report_to: Optional[str] = None
-    output_dir: str = 'runs/digits'
-    resume: bool = False
-    overwrite: bool = False
+    dataset: str = option('digits', f"{', '.join(repr(n) for n in DATASETS)}, 'hub:<repo_id>' or a local folder "
+                                     "(digits: scikit-learn's, offline)")
+    data_dir: Optional[str] = option(None, 'local copy of the data: CIFAR-10 parquet (plain_text/*.parquet), the IDC '
+                                           'Kaggle folder or parquet', kind=str, placeholder='DATA_DIR')
+    hub_id: Optional[str] = option(None, 'a Hugging Face Hub data set id to read instead (cifar10, idc)', kind=str)
+    model: str = option('patchconvnet_ti12_p4', 'any timm model name, e.g. patchconvnet_s60_p4 or resnet50')
+    pretrained: Optional[str] = option(
+        None, "start from weights: a tag of --model (e.g. fb_in1k; 'default' alone: its default tag), "
+              'local-dir:DIR, hf-hub:ORG/REPO or a weights file', kind=str)
+    num_classes: Optional[int] = option(None, 'train a new head of this size on pretrained weights with another '
+                                              'number of classes', kind=int, range=(2, None, True, True))
+    img_size: Optional[int] = option(None, "input size (default: the data set's, e.g. 32 for digits and CIFAR-10, 50 "
+                                           "for IDC, else the model's)", kind=int, range=(8, None, True, True))
+    epochs: int = option(10, 'maximum number of epochs', range=POSITIVE)
+    batch_size: int = option(64, 'images per step and process', range=POSITIVE)
+    grad_accum_steps: int = option(1, 'accumulate gradients over this many batches per optimizer step',
+                                   range=POSITIVE)
+    opt: str = option('lamb', f"timm optimizer (sgd, momentum, adam, adamw, lamb, ...) or {TORCH_OPTIMIZER_LAMB} "
+                              "(torch-optimizer's Lamb, the seed paper's)")
+    lr: float = option(3e-3, 'peak learning rate', range=(0, None, False, True))
+    weight_decay: float = option(0.01, 'weight decay (never on norms, biases, class tokens or layer scales)',
+                                 range=(0, None, True, True))
+    momentum: float = option(0.9, 'momentum of SGD-type optimizers', range=SHARE)
+    sched: str = option('cosine', 'the schedule after the warm-up', choices=('cosine', 'constant'))
+    warmup_epochs: float = option(0., 'linear warm-up length in epochs (fractions allowed)',
+                                  range=(0, None, True, True))
+    label_smoothing: float = option(0., 'label smoothing of the training loss', range=SHARE)
+    drop_path: float = option(0., 'stochastic depth rate', range=SHARE)
+    patience: int = option(10, 'stop after this many epochs without a lower validation loss', range=POSITIVE,
+                           fixed_on_resume=False)
+    seed: int = option(0, 'seed of the split, the initialisation and the data order', range=(0, 2 ** 32 - 1, True, True))
+    val_fraction: float = option(0.1, 'share of the data (or of the patients) held out for validation', range=FRACTION)
+    test_fraction: float = option(0.2, 'share held out for testing (when the source has no test split)',
+                                  range=FRACTION)
+    max_steps_per_epoch: Optional[int] = option(None, 'cut each epoch short (smoke tests)', kind=int, range=POSITIVE)
+    num_workers: int = option(0, 'data-loading worker processes', range=(0, None, True, True),
+                              fixed_on_resume=False, public=False)
+    mixed_precision: str = option('no', 'through Accelerate', choices=('no', 'fp16', 'bf16'))
+    report_to: Optional[str] = option(None, "an Accelerate tracker: 'tensorboard', 'wandb', 'all', ...", kind=str,
+                                      fixed_on_resume=False, public=False)
+    output_dir: str = option('runs/digits', 'where the model, metrics.json, attention.png and the resumable state go',
+                             fixed_on_resume=False, public=False)
+    resume: bool = option(False, 'continue the run saved in --output-dir', fixed_on_resume=False, public=False)
+    overwrite: bool = option(False, 'replace a run saved in --output-dir', fixed_on_resume=False, public=False)
+
+
+class Option:
+    """One TrainConfig field with its description, as read from the field's metadata."""
+
+    def __init__(self, name: str, default: Any, metadata: Mapping[str, Any]):
+        self.name, self.default = name, default
+        self.flag = '--' + name.replace('_', '-')
+        self.help: str = metadata['help']
+        self.kind: type = metadata['kind']
+        self.choices: Optional[Tuple[str, ...]] = metadata['choices']
+        self.range: Optional[Range] = metadata['range']
+        self.fixed_on_resume: bool = metadata['fixed_on_resume']
+        self.public: bool = metadata['public']
+        self.placeholder: Optional[str] = metadata['placeholder']
+
+    def problem(self, value: Any) -> Optional[str]:
+        """Why `value` is not allowed for this option (as argparse would say it after the flag), or None."""
+        if value is None and self.default is None:
+            return None
+        kinds = (int, float) if self.kind is float else (self.kind,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and self.kind is not bool):
+            return f'must be {self.kind.__name__}, got {value!r}'
+        if self.choices is not None and value not in self.choices:
+            return f"must be one of {', '.join(self.choices)}, got {value!r}"
+        if self.range is not None and not in_range(value, self.range):
+            return f'must be {describe_range(self.range)}, got {value}'
+        return None
+
+
+def options() -> Iterator[Option]:
+    """The options of TrainConfig, in field order."""
+    for f in fields(TrainConfig):
+        default = f.default if f.default is not MISSING else None
+        yield Option(f.name, default, f.metadata)
+
+
+def in_range(value: float, allowed: Range) -> bool:
+    low, high, low_closed, high_closed = allowed
+    return (math.isfinite(value) and (value >= low if low_closed else value > low)
+            and (high is None or (value <= high if high_closed else value < high)))
+
+
+def describe_range(allowed: Range) -> str:
+    low, high, low_closed, high_closed = allowed
+    lower = f"{'>=' if low_closed else '>'} {low}"
+    return lower if high is None else f"{lower} and {'<=' if high_closed else '<'} {high}"
+
+
+def check_settings(settings: Mapping[str, Any]) -> List[str]:
+    """What is wrong with a partial set of TrainConfig values (a preset), one phrase per problem."""
+    known = {o.name: o for o in options()}
+    problems = [f'{name} is not a training option' for name in settings if name not in known]
+    problems += [f'{known[name].flag} {problem}' for name, value in settings.items() if name in known
+                 for problem in [known[name].problem(value)] if problem]
+    return problems
+
+
+def resume_key(cfg: TrainConfig, num_processes: int) -> Dict[str, Any]:
+    """The settings a resumed run must share with the saved one."""
+    return {**{o.name: getattr(cfg, o.name) for o in options() if o.fixed_on_resume}, 'num_processes': num_processes}
+
+
+def public_value(name: str, value: Any) -> Any:
+    """`value` of the option `name` as a card publishes it: a placeholder where it is a path on the trainer's
+    machine (a local data folder, a local model folder or weights file)."""
+    if name == 'dataset' and not (value in DATASETS or str(value).startswith('hub:')):
+        return 'DATA_FOLDER'
+    if name == 'pretrained':
+        local = not str(value).startswith('hf-hub:') and (str(value).startswith('local-dir:') or '/' in str(value))
+        return 'PRETRAINED' if local else value
+    placeholder = next(o.placeholder for o in options() if o.name == name)
+    return placeholder or value
+
+
+def public_command(settings: Mapping[str, Any], program: str = 'patchconvnet-train') -> str:
+    """The command line of a run (its settings as metrics.json records them): the public options that differ
+    from their defaults, paths replaced by placeholders (`public_value`)."""
+    parts = [program]
+    for o in options():
+        value = settings.get(o.name, o.default)
+        if o.public and value != o.default:
+            parts.append(o.flag if isinstance(value, bool) else f'{o.flag} {public_value(o.name, value)}')
+    return ' '.join(parts)

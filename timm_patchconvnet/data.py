@@ -16,21 +16,20 @@ import numpy as np
 import torch
 from PIL import Image
 from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from timm.data.transforms import str_to_interp_mode
 from torchvision import transforms
 
-from .config import CIFAR10_HUB_ID
+from .dataset_specs import DATASETS, GENERIC, DatasetSpec, dataset_spec
 from .images import to_rgb
+from .splits import SplitError, hold_out, split_by_patient, stratification, three_way_split
 
 __all__ = ['DataError', 'DataSplits', 'ImageClassificationDataset', 'build_transform', 'load_splits',
            'read_idc_kaggle_folder']
 
 _logger = logging.getLogger(__name__)
 
-VALID_DATASETS = "'digits', 'cifar10', 'idc', 'hub:<repo_id>' or the path to a local folder"
-KINDS = ('digits', 'cifar10', 'idc', 'generic')
-IDC_LABEL_NAMES = ['idc_negative', 'idc_positive']
+VALID_DATASETS = f"{', '.join(repr(name) for name in DATASETS)}, 'hub:<repo_id>' or the path to a local folder"
+IDC_LABEL_NAMES = list(DATASETS['idc'].label_names)
 IDC_PATCH_NAME = re.compile(r'(?P<patient>\d+)_idx5_x(?P<x>\d+)_y(?P<y>\d+)_class(?P<label>[01])\.png')
 IDC_DUPLICATE_COPY = 'IDC_regular_ps50_idx5'  # the Kaggle archive repeats every patient folder under this name
 IDC_EXTRA_FEATURES = dict(patient_id=datasets.Value('string'), x=datasets.Value('int32'), y=datasets.Value('int32'))
@@ -47,7 +46,7 @@ class DataSplits:
     validation: datasets.Dataset
     test: datasets.Dataset
     label_names: List[str]
-    kind: str  # 'digits' | 'cifar10' | 'idc' | 'generic': selects the augmentation
+    kind: str  # the name of its DatasetSpec ('generic' for any other source): selects size and augmentation
     source: str  # 'sklearn.datasets.load_digits', a folder path or a Hub id
     protocol: str  # one sentence on how the splits were made, for metrics.json
     patient_level: bool = False  # True only when split by patient (no patient in two splits)
@@ -73,35 +72,38 @@ def load_splits(
     """
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
         raise DataError(
-            f'val_fraction={val_fraction} and test_fraction={test_fraction} must each lie in (0, 1) and sum to '
+            f'--val-fraction {val_fraction} and --test-fraction {test_fraction} must each lie in (0, 1) and sum to '
             'less than 1, leaving examples to train on.')
-    root = _existing_folder(data_dir) if data_dir is not None else None
-    if dataset == 'digits':
-        splits = _load_digits(seed, val_fraction, test_fraction)
-    elif dataset == 'cifar10':
-        splits = _load_cifar10(root, hub_id, seed, val_fraction, cache_dir)
-    elif dataset == 'idc':
-        splits = _load_idc(root, hub_id, seed, val_fraction, test_fraction, cache_dir)
-    elif dataset.startswith('hub:'):
-        repo_id = dataset[len('hub:'):]
-        splits = _load_generic(_load_hub(repo_id, None, cache_dir), repo_id, seed, val_fraction, test_fraction)
-    elif Path(dataset).expanduser().is_dir():
-        splits = _load_folder(_existing_folder(dataset), seed, val_fraction, test_fraction, cache_dir)
-    else:
-        raise DataError(f'Unknown dataset {dataset!r}: use {VALID_DATASETS}.')
+    root = _existing_folder(data_dir, '--data-dir') if data_dir is not None else None
+    try:
+        if dataset in DATASETS:
+            spec = DATASETS[dataset]
+            reader = {'digits': _load_digits, 'hub': _load_hub_layout, 'idc': _load_idc}[spec.reader]
+            splits = reader(spec, root, hub_id, seed, val_fraction, test_fraction, cache_dir)
+        elif dataset.startswith('hub:'):
+            repo_id = dataset[len('hub:'):]
+            splits = _load_generic(_load_hub(repo_id, None, cache_dir), repo_id, seed, val_fraction, test_fraction)
+        elif Path(dataset).expanduser().is_dir():
+            splits = _load_folder(_existing_folder(dataset, '--dataset'), seed, val_fraction, test_fraction,
+                                  cache_dir)
+        else:
+            raise DataError(f'Unknown --dataset {dataset!r}: use {VALID_DATASETS}.')
+    except SplitError as err:
+        raise DataError(str(err)) from err
     for name in SPLIT_NAMES:
         _check_two_classes(name, getattr(splits, name), splits.label_names)
     return splits
 
 
 def build_transform(kind: str, data_config: Dict[str, Any], train: bool) -> Callable[[Image.Image], torch.Tensor]:
-    """The model's preprocessing (exact resize to `input_size`, normalisation), after the seed paper's
-    augmentation for `kind` when training. `data_config` is timm's resolved data config of the model."""
-    if kind not in KINDS:
-        raise DataError(f'Unknown data kind {kind!r}: use one of {", ".join(KINDS)}.')
+    """The model's preprocessing (exact resize to `input_size`, normalisation), after the augmentation of the data
+    set `kind` (its DatasetSpec's; 'generic' for any other source) when training. `data_config` is timm's resolved
+    data config of the model."""
+    if kind not in DATASETS and kind != GENERIC.name:
+        raise DataError(f'Unknown data kind {kind!r}: use one of {", ".join([*DATASETS, GENERIC.name])}.')
     _, height, width = data_config['input_size']
     return transforms.Compose([
-        *(_train_augmentations(kind) if train else []),
+        *(dataset_spec(kind).augmentation.pil_transforms() if train else []),
         # an exact size, not timm's resize-and-crop: IDC edge patches are not square and digits are tiny
         transforms.Resize((height, width), interpolation=str_to_interp_mode(data_config['interpolation'])),
         transforms.ToTensor(),
@@ -125,98 +127,95 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
         return self.transform(to_rgb(example['image'])), example['label']
 
 
-def _train_augmentations(kind: str) -> List[Callable]:
-    if kind == 'cifar10':
-        return [
-            transforms.RandomHorizontalFlip(),
-            transforms.RandomRotation(10),
-            transforms.RandomAffine(degrees=0, scale=(0.9, 1.1), shear=10),
-            transforms.ColorJitter(0.2, 0.2, 0.2),
-        ]
-    if kind == 'idc':  # tissue has no orientation; stain colour carries the diagnosis, so colours stay untouched
-        return [transforms.RandomHorizontalFlip(), transforms.RandomVerticalFlip(), transforms.RandomRotation(10)]
-    if kind == 'digits':  # no flips: digits are not mirror-symmetric
-        return [transforms.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1))]
-    return [transforms.RandomHorizontalFlip()]
-
-
-def _load_digits(seed: int, val_fraction: float, test_fraction: float) -> DataSplits:
+def _load_digits(
+        spec: DatasetSpec, root: Optional[Path], hub_id: Optional[str], seed: int, val_fraction: float,
+        test_fraction: float, cache_dir: Optional[str],
+) -> DataSplits:
+    if root is not None or hub_id is not None:
+        raise DataError(f"--dataset {spec.name} is bundled with scikit-learn: it takes no --data-dir or --hub-id.")
     digits = load_digits()
     pixels = np.round(digits.images * (255 / 16)).astype(np.uint8)  # the bundled values are 0..16
-    images = [Image.fromarray(p).resize((32, 32), Image.Resampling.BILINEAR).convert('RGB') for p in pixels]
-    label_names = [str(d) for d in range(10)]
+    size = (spec.img_size, spec.img_size)
+    images = [Image.fromarray(p).resize(size, Image.Resampling.BILINEAR).convert('RGB') for p in pixels]
+    label_names = list(spec.label_names)
     features = datasets.Features(image=datasets.Image(), label=datasets.ClassLabel(names=label_names))
     data = datasets.Dataset.from_dict({'image': images, 'label': digits.target.tolist()}, features=features)
-    train, validation, test, protocol = _carve_three_ways(data, seed, val_fraction, test_fraction)
-    return DataSplits(train, validation, test, label_names, 'digits', 'sklearn.datasets.load_digits', protocol)
+    train, validation, test, protocol = three_way_split(data, seed, val_fraction, test_fraction)
+    return DataSplits(train, validation, test, label_names, spec.name, 'sklearn.datasets.load_digits', protocol)
 
 
-def _load_cifar10(
-        root: Optional[Path], hub_id: Optional[str], seed: int, val_fraction: float, cache_dir: Optional[str],
+def _load_hub_layout(
+        spec: DatasetSpec, root: Optional[Path], hub_id: Optional[str], seed: int, val_fraction: float,
+        test_fraction: float, cache_dir: Optional[str],
 ) -> DataSplits:
+    """A data set from the Hub (`hub_id`, else the spec's), or a local copy of its Hub parquet files (`root`)."""
     if root is None:
-        source_name = hub_id or CIFAR10_HUB_ID
-        source = _load_hub(source_name, 'plain_text', cache_dir)
+        source_name = hub_id or spec.hub_id
+        source = _load_hub(source_name, spec.hub_config, cache_dir)
     else:
         source_name = str(root)
-        data_files = {split: sorted(str(p) for p in (root / 'plain_text').glob(f'{split}-*.parquet'))
-                      for split in ('train', 'test')}
+        subfolder = root / spec.hub_config if spec.hub_config else root
+        data_files = {split: sorted(str(p) for p in subfolder.glob(f'{split}-*.parquet')) for split in ('train', 'test')}
         if not all(data_files.values()):
             raise DataError(
-                f'{root} does not have the Hub layout of CIFAR-10: expected plain_text/train-*.parquet and '
-                f'plain_text/test-*.parquet (e.g. `hf download {CIFAR10_HUB_ID} --repo-type dataset '
-                f'--local-dir {root}`).')
+                f'--data-dir {root} does not have the Hub layout of {spec.title}: expected {spec.local_layout} (e.g. '
+                f'`hf download {spec.hub_id} --repo-type dataset --local-dir {root}`).')
         source = datasets.load_dataset('parquet', data_files=data_files, cache_dir=cache_dir)
     source = _standardise(source)
-    train, validation, stratified = _carve(source['train'], val_fraction, seed)
+    if spec.label_names is not None and _label_names(source['train']) != list(spec.label_names):
+        raise DataError(f'{source_name} is not {spec.title}: its labels are {_label_names(source["train"])}, not '
+                        f'{list(spec.label_names)}.')
+    train, validation, stratified = hold_out(source['train'], val_fraction, seed)
     protocol = (f"The source's own train/test splits; validation is a seeded (seed={seed}) {val_fraction:.0%} of "
-                f'train, {_stratification(stratified)} (test_fraction unused).')
-    return DataSplits(train, validation, source['test'], _label_names(train), 'cifar10', source_name, protocol)
+                f'train, {stratification(stratified)} (test_fraction unused).')
+    return DataSplits(train, validation, source['test'], _label_names(train), spec.name, source_name, protocol)
 
 
 def _load_idc(
-        root: Optional[Path], hub_id: Optional[str], seed: int, val_fraction: float, test_fraction: float,
-        cache_dir: Optional[str],
+        spec: DatasetSpec, root: Optional[Path], hub_id: Optional[str], seed: int, val_fraction: float,
+        test_fraction: float, cache_dir: Optional[str],
 ) -> DataSplits:
     kaggle = _IdcFolder(None, 0, 0)
+    label_names = list(spec.label_names)
     if root is not None and not _has_parquet(root):
         kaggle = _read_idc_kaggle_folder(root)
         source, source_name = datasets.DatasetDict(train=kaggle.data), str(root)
     elif root is not None:
         source, source_name = _load_local_folder(root, cache_dir), str(root)
-    elif hub_id is not None:
-        source, source_name = _load_hub(hub_id, None, cache_dir), hub_id
+    elif hub_id is not None or spec.hub_id is not None:
+        source_name = hub_id or spec.hub_id
+        source = _load_hub(source_name, None, cache_dir)
     else:
         raise DataError(
-            "'idc' needs data_dir (the Kaggle 'Breast Histopathology Images' folder, or a folder of parquet files) "
-            "or hub_id (e.g. 'dbzadnen/breast-histopathology-images').")
+            f"--dataset {spec.name} needs --data-dir ({spec.local_layout}) or --hub-id (a Hub copy, e.g. "
+            "'dbzadnen/breast-histopathology-images').")
     source = _standardise(source, extra_features=IDC_EXTRA_FEATURES)
-    if _label_names(source['train']) != IDC_LABEL_NAMES:
+    if _label_names(source['train']) != label_names:
         if len(_label_names(source['train'])) != 2:
             raise DataError(f'IDC labels must be 2 classes (negative, positive), got {_label_names(source["train"])}.')
-        source = source.cast_column('label', datasets.ClassLabel(names=IDC_LABEL_NAMES))
+        source = source.cast_column('label', datasets.ClassLabel(names=label_names))
 
     if 'patient_id' in source['train'].column_names:
-        train, validation, test, protocol = _split_by_patient(_pool(source), seed, val_fraction, test_fraction)
+        train, validation, test, protocol = split_by_patient(_pool(source), seed, val_fraction, test_fraction)
         if len(source) > 1:
             protocol += f" The source's own {'/'.join(source)} splits were pooled first."
         if kaggle.ignored:  # in the protocol too, so that metrics.json says what was left out
             protocol += f' {_ignored_note(kaggle.ignored)}'
-        return DataSplits(train, validation, test, IDC_LABEL_NAMES, 'idc', source_name, protocol, True,
+        return DataSplits(train, validation, test, label_names, spec.name, source_name, protocol, True,
                           kaggle.skipped, kaggle.ignored)
 
     (train, validation, test), protocol = _complete_splits(source, seed, val_fraction, test_fraction)
     warning = (f'PATCH-LEVEL split: {source_name} has no patient ids, so patches of the same patient may leak '
                'between train and test, inflating scores.')
     _logger.warning(warning)
-    return DataSplits(train, validation, test, IDC_LABEL_NAMES, 'idc', source_name, f'{warning} {protocol}', False,
+    return DataSplits(train, validation, test, label_names, spec.name, source_name, f'{warning} {protocol}', False,
                       kaggle.skipped)
 
 
 def read_idc_kaggle_folder(folder: str) -> Tuple[datasets.Dataset, int]:
     """Every patch of the Kaggle IDC folder once (`image` as a file path, `label`, `patient_id`, `x`, `y`), unsplit,
     and the number of unreadable files left out: the reading `load_splits('idc', data_dir=folder)` starts from."""
-    kaggle = _read_idc_kaggle_folder(_existing_folder(folder))
+    kaggle = _read_idc_kaggle_folder(_existing_folder(folder, 'the IDC folder'))
     return kaggle.data, kaggle.skipped
 
 
@@ -297,26 +296,6 @@ def _decodes(file: Union[Path, str, BinaryIO]) -> bool:
         return False
 
 
-def _split_by_patient(
-        data: datasets.Dataset, seed: int, val_fraction: float, test_fraction: float,
-) -> Tuple[datasets.Dataset, datasets.Dataset, datasets.Dataset, str]:
-    patients, patient_of_row = np.unique(np.asarray(data['patient_id']), return_inverse=True)
-    if len(patients) < 3:
-        raise DataError(f'A patient-level split needs at least 3 patients, found {len(patients)}: use more data.')
-    labels = np.asarray(data['label'])
-    positive_share = np.bincount(patient_of_row, weights=labels) / np.bincount(patient_of_row)
-    # quantile bins of the positive share: each split gets patients with few and with many positive patches
-    share_bins = np.digitize(positive_share, np.unique(np.quantile(positive_share, [0.25, 0.5, 0.75])))
-    train, validation, test, stratified = _three_way_indices(share_bins, seed, val_fraction, test_fraction)
-    rows = [np.flatnonzero(np.isin(patient_of_row, part)) for part in (train, validation, test)]
-    stratification = ("stratified by each patient's share of positive patches" if stratified
-                      else 'unstratified (too few patients per positive-share bin)')
-    protocol = (f'Patient-level split (seed={seed}) of {len(patients)} patients: {test_fraction:.0%} of patients '
-                f'test, {val_fraction:.0%} validation, the rest train, {stratification}; no patient is in two '
-                'splits.')
-    return (*(data.select(r) for r in rows), protocol)
-
-
 def _load_folder(
         folder: Path, seed: int, val_fraction: float, test_fraction: float, cache_dir: Optional[str],
 ) -> DataSplits:
@@ -348,7 +327,7 @@ def _load_generic(
 ) -> DataSplits:
     source = _standardise(source)
     (train, validation, test), protocol = _complete_splits(source, seed, val_fraction, test_fraction)
-    return DataSplits(train, validation, test, _label_names(train), 'generic', source_name, protocol)
+    return DataSplits(train, validation, test, _label_names(train), GENERIC.name, source_name, protocol)
 
 
 def _complete_splits(
@@ -358,59 +337,17 @@ def _complete_splits(
     if all(name in source for name in SPLIT_NAMES):
         return tuple(source[name] for name in SPLIT_NAMES), "The source's own train/validation/test splits."
     if 'train' in source and 'test' in source:
-        train, validation, stratified = _carve(source['train'], val_fraction, seed)
+        train, validation, stratified = hold_out(source['train'], val_fraction, seed)
         return (train, validation, source['test']), (
             f"The source's own train/test splits; validation is a seeded (seed={seed}) {val_fraction:.0%} of train, "
-            f'{_stratification(stratified)}.')
+            f'{stratification(stratified)}.')
     if 'train' in source and 'validation' in source:
-        train, test, stratified = _carve(source['train'], test_fraction, seed)
+        train, test, stratified = hold_out(source['train'], test_fraction, seed)
         return (train, source['validation'], test), (
             f"The source's own train/validation splits; test is a seeded (seed={seed}) {test_fraction:.0%} of train, "
-            f'{_stratification(stratified)}.')
-    train, validation, test, protocol = _carve_three_ways(_pool(source), seed, val_fraction, test_fraction)
+            f'{stratification(stratified)}.')
+    train, validation, test, protocol = three_way_split(_pool(source), seed, val_fraction, test_fraction)
     return (train, validation, test), protocol
-
-
-def _carve_three_ways(
-        data: datasets.Dataset, seed: int, val_fraction: float, test_fraction: float,
-) -> Tuple[datasets.Dataset, datasets.Dataset, datasets.Dataset, str]:
-    train, validation, test, stratified = _three_way_indices(
-        np.asarray(data['label']), seed, val_fraction, test_fraction)
-    protocol = (f'Seeded (seed={seed}) split of all {len(data)} examples, {_stratification(stratified)}: '
-                f'{test_fraction:.0%} test, {val_fraction:.0%} validation, the rest train.')
-    return data.select(train), data.select(validation), data.select(test), protocol
-
-
-def _carve(data: datasets.Dataset, fraction: float, seed: int) -> Tuple[datasets.Dataset, datasets.Dataset, bool]:
-    kept, carved, stratified = _carve_indices(np.asarray(data['label']), fraction, seed)
-    return data.select(kept), data.select(carved), stratified
-
-
-def _three_way_indices(
-        strata: np.ndarray, seed: int, val_fraction: float, test_fraction: float,
-) -> Tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
-    """Indices of train, validation (val_fraction of all) and test (test_fraction of all), and if stratified."""
-    rest, test, test_stratified = _carve_indices(strata, test_fraction, seed)
-    train, validation, val_stratified = _carve_indices(strata[rest], val_fraction / (1 - test_fraction), seed)
-    return rest[train], rest[validation], test, test_stratified and val_stratified
-
-
-def _carve_indices(strata: np.ndarray, fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray, bool]:
-    """Seeded split of range(len(strata)) into kept and carved (`fraction` of them) indices, stratified by
-    `strata` where scikit-learn can (every stratum twice, each side big enough to hold one of each)."""
-    n = len(strata)
-    if n < 2:
-        raise DataError(f'Only {n} example(s) or patient(s) to split: use more data.')
-    n_carved = min(max(round(fraction * n), 1), n - 1)
-    counts = np.unique(strata, return_counts=True)[1]
-    stratified = bool(counts.min() >= 2 and len(counts) <= min(n_carved, n - n_carved))
-    kept, carved = train_test_split(
-        np.arange(n), test_size=n_carved, random_state=seed, stratify=strata if stratified else None)
-    return np.sort(kept), np.sort(carved), stratified
-
-
-def _stratification(stratified: bool) -> str:
-    return 'stratified by label' if stratified else 'unstratified (a class is too small to stratify)'
 
 
 def _standardise(
@@ -447,7 +384,7 @@ def _check_two_classes(split_name: str, split: datasets.Dataset, label_names: Se
         raise DataError(
             f'The {split_name} split has {len(split)} examples of only one class ({classes}): every split needs at '
             'least two classes. Use more data (for IDC, more patients with both classes) or other '
-            'val_fraction/test_fraction.')
+            '--val-fraction/--test-fraction.')
 
 
 def _label_names(split: datasets.Dataset) -> List[str]:
@@ -462,12 +399,12 @@ def _has_parquet(folder: Path) -> bool:
     return next(folder.rglob('*.parquet'), None) is not None
 
 
-def _existing_folder(path: str) -> Path:
+def _existing_folder(path: str, flag: str) -> Path:
     folder = Path(path).expanduser().resolve()
     if not folder.is_dir():
-        raise DataError(f'Data folder {folder} does not exist (or is not a folder).')
+        raise DataError(f'{flag} {folder} does not exist (or is not a folder).')
     if next(folder.iterdir(), None) is None:
-        raise DataError(f'Data folder {folder} is empty.')
+        raise DataError(f'{flag} {folder} is empty.')
     return folder
 
 
@@ -486,4 +423,4 @@ def _load_hub(repo_id: str, config: Optional[str], cache_dir: Optional[str]) -> 
         return datasets.load_dataset(repo_id, config, cache_dir=cache_dir)
     except (FileNotFoundError, ConnectionError) as error:
         raise DataError(f'Could not load {repo_id!r} from the Hugging Face Hub ({error}): check the id and the '
-                        'network, or pass data_dir= with a local copy.') from error
+                        'network, or pass --data-dir with a local copy.') from error

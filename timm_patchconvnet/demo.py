@@ -38,7 +38,8 @@ from timm.data import ImageNetInfo, infer_imagenet_subset
 
 from .attention import explain_image, overlay_attention
 from .images import is_high_bit_depth, to_rgb
-from .patchconvnet import PatchConvNet, PretrainedWeightsUnavailableError
+from .patchconvnet import PatchConvNet
+from .pretrained import PretrainedWeightsUnavailableError
 
 MIN_SIDE = 8  # pixels: below this an image has no shape to look at
 MAX_PIXELS = 40_000_000  # refused before decoding: a decompression bomb never reaches memory

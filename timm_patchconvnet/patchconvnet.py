@@ -12,12 +12,8 @@ The trunk runs on NCHW feature maps, so `forward_features` returns an unpooled (
 convnet; the attention-based pooling and the final norm belong to `forward_head`.
 """
 import math
-import os
 import re
-import socket
-import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
-from urllib.parse import urlparse
 
 import torch
 import torch.nn as nn
@@ -26,22 +22,17 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, LayerNorm2d, Mlp, _assert, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint, checkpoint_seq, generate_default_cfgs, register_model
-from timm.models import resolve_pretrained_cfg
 from timm.models._features import feature_take_indices
 
-__all__ = ['PatchConvNet', 'PretrainedWeightsUnavailableError', 'HUB_NAMESPACE', 'UNPUBLISHED_TAGS', 'checkpoint_filter_fn']
+from .dataset_specs import DATASETS, DatasetSpec
+from .fusion import FusedConvBlock, FusedConvStem, fold_input_affine, fold_output_scale
+from .pretrained import HUB_NAMESPACE, build_with_weights_help
 
-# The Hugging Face Hub organisation where this project publishes its own weights (the `cifar10` and `idc` tags).
-# A lab that publishes its own sets TIMM_PATCHCONVNET_HUB_NAMESPACE before the import; the tags then load from it.
-DEFAULT_HUB_NAMESPACE = 'timm-patchconvnet'
-HUB_NAMESPACE = os.environ.get('TIMM_PATCHCONVNET_HUB_NAMESPACE') or DEFAULT_HUB_NAMESPACE
-# This project's own tags: their weights are not on the Hub yet (see README, Weights).
-UNPUBLISHED_TAGS = {'cifar10': 'table2-lamb', 'idc': 'idc-finetune'}  # tag -> the preset that trains such a model
+__all__ = ['PatchConvNet', 'checkpoint_filter_fn']
 
 # Strides of the four stem convs for each patch size: the parameter shapes never change, so ImageNet weights fit.
 STEM_STRIDES = {16: (2, 2, 2, 2), 8: (2, 2, 2, 1), 4: (2, 2, 1, 1)}
 GLOBAL_POOLS = ('token', 'avg', '')
-_ONEDNN = torch.backends.mkldnn.is_available()  # read once: torch.compile does not trace this check
 CLASS_TOKENS = ('single', 'per_class')
 TRUNK_NORMS = ('layernorm', 'batchnorm')
 STEM_TYPES = ('conv', 'linear')
@@ -139,20 +130,18 @@ class ConvBlock(nn.Module):
         nn.init.constant_(self.gamma, self.init_values)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Element-wise products by parameters are moved onto the weights next to them: one tiny product on the
-        # weights instead of a pass over the activations forward and two backward. LayerNorm's affine goes into
-        # conv1: conv1(w * x_hat + b) = (conv1.weight * w) x_hat + (conv1.bias + conv1.weight @ b).
+        # Element-wise products by parameters are moved onto the weights next to them (see fusion.py): one tiny
+        # product on the weights instead of a pass over the activations forward and two backward.
         norm = self.norm
         b1, b2 = self.conv1.bias, self.conv2.bias
         assert b1 is not None and b2 is not None  # for TorchScript's type refinement
         if isinstance(norm, LayerNorm2d):
             y = F.layer_norm(x.permute(0, 2, 3, 1), norm.normalized_shape, None, None, norm.eps).permute(0, 3, 1, 2)
-            w1 = self.conv1.weight
-            y = F.conv2d(y, w1 * norm.weight.view(1, -1, 1, 1), b1 + w1.flatten(1) @ norm.bias)
+            y = F.conv2d(y, *fold_input_affine(self.conv1.weight, b1, norm.weight, norm.bias))
         else:
             y = self.conv1(norm(x))
         y = self.act2(self.conv_dw(self.act1(y)))
-        y = F.conv2d(self.se(y), self.conv2.weight * self.gamma.view(-1, 1, 1, 1), b2 * self.gamma)
+        y = F.conv2d(self.se(y), *fold_output_scale(self.conv2.weight, b2, self.gamma))
         # Under autocast the conv's output is bfloat16/float16: the residual stream stays in the parameters'
         # precision, as it does when gamma (a float32 parameter) multiplies the activations (the official code).
         y = y.to(self.gamma.dtype)
@@ -161,85 +150,6 @@ class ConvBlock(nn.Module):
     def fuse(self) -> 'FusedConvBlock':
         """The same function for inference in fewer passes; `timm.utils.reparameterize_model` calls this."""
         return FusedConvBlock(self)
-
-
-def _folded_conv(weight: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
-    """A 1x1 conv holding `weight` and `bias` (computed from another conv's and the parameters folded into it)."""
-    out_chs, in_chs, _, _ = weight.shape
-    conv = nn.Conv2d(in_chs, out_chs, 1, device=weight.device, dtype=weight.dtype)
-    conv.weight.data.copy_(weight)
-    conv.bias.data.copy_(bias)
-    return conv
-
-
-class FusedConvBlock(nn.Module):
-    """ConvBlock for inference (`ConvBlock.fuse()`): the norm's affine (a BatchNorm entirely) is folded into conv1
-    and the layer scale into conv2; on CPU in float32 each GELU and the residual add run inside oneDNN's
-    convolutions (post-ops), so the activations are not read and written again for them."""
-
-    def __init__(self, block: ConvBlock):
-        super().__init__()
-        with torch.no_grad():
-            norm = block.norm
-            if isinstance(norm, nn.BatchNorm2d):
-                scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
-                shift = norm.bias - norm.running_mean * scale
-                self.eps: Optional[float] = None  # nothing left of the norm
-            else:
-                scale, shift = norm.weight, norm.bias
-                self.eps = norm.eps
-            w1 = block.conv1.weight
-            self.conv1 = _folded_conv(w1 * scale.view(1, -1, 1, 1), block.conv1.bias + w1.flatten(1) @ shift)
-            self.conv_dw = block.conv_dw
-            self.se = block.se
-            gamma = block.gamma.view(-1, 1, 1, 1)
-            self.conv2 = _folded_conv(block.conv2.weight * gamma, block.conv2.bias * gamma.flatten())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x
-        if self.eps is not None:  # normalise channels-last: for a channels-last x the permutes are views
-            y = F.layer_norm(y.permute(0, 2, 3, 1), y.shape[1:2], None, None, self.eps).permute(0, 3, 1, 2)
-        if _onednn_fusable(x):
-            # oneDNN adds the residual only when it has its convolution's layout (a no-op after the first block)
-            x = x.contiguous(memory_format=torch.channels_last)
-            y = _conv_gelu(_conv_gelu(y, self.conv1), self.conv_dw)
-            y = y.mul_(self.se.gate(y))  # in place: y is this block's own temporary (inference only)
-            return torch.ops.mkldnn._convolution_pointwise.binary(
-                y, x, self.conv2.weight, self.conv2.bias, [0, 0], [1, 1], [1, 1], 1, 'add', None, None, [], None)
-        y = F.gelu(self.conv1(y))
-        y = self.se(F.gelu(self.conv_dw(y)))
-        return x + self.conv2(y)
-
-
-class FusedConvStem(nn.Module):
-    """ConvStem for inference (`ConvStem.fuse()`): on CPU in float32 each GELU runs inside its convolution."""
-
-    def __init__(self, stem: 'ConvStem'):
-        super().__init__()
-        self.convs = nn.ModuleList([stem.conv1, stem.conv2, stem.conv3, stem.conv4])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fused = _onednn_fusable(x)
-        for conv in self.convs[:-1]:
-            x = _conv_gelu(x, conv) if fused else F.gelu(conv(x))
-        return self.convs[-1](x)
-
-
-_is_exporting = getattr(torch.compiler, 'is_exporting', lambda: False)  # absent from older torch
-
-
-def _onednn_fusable(x: torch.Tensor) -> bool:
-    # torch.compile and torch.export (so torch.onnx.export) get the public ops: compile fuses them itself, neither has
-    # fake kernels for oneDNN's fused ops, and ONNX has no operator for them. Under torch 2.14's export (strict or
-    # not) is_compiling() is True already; is_exporting() states the intent and does not rely on that.
-    return (x.device.type == 'cpu' and x.dtype == torch.float32 and _ONEDNN
-            and not (torch.compiler.is_compiling() or _is_exporting()))
-
-
-def _conv_gelu(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    return torch.ops.mkldnn._convolution_pointwise(
-        x, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
-        'gelu', [None], 'none')
 
 
 class ClassAttention(nn.Module):
@@ -696,128 +606,17 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: PatchConvNet) -> Dic
     return state_dict
 
 
-class PretrainedWeightsUnavailableError(RuntimeError):
-    """Pretrained weights were asked for but could not be had: says what was tried and how to supply them."""
-
-
-def _offline_help(name: str, cfg: Dict[str, Any]) -> str:
-    variant = name.split('.')[0]
-    hub_id = cfg.get('hf_hub_id')
-    if hub_id:
-        from_cache = (f'a Hugging Face cache holding {hub_id} (models--{hub_id.replace("/", "--")}/refs/main and '
-                      f'snapshots/<commit>/{{config.json,model.safetensors}}), then timm.create_model("{name}", '
-                      'pretrained=True) with HF_HUB_OFFLINE=1')
-    else:
-        from_cache = ('a Hugging Face cache holding a repo with config.json and model.safetensors, then '
-                      'timm.create_model("hf-hub:ORG/REPO", pretrained=True) with HF_HUB_OFFLINE=1')
-    lines = [
-        'Supply the weights in one of three ways that need no network:',
-        f'  1. a checkpoint file (official .pth or ours): timm.create_model("{variant}", pretrained=True, '
-        'pretrained_cfg_overlay=dict(file="/path/to/weights"))  (add num_classes=N if its head is not 1000-way)',
-        '  2. a folder written by timm.models.save_for_hf(model, DIR, safe_serialization=True): '
-        'timm.create_model("local-dir:DIR", pretrained=True)',
-        f'  3. {from_cache}.',
-    ]
-    if cfg.get('url'):
-        lines.append(f'  (A copy of {cfg["url"].rsplit("/", 1)[-1]} in {torch.hub.get_dir()}/checkpoints is used too.)')
-    return '\n'.join(lines)
-
-
-def _unpublished_help(variant: str, tag: str) -> str:
-    """What works today instead of a tag whose weights this project has not published yet."""
-    data = {'cifar10': 'CIFAR-10', 'idc': 'IDC'}[tag]
-    lines = [f'The weights of {variant}.{tag} ({data}) are not published yet: {DEFAULT_HUB_NAMESPACE}/{variant}.{tag} '
-             'does not exist on the Hugging Face Hub. What works today:']
-    tags = default_cfgs[variant].cfgs
-    if 'fb_in1k' in tags:
-        lines.append(f'  - fine-tune the official ImageNet-1k weights: timm.create_model("{variant}.fb_in1k", '
-                     f'pretrained=True, num_classes={tags[tag].num_classes})')
-    preset = f'--preset {UNPUBLISHED_TAGS[tag]}' if variant == 'patchconvnet_s60_p4' else f'--dataset {tag}'
-    lines.append(f'  - train your own: patchconvnet-train {preset} --model {variant} --data-dir DATA --output-dir RUN, '
-                 'then patchconvnet-push-model RUN ORG/NAME, and load it with '
-                 'timm.create_model("hf-hub:ORG/NAME", pretrained=True) (or timm.create_model("local-dir:RUN", '
-                 'pretrained=True) without the Hub); a lab that publishes its own tags sets '
-                 f'TIMM_PATCHCONVNET_HUB_NAMESPACE=ORG and pushes to ORG/{variant}.{tag}.')
-    return '\n'.join(lines)
-
-
-def _unpublished(cfg: Dict[str, Any], name: str) -> bool:
-    """One of this project's own tags, to be read from its default Hub repo, which does not exist yet."""
-    return (cfg.get('tag') in UNPUBLISHED_TAGS and cfg.get('hf_hub_id') == f'{DEFAULT_HUB_NAMESPACE}/{name}'
-            and not cfg.get('file') and not cfg.get('state_dict'))
-
-
-def _in_hf_cache(repo_id: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache  # timm's own dependency
-    return any(isinstance(try_to_load_from_cache(repo_id, filename), str)
-               for filename in ('model.safetensors', 'pytorch_model.bin'))
-
-
-def _hub_unreachable(timeout: float = 3.) -> Optional[str]:
-    """Why the Hugging Face Hub cannot be reached, if its host name does not resolve: huggingface_hub would
-    otherwise retry for about 48 s before failing. None when it resolves, when HF_HUB_OFFLINE is set (then
-    huggingface_hub fails at once itself) or when the resolver does not answer within `timeout` (unknown: let
-    huggingface_hub try). A lookup is local or cached: cheap when online."""
-    from huggingface_hub import constants  # timm's own dependency
-    if constants.HF_HUB_OFFLINE:
-        return None
-    host = urlparse(constants.ENDPOINT).hostname or constants.ENDPOINT
-    failure: List[OSError] = []
-
-    def resolve() -> None:
-        try:
-            socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
-        except OSError as err:
-            failure.append(err)
-    lookup = threading.Thread(target=resolve, daemon=True)  # getaddrinfo itself has no timeout
-    lookup.start()
-    lookup.join(timeout)
-    return f'the Hub host {host} cannot be resolved ({failure[0]}): no network?' if failure else None
-
-
-def _from_hub_uncached(cfg: Dict[str, Any]) -> bool:
-    """timm would download these weights from the Hub: no state_dict or file given, a Hub id, not cached."""
-    return (bool(cfg.get('hf_hub_id')) and not cfg.get('file') and not cfg.get('state_dict')
-            and not _in_hf_cache(cfg['hf_hub_id']))
-
-
-def _tried_sources(cfg: Dict[str, Any]) -> str:
-    sources = [f'{key} {cfg[key]}' for key in ('state_dict', 'file', 'hf_hub_id', 'url') if cfg.get(key)]
-    return '; '.join(sources) if sources else 'nothing (no weights are published for this configuration)'
-
-
 def _create_patchconvnet(variant: str, pretrained: bool = False, **kwargs) -> PatchConvNet:
     out_indices = kwargs.pop('out_indices', 3)
-    if pretrained:
-        cfg = resolve_pretrained_cfg(
-            variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay')).to_dict()
-        name = f"{variant}.{cfg['tag']}" if cfg.get('tag') else variant
-        if not any(cfg.get(key) for key in ('state_dict', 'file', 'hf_hub_id', 'url')):
-            raise PretrainedWeightsUnavailableError(
-                f'No pretrained weights are published for {name}.\n{_offline_help(name, cfg)}')
-        if _unpublished(cfg, name) and not _in_hf_cache(cfg['hf_hub_id']):  # no network round trip to learn that
-            raise PretrainedWeightsUnavailableError(
-                f'{_unpublished_help(variant, cfg["tag"])}\n{_offline_help(name, cfg)}')
-        unreachable = _hub_unreachable() if _from_hub_uncached(cfg) else None
-        if unreachable:
-            raise PretrainedWeightsUnavailableError(
-                f'Could not load pretrained weights for {name}: {unreachable}\nTried: {_tried_sources(cfg)}.\n'
-                f'{_offline_help(name, cfg)}')
-    try:
-        return build_model_with_cfg(
+    return build_with_weights_help(
+        variant, pretrained, kwargs, lambda: build_model_with_cfg(
             PatchConvNet,
             variant,
             pretrained,
             pretrained_filter_fn=checkpoint_filter_fn,
             feature_cfg=dict(out_indices=out_indices, feature_cls='getter'),
             **kwargs,
-        )
-    except OSError as err:  # network, missing file or cache: URLError and huggingface_hub's errors are OSErrors
-        if not pretrained:
-            raise
-        raise PretrainedWeightsUnavailableError(
-            f'Could not load pretrained weights for {name}: {type(err).__name__}: {err}\n'
-            f'Tried: {_tried_sources(cfg)}.\n{_offline_help(name, cfg)}') from err
+        ))
 
 
 def _grid_size(img_size: int, patch_size: int) -> int:
@@ -842,22 +641,22 @@ def _cfg(url: str = '', img_size: int = 224, patch_size: int = 16, **kwargs) -> 
 
 
 _FB = 'https://dl.fbaipublicfiles.com/deit/'
-CIFAR10_LABELS = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
-IDC_LABELS = ('idc_negative', 'idc_positive')
 
 
-def _cifar10_cfg(architecture: str, patch_size: int) -> Dict[str, Any]:
+def _data_cfg(architecture: str, patch_size: int, spec: DatasetSpec) -> Dict[str, Any]:
+    """The cfg of a model trained on a data set of `dataset_specs` (a tag named after it, e.g. `.cifar10`): its size,
+    labels and normalisation, and this project's Hub repo for its weights. IDC's normalisation is ImageNet's: its
+    models are fine-tuned from the ImageNet weights."""
+    mean, std = spec.mean_std
     return _cfg(
-        img_size=32, patch_size=patch_size, crop_pct=1.0, num_classes=10, label_names=CIFAR10_LABELS,
-        mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),  # CIFAR-10 training-set statistics
-        hf_hub_id=f'{HUB_NAMESPACE}/{architecture}.cifar10', origin_url=None)
+        img_size=spec.img_size, patch_size=patch_size, crop_pct=1.0, num_classes=len(spec.label_names),
+        label_names=spec.label_names, mean=mean, std=std, hf_hub_id=f'{HUB_NAMESPACE}/{architecture}.{spec.name}',
+        origin_url=None)
 
 
-def _idc_cfg(architecture: str, patch_size: int) -> Dict[str, Any]:
-    # ImageNet statistics: IDC models are fine-tuned from the ImageNet weights.
-    return _cfg(
-        img_size=50, patch_size=patch_size, crop_pct=1.0, num_classes=2, label_names=IDC_LABELS,
-        hf_hub_id=f'{HUB_NAMESPACE}/{architecture}.idc', origin_url=None)
+def _data_cfgs(architecture: str, patch_size: int) -> Dict[str, Dict[str, Any]]:
+    return {f'{architecture}.{spec.name}': _data_cfg(architecture, patch_size, spec)
+            for spec in DATASETS.values() if spec.publishes_tag}
 
 
 default_cfgs = generate_default_cfgs({
@@ -878,12 +677,10 @@ default_cfgs = generate_default_cfgs({
     'patchconvnet_s60_multi_p16.fb_in1k': _cfg(_FB + 's60_multi_scratch_1k.pth'),
     'patchconvnet_s60_p8.fb_in1k': _cfg(_FB + 's60_224_1k.pth', patch_size=8),
     'patchconvnet_s60_p8.fb_in22k_ft_in1k': _cfg(_FB + 's60_224_21k.pth', patch_size=8),
-    'patchconvnet_s60_p4.cifar10': _cifar10_cfg('patchconvnet_s60_p4', patch_size=4),
-    'patchconvnet_s60_p4.idc': _idc_cfg('patchconvnet_s60_p4', patch_size=4),
+    **_data_cfgs('patchconvnet_s60_p4', patch_size=4),
     'patchconvnet_s60_p4.fb_in1k': _cfg(_FB + 's60_224_1k.pth', patch_size=4),
     'patchconvnet_s60_p4.fb_in22k_ft_in1k': _cfg(_FB + 's60_224_21k.pth', patch_size=4),
-    'patchconvnet_ti12_p4.cifar10': _cifar10_cfg('patchconvnet_ti12_p4', patch_size=4),
-    'patchconvnet_ti12_p4.idc': _idc_cfg('patchconvnet_ti12_p4', patch_size=4),
+    **_data_cfgs('patchconvnet_ti12_p4', patch_size=4),
     'patchconvnet_test_p4': _cfg(img_size=32, patch_size=4, crop_pct=1.0),
 })
 

@@ -26,7 +26,7 @@ def missing_dependency(err: ModuleNotFoundError, task: str, extras: str) -> int:
 def upload_parser(doc: str, *positionals: Tuple[str, str]) -> argparse.ArgumentParser:
     """The parser of a push command: `doc` (its module docstring) as the description, the positional arguments as
     (name, help) pairs, then the upload options of `hub.add_upload_arguments`; the command adds its own after."""
-    from ..hub import add_upload_arguments  # the hub extra: imported only when a command runs
+    from ..hub.upload import add_upload_arguments  # the hub extra: imported only when a command runs
 
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name, help_text in positionals:
@@ -37,14 +37,15 @@ def upload_parser(doc: str, *positionals: Tuple[str, str]) -> argparse.ArgumentP
 
 def run_upload_command(args, errors, export: Callable[[str], str], push: Callable[..., str]) -> int:
     """What each push command does with the options of `hub.add_upload_arguments`: with --dry-run DIR,
-    `export(DIR)` (it returns what to print); else `push(export_dir=, token=, private=, revision=, commit_message=)`
-    (it returns the URL). The exception types `errors`, and OSError, become one `error:` line and exit code 2."""
+    `export(DIR)` (it returns what to print); else `push(**upload_options)` (the fields of `hub.UploadOptions`; it
+    returns the URL). The exception types `errors`, and OSError, become one `error:` line and exit code 2."""
+    from ..hub.upload import UploadOptions
+
     try:
         if args.dry_run:
             print(export(args.dry_run))
         else:
-            url = push(export_dir=args.export_dir, token=args.token, private=args.private, revision=args.revision,
-                       commit_message=args.commit_message)
+            url = push(**vars(UploadOptions.from_args(args)))
             print(f'uploaded to {url}')
     except (*(errors if isinstance(errors, tuple) else (errors,)), OSError) as err:
         # OSError too: the export folder cannot be written (permissions, a full disk)

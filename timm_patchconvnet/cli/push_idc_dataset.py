@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     try:
         from ..data import DataError
         from ..hub import HubError
-        from ..hub_dataset import export_idc_dataset, push_idc_dataset
+        from ..hub.dataset import export_idc_dataset, push_idc_dataset
     except ModuleNotFoundError as err:
         return missing_dependency(err, 'publishing the IDC data set', 'hub,train')
     args = build_parser().parse_args(argv)

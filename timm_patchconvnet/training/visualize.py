@@ -6,10 +6,10 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from .attention import eval_mode, get_attention_map, overlay_attention
-from .checkpoints import atomic_file
-from .images import to_rgb
-from .patchconvnet import PatchConvNet
+from ..attention import eval_mode, get_attention_map, overlay_attention
+from ..images import to_rgb
+from ..model_folder import atomic_file
+from ..patchconvnet import PatchConvNet
 
 __all__ = ['save_attention_grid']
 

@@ -1,27 +1,26 @@
-"""Files a training run writes, each written atomically: a reader or a crash never sees half a file."""
+"""The folder of a trained model, as timm's `save_for_hf` writes it (model.safetensors + config.json), and the
+atomic writes behind every file a run or an export writes: a reader or a crash never sees half a file.
+
+Training writes these folders and the Hub export copies them; `timm.create_model('local-dir:FOLDER',
+pretrained=True)` and transformers' `AutoModelForImageClassification.from_pretrained(FOLDER)` load them.
+"""
 import json
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Sequence
 
 import torch.nn as nn
 from timm.models import save_for_hf
 
-if TYPE_CHECKING:  # Accelerate only for training: the Hub export uses this module without it
-    from accelerate import Accelerator
+__all__ = ['MODEL_FILES', 'TRANSFORMERS_OWN_ARGS', 'atomic_file', 'atomic_write_json', 'portable_model_config',
+           'save_model_folder', 'write_model_config']
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-__all__ = ['PROGRESS_FILE', 'RUN_OUTPUTS', 'TRANSFORMERS_OWN_ARGS', 'atomic_file', 'atomic_write_json',
-           'latest_training_state', 'portable_model_config', 'remove_leftovers', 'save_model_folder',
-           'save_training_state', 'write_model_config']
-
-PROGRESS_FILE = 'progress.json'  # our progress and settings, beside Accelerate's state: JSON, never unpickled
-RUN_OUTPUTS = ('model.safetensors', 'config.json', 'metrics.json', 'attention.png')  # a run's results
+MODEL_FILES = ('model.safetensors', 'config.json')
 
 # What transformers' timm wrapper (TimmWrapperForImageClassification, TimmWrapperModel) passes to timm.create_model
 # itself, besides `**model_args`: `pretrained=False`, and `num_classes` (the config's num_labels, read from the
@@ -52,56 +51,6 @@ def _fsync(path) -> None:
 
 def atomic_write_json(path: Path, data: Dict[str, Any]) -> None:
     atomic_file(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + '\n'))
-
-
-def save_training_state(accelerator: 'Accelerator', root: Path, epoch: int, progress: Dict[str, Any]) -> None:
-    """Accelerate's state (model, optimizer, scheduler, RNGs) after `epoch` and `progress` as PROGRESS_FILE, in
-    `root/epoch-NNNN`; `root/latest` names it once it is complete, then older states are removed."""
-    folder = root / f'epoch-{epoch:04d}'
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(folder))  # every process writes its own RNG state here
-    if accelerator.is_main_process:
-        atomic_write_json(folder / PROGRESS_FILE, progress)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        atomic_file(root / 'latest', lambda tmp: tmp.write_text(folder.name))
-        for old in root.glob('epoch-*'):
-            if old.name != folder.name:
-                shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-
-
-def latest_training_state(root: Path) -> Optional[Path]:
-    """The last complete state saved by `save_training_state`, or None; ValueError if `root/latest` names anything
-    but one of its `epoch-NNNN` folders (it must not lead a resume out of `root`)."""
-    pointer = root / 'latest'
-    if not pointer.exists():
-        return None
-    name = pointer.read_text(errors='replace').strip()
-    if not re.fullmatch(r'epoch-\d{4,}', name):
-        raise ValueError(f'{pointer} should name an epoch-NNNN folder, not {name[:40]!r}')
-    return root / name
-
-
-def remove_leftovers(folder: Path) -> None:
-    """What a killed run leaves behind in its output `folder`: `save_model_folder`'s staging folders, `atomic_file`'s
-    temporary files (`.NAME.*`) and states that `state/latest` does not name (a save cut short). Call it only while
-    holding the folder's lock: a running run's files look the same."""
-    state = folder / 'state'
-    try:
-        latest = latest_training_state(state)
-    except (OSError, ValueError):  # a broken pointer: keep every state, --resume says what is wrong
-        return
-    temporary = [f'.{name}.*' for name in (*RUN_OUTPUTS, 'latest')]
-    for parent, patterns in ((folder, ['.staging.*', '.probe-*', *temporary]), (state, ['epoch-*', *temporary])):
-        for pattern in patterns:
-            for path in parent.glob(pattern):
-                if path == latest:
-                    continue
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
 
 
 def save_model_folder(model: nn.Module, folder: Path, label_names: Sequence[str]) -> None:

@@ -1,28 +1,30 @@
 """The Gradio demo as a Hugging Face Space: `demo/app.py`, its examples and this package in one folder.
 
 `export_space_folder` writes exactly what the Space runs: app.py, the example images, requirements.txt, a README
-whose front matter configures the Space, and a copy of the modules of `timm_patchconvnet` (not on PyPI), so the
-Space imports it from its own root. Nothing else: the Space is public (see `space_files`). `push_space` uploads
-that folder and sets the PATCHCONVNET_CHECKPOINTS variable app.py reads.
+(`templates/space_card.md`) whose front matter configures the Space, and a copy of the top-level modules of
+`timm_patchconvnet` (not on PyPI), so the Space imports it from its own root. Nothing else: the Space is public
+(see `space_files`). `push_space` uploads that folder (`upload.publish`) and sets the PATCHCONVNET_MODELS variable
+app.py reads.
 """
 import logging
 import shutil
 from importlib import metadata
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import timm
 from huggingface_hub import HfApi, SpaceCard, SpaceCardData
 
-from .hub import CARD_FILE, HubError, _HUB_ERRORS, _scrub, check_repo_id, export_or_stage, new_export_folder
-from .hub import push_folder, resolve_token
-from .patchconvnet import HUB_NAMESPACE
+from ..pretrained import HUB_NAMESPACE
+from .cards import render_card
+from .upload import CARD_FILE, HubError, UploadOptions, check_repo_id, hub_errors, new_export_folder, publish
 
-__all__ = ['CHECKPOINTS_VARIABLE', 'export_space_folder', 'push_space', 'space_files']
+__all__ = ['CHECKPOINTS_VARIABLE', 'MODELS_VARIABLE', 'export_space_folder', 'push_space', 'space_files']
 
 logger = logging.getLogger(__name__)
-CHECKPOINTS_VARIABLE = 'PATCHCONVNET_CHECKPOINTS'
-PACKAGE_DIR = Path(__file__).resolve().parent
+MODELS_VARIABLE = 'PATCHCONVNET_MODELS'
+CHECKPOINTS_VARIABLE = MODELS_VARIABLE  # its name before 0.2
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # the example images the demo shows (demo.EXAMPLE_SUFFIXES, not imported: demo.py imports Gradio)
 EXAMPLE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp')
 # gradio comes from the Space's sdk_version; torch and torchvision are the Space's CPU build of the latest release
@@ -30,18 +32,18 @@ REQUIREMENTS = ('torch', 'torchvision', f'timm>={timm.__version__}', 'safetensor
                 'numpy', 'matplotlib', 'scikit-learn')
 
 
-def check_space_checkpoints(checkpoints: Sequence[str]) -> List[str]:
-    """The checkpoints a Space can load: Hub ids and timm names; a local folder exists on this machine only."""
-    if not checkpoints:
-        raise HubError('Name at least one --checkpoint for the Space: hf-hub:ORG/NAME or a timm name with tag.')
-    for spec in checkpoints:
+def check_space_models(models: Sequence[str]) -> List[str]:
+    """The models a Space can load: Hub ids and timm names; a local folder exists on this machine only."""
+    if not models:
+        raise HubError('Name at least one --model for the Space: hf-hub:ORG/NAME or a timm name with tag.')
+    for spec in models:
         if spec.startswith('local-dir:') or Path(spec).expanduser().exists():
             raise HubError(f'{spec!r} is a local folder, which the Space cannot read: publish it first with '
                            '`patchconvnet-push-model RUN_DIR ORG/NAME` (python hub/push_model.py in a checkout), '
                            'then pass hf-hub:ORG/NAME.')
         if ',' in spec:
-            raise HubError(f'{spec!r}: a checkpoint name cannot contain a comma.')
-    return list(checkpoints)
+            raise HubError(f'{spec!r}: a model name cannot contain a comma.')
+    return list(models)
 
 
 def _gradio_version() -> str:
@@ -52,37 +54,21 @@ def _gradio_version() -> str:
                        'Space can pin the Gradio release the demo runs with.') from err
 
 
-def build_space_card(checkpoints: Sequence[str], title: str) -> SpaceCard:
-    models = [spec[len('hf-hub:'):] for spec in checkpoints if spec.startswith('hf-hub:')]
+def build_space_card(models: Sequence[str], title: str) -> SpaceCard:
+    hub_models = [spec[len('hf-hub:'):] for spec in models if spec.startswith('hf-hub:')]
     data = SpaceCardData(title=title, emoji='🔎', colorFrom='indigo', colorTo='red', sdk='gradio',
                          sdk_version=_gradio_version(), app_file='app.py', pinned=False, license='apache-2.0',
-                         models=models or None, short_description='Where PatchConvNet looked: attention heatmaps')
-    listing = '\n'.join(f'- `{spec}`' for spec in checkpoints)
-    body = f"""
-# {title}
-
-Upload an image and see where PatchConvNet's attention-based pooling looked: the top classes, the pooling's
-attention as a heatmap over the image, and its raw map on the token grid. For models with per-class tokens, choose
-the class whose map is shown.
-
-Models served (the `{CHECKPOINTS_VARIABLE}` variable of this Space, comma-separated; change it in the settings):
-
-{listing}
-
-Built with [timm-patchconvnet](https://huggingface.co/{HUB_NAMESPACE}): PatchConvNet
-(Touvron et al. 2021, [arXiv:2112.13692](https://arxiv.org/abs/2112.13692)) as a timm plugin. Run it locally with
-`patchconvnet-demo --checkpoint CHECKPOINT` (timm-patchconvnet with its `demo` extra). Not a medical device:
-heatmaps show what the model weighed, not what is in the tissue.
-"""
-    return SpaceCard(f'---\n{data.to_yaml()}\n---\n{body}')
+                         models=hub_models or None, short_description='Where PatchConvNet looked: attention heatmaps')
+    return render_card(SpaceCard, 'space_card.md', data, served=list(models), models_variable=MODELS_VARIABLE,
+                       hub_namespace=HUB_NAMESPACE)
 
 
-def export_space_folder(demo_dir: str, out_dir: str, checkpoints: Sequence[str],
+def export_space_folder(demo_dir: str, out_dir: str, models: Sequence[str],
                         title: str = 'PatchConvNet attention', package_dir: Optional[str] = None) -> Path:
     """Write the Space into the new or empty folder `out_dir` from the checkout's `demo_dir` and the package in
     `package_dir` (default: this one). Only an allow-list is copied (`space_files`): a Space is public, so a token
     in a dotfile, a file a symbolic link points at or a stray note beside the sources must never reach it."""
-    checkpoints = check_space_checkpoints(checkpoints)
+    models = check_space_models(models)
     demo = Path(demo_dir)
     app = demo / 'app.py'
     if app.is_symlink() or not app.is_file():
@@ -90,7 +76,7 @@ def export_space_folder(demo_dir: str, out_dir: str, checkpoints: Sequence[str],
                        'timm-patchconvnet checkout.')
     package = Path(package_dir) if package_dir is not None else PACKAGE_DIR
     files = space_files(demo, package)
-    card = build_space_card(checkpoints, title)  # before writing: a missing Gradio leaves no half export
+    card = build_space_card(models, title)  # before writing: a missing Gradio leaves no half export
     folder = new_export_folder(out_dir)
     for source, target in files.items():
         (folder / target).parent.mkdir(parents=True, exist_ok=True)
@@ -102,8 +88,8 @@ def export_space_folder(demo_dir: str, out_dir: str, checkpoints: Sequence[str],
 
 def space_files(demo: Path, package: Path) -> Dict[Path, str]:
     """What the Space runs, as {source file: path in the Space}: demo/app.py, the example images of
-    demo/examples/ (those the demo shows: see EXAMPLE_SUFFIXES) and the package's modules (its *.py files; not
-    its subpackages: cli/ holds console commands the Space does not run). Dotfiles are never taken; symbolic links
+    demo/examples/ (those the demo shows: see EXAMPLE_SUFFIXES) and the package's top-level modules (its *.py files;
+    not its subpackages: cli/, training/ and hub/ hold what the Space does not run). Dotfiles are never taken; symbolic links
     are not followed but skipped, each reported as a warning."""
     files = {demo / 'app.py': 'app.py'}
     for source in _plain_files(demo / 'examples'):
@@ -132,36 +118,19 @@ def _is_link(path: Path) -> bool:
     return False
 
 
-def push_space(
-        demo_dir: str,
-        repo_id: str,
-        checkpoints: Sequence[str],
-        *,
-        export_dir: Optional[str] = None,
-        token: Optional[str] = None,
-        private: bool = False,
-        revision: Optional[str] = None,
-        commit_message: Optional[str] = None,
-        api: Optional[HfApi] = None,
-) -> str:
+def push_space(demo_dir: str, repo_id: str, models: Sequence[str], *, api: Optional[HfApi] = None,
+               **upload: Any) -> str:
     """Export the Space (`export_space_folder`), upload it to the Space `repo_id`, and set the variable that names
-    its checkpoints. The export goes to `export_dir`, or a temporary folder removed after a successful upload."""
-    repo_id = check_repo_id(repo_id)
-    checkpoints = check_space_checkpoints(checkpoints)
-    token = resolve_token(token)
-    api = api or HfApi()
-    folder = export_or_stage(export_dir, 'patchconvnet-space-',
-                             lambda out: export_space_folder(demo_dir, out, checkpoints))
-    url = push_folder(folder, repo_id, 'space', token=token, private=private, revision=revision,
-                      commit_message=commit_message or 'Upload the PatchConvNet attention demo', api=api,
-                      space_sdk='gradio')
-    try:
-        api.add_space_variable(repo_id, CHECKPOINTS_VARIABLE, ','.join(checkpoints),
-                               description='checkpoints app.py serves, comma-separated', token=token)
-    except _HUB_ERRORS as err:
-        raise HubError(_scrub(
-            f'The Space {repo_id} was uploaded, but setting its {CHECKPOINTS_VARIABLE} variable failed: '
-            f'{type(err).__name__}: {err}. Set it in the Space settings to {",".join(checkpoints)}.', token)) from err
-    if export_dir is None:
-        shutil.rmtree(folder, ignore_errors=True)
-    return url
+    its models; `upload` are the fields of `UploadOptions` (export_dir, token, private, revision, commit_message)."""
+    options = UploadOptions(**upload)
+    models = check_space_models(models)
+
+    def set_models_variable(hub: HfApi, token: str) -> None:
+        with hub_errors(f'The Space {repo_id} was uploaded, but setting its {MODELS_VARIABLE} variable failed', token,
+                        f'Set it in the Space settings to {",".join(models)}.'):
+            hub.add_space_variable(repo_id, MODELS_VARIABLE, ','.join(models),
+                                   description='models app.py serves, comma-separated', token=token)
+
+    return publish(repo_id, 'space', lambda out: export_space_folder(demo_dir, out, models), options,
+                   commit_message='Upload the PatchConvNet attention demo', api=api, space_sdk='gradio',
+                   after_upload=set_models_variable)

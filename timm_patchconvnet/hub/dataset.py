@@ -1,14 +1,14 @@
 """The IDC breast-histopathology patches as a Hugging Face data set *with* patient ids, ready for the Hub.
 
 `export_idc_dataset` turns the Kaggle folder into parquet shards (`image`, `label`, `patient_id`, `x`, `y`),
-optionally pre-split by patient exactly as `train.py --dataset idc` splits it, with a data set card;
-`push_idc_dataset` uploads that folder (see `timm_patchconvnet.hub` for tokens and errors).
+optionally pre-split by patient exactly as `train.py --dataset idc` splits it, with a data set card
+(`templates/dataset_card.md`); `push_idc_dataset` uploads that folder (`upload.publish`). Reading and splitting
+are `timm_patchconvnet.data`'s, not repeated here.
 """
 import math
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import datasets
 from datasets.info import DatasetInfo, DatasetInfosDict
@@ -17,11 +17,14 @@ from datasets.table import embed_table_storage
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData, HfApi
 
-from .data import IDC_LABEL_NAMES, SPLIT_NAMES, load_splits, read_idc_kaggle_folder
-from .hub import (CARD_FILE, IDC_KAGGLE_ID, HubError, check_repo_id, export_or_stage, new_export_folder, push_folder,
-                  resolve_token)
+from ..data import IDC_LABEL_NAMES, SPLIT_NAMES, load_splits, read_idc_kaggle_folder
+from .cards import render_card
+from .upload import CARD_FILE, HubError, UploadOptions, check_repo_id, new_export_folder, publish
 
 __all__ = ['DatasetExport', 'build_idc_dataset_card', 'export_idc_dataset', 'push_idc_dataset']
+
+IDC_KAGGLE_ID = 'paultimothymooney/breast-histopathology-images'
+PRETTY_NAME = 'Breast Histopathology Images (IDC) with patient ids'
 
 @dataclass
 class DatasetExport:
@@ -127,7 +130,7 @@ def build_idc_dataset_card(
         tags=['medical', 'histopathology', 'breast-cancer', 'patient-ids'],
         size_categories=[_size_category(total)],
         source_datasets=[f'kaggle:{IDC_KAGGLE_ID}'],
-        pretty_name='Breast Histopathology Images (IDC) with patient ids',
+        pretty_name=PRETTY_NAME,
     )
     features = next(iter(splits.values())).features
     info = DatasetInfo(
@@ -137,103 +140,24 @@ def build_idc_dataset_card(
     DatasetInfosDict({'default': info}).to_dataset_card_data(card_data)
     MetadataConfigs({'default': {'data_files': [{'split': name, 'path': f'data/{name}-*'} for name in splits]}}
                     ).to_dataset_card_data(card_data)
-    body = '\n'.join((
-        _dataset_card_summary(total, splits, skipped_images),
-        _dataset_card_columns(),
-        _dataset_card_splits(splits, protocol, split_by_patient),
-        _dataset_card_usage(repo_id or 'ORG/NAME'),
-        _dataset_card_licence(),
-    ))
-    return DatasetCard(f'---\n{card_data.to_yaml()}\n---\n\n{body}')
+    patient_ids = [set(split['patient_id']) for split in splits.values()]
+    positives = [sum(split['label']) for split in splits.values()]
+    return render_card(
+        DatasetCard, 'dataset_card.md', card_data, total=total, patients=len(set().union(*patient_ids)),
+        positives=sum(positives), kaggle_id=IDC_KAGGLE_ID, skipped_images=skipped_images,
+        label_names=IDC_LABEL_NAMES, split_by_patient=split_by_patient, protocol=protocol,
+        split_rows=[(name, len(split), len(ids), positive)
+                    for (name, split), ids, positive in zip(splits.items(), patient_ids, positives)],
+        repo_id=repo_id or 'ORG/NAME')
 
 
-def _patients(split: datasets.Dataset) -> int:
-    return len(set(split['patient_id']))
-
-
-def _dataset_card_summary(total: int, splits: Dict[str, datasets.Dataset], skipped_images: int) -> str:
-    patients = len(set().union(*(set(split['patient_id']) for split in splits.values())))
-    positives = sum(sum(split['label']) for split in splits.values())
-    left_out = f' Unreadable image files left out: {skipped_images}.' if skipped_images else ''
-    return (
-        '# Breast Histopathology Images (IDC) with patient ids\n\n'
-        f'{total} RGB patches of breast-cancer whole-slide images from {patients} patients ({positives} invasive '
-        f'ductal carcinoma positive, {total - positives} negative), converted from the Kaggle data set '
-        f'[{IDC_KAGGLE_ID}](https://www.kaggle.com/datasets/{IDC_KAGGLE_ID}) with `timm_patchconvnet.hub`. '
-        'Unlike the copies of it known on the Hub, it keeps each patch\'s **patient id** and position, so that '
-        'models can be tested on patients they never saw: a random patch-level split leaks patients between '
-        'train and test and inflates scores.\n\n'
-        'Each file of the Kaggle folder `<patient_id>/<0|1>/<patient_id>_idx5_x<X>_y<Y>_class<0|1>.png` is one '
-        f'row, once (the archive\'s duplicate `IDC_regular_ps50_idx5/` copy is ignored).{left_out} Images keep '
-        'their original PNG bytes: most are 50x50, edge patches are smaller.\n'
-    )
-
-
-def _dataset_card_columns() -> str:
-    return (
-        '## Columns\n\n| column | type | meaning |\n|---|---|---|\n'
-        '| `image` | image | the PNG patch |\n'
-        f'| `label` | class label | 0 `{IDC_LABEL_NAMES[0]}`, 1 `{IDC_LABEL_NAMES[1]}` (`class` in the file name) |\n'
-        '| `patient_id` | string | the patient (folder) the patch comes from |\n'
-        '| `x`, `y` | int32 | the patch\'s pixel position in the slide (file name), to put a slide back together |\n'
-    )
-
-
-def _dataset_card_splits(splits: Dict[str, datasets.Dataset], protocol: str, split_by_patient: bool) -> str:
-    rows = '\n'.join(f'| {name} | {len(split)} | {_patients(split)} | {sum(split["label"])} |'
-                     for name, split in splits.items())
-    verdict = ('Pre-split **by patient** with train.py\'s seeded split.' if split_by_patient else
-               '**Not pre-split.** Split by `patient_id`, never by patch.')
-    return (f'## Splits\n\n{verdict} {protocol}\n\n| split | patches | patients | positive |\n|---|---|---|---|\n'
-            f'{rows}\n')
-
-
-def _dataset_card_usage(repo_id: str) -> str:
-    return (
-        '## Use\n\n```python\nfrom datasets import load_dataset\n'
-        f'idc = load_dataset("{repo_id}")\n```\n\n'
-        f'With timm-patchconvnet, `python train.py --dataset idc --hub-id {repo_id}` trains on it with a seeded '
-        'patient-level split (its splits are pooled, then split by patient again with `--seed`).\n'
-    )
-
-
-def _dataset_card_licence() -> str:
-    return (
-        '## Licence, source and limitations\n\n'
-        'The Kaggle page of the data set lists it as CC0 1.0 (public domain); the patches come from the '
-        'breast-cancer slides of Janowczyk & Madabhushi (2016, J Pathol Inform 7:29) and Cruz-Roa et al. (2014, '
-        'SPIE 9041). Check the source licence and cite those works before you redistribute or publish with it.\n\n'
-        'For research and teaching only. Labels are patch-level annotations of one public collection; a model '
-        'trained on it is **not a medical device** and must not be used for diagnosis or any clinical decision.\n'
-    )
-
-
-def push_idc_dataset(
-        kaggle_dir: str,
-        repo_id: str,
-        *,
-        export_dir: Optional[str] = None,
-        split_by_patient: bool = True,
-        seed: int = 0,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.2,
-        shard_size: int = 10_000,
-        token: Optional[str] = None,
-        private: bool = False,
-        revision: Optional[str] = None,
-        commit_message: Optional[str] = None,
-        api: Optional[HfApi] = None,
-) -> str:
-    """Export the Kaggle IDC folder (`export_idc_dataset`) and upload it to the data set repo `repo_id`. The
-    export goes to `export_dir`, or a temporary folder removed after a successful upload; a failed upload keeps
-    it."""
-    repo_id = check_repo_id(repo_id)
-    token = resolve_token(token)  # before the long conversion
-    folder = export_or_stage(export_dir, 'patchconvnet-idc-', lambda out: export_idc_dataset(
+def push_idc_dataset(kaggle_dir: str, repo_id: str, *, split_by_patient: bool = True, seed: int = 0,
+                     val_fraction: float = 0.1, test_fraction: float = 0.2, shard_size: int = 10_000,
+                     api: Optional[HfApi] = None, **upload: Any) -> str:
+    """Export the Kaggle IDC folder (`export_idc_dataset`) and upload it to the data set repo `repo_id`; `upload`
+    are the fields of `UploadOptions` (export_dir, token, private, revision, commit_message). Returns the URL."""
+    options = UploadOptions(**upload)
+    return publish(repo_id, 'dataset', lambda out: export_idc_dataset(
         kaggle_dir, out, repo_id=repo_id, split_by_patient=split_by_patient, seed=seed, val_fraction=val_fraction,
-        test_fraction=test_fraction, shard_size=shard_size).folder)
-    url = push_folder(folder, repo_id, 'dataset', token=token, private=private, revision=revision,
-                      commit_message=commit_message or 'Upload the IDC patches with patient ids', api=api)
-    if export_dir is None:
-        shutil.rmtree(folder, ignore_errors=True)
-    return url
+        test_fraction=test_fraction, shard_size=shard_size).folder, options,
+        commit_message='Upload the IDC patches with patient ids', api=api)

@@ -22,21 +22,21 @@ from accelerate.utils import RNG_STATE_NAME, load, set_seed
 from filelock import FileLock, Timeout
 from safetensors import SafetensorError
 from safetensors.torch import load_file
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_data_config
+from timm.data import resolve_data_config
 from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .checkpoints import (PROGRESS_FILE, RUN_OUTPUTS, atomic_write_json, latest_training_state, remove_leftovers,
-                          save_model_folder, save_training_state)
-from .config import TORCH_OPTIMIZER_LAMB, TrainConfig  # re-exported; defined where the Hub tools read them
-from .data import DataSplits, ImageClassificationDataset, build_transform, load_splits
+from ..config import TORCH_OPTIMIZER_LAMB, TrainConfig, resume_key
+from ..data import DataSplits, ImageClassificationDataset, build_transform, load_splits
+from ..dataset_specs import dataset_spec
+from ..model_folder import atomic_write_json, save_model_folder
+from ..patchconvnet import PatchConvNet
 from .metrics import classification_metrics
-from .patchconvnet import PatchConvNet
+from .run_files import PROGRESS_FILE, RUN_OUTPUTS, latest_training_state, remove_leftovers, save_training_state
 from .visualize import save_attention_grid
 
-__all__ = ['TORCH_OPTIMIZER_LAMB', 'TrainConfig', 'TrainingError', 'train', 'evaluate_checkpoint',
-           'create_training_model']
+__all__ = ['TrainingError', 'create_training_model', 'evaluate_checkpoint', 'evaluate_pretrained', 'train']
 
 _logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class Progress:
 
 
 def create_training_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
-    """The model to train: random, or pretrained (a tag, `local-dir:`/`hf-hub:`, or a checkpoint file) with its
+    """The model to train: random, or pretrained (a tag, `local-dir:`/`hf-hub:`, or a weights file) with its
     head replaced for `num_classes` when `--num-classes` says so."""
     if cfg.num_classes is not None and cfg.num_classes != num_classes:
         raise TrainingError(f'--num-classes {cfg.num_classes} does not match the data, which has {num_classes} '
@@ -103,7 +103,7 @@ def create_training_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     return model
 
 
-CHECKPOINT_SUFFIXES = ('.safetensors', '.pth', '.pt', '.bin', '.tar', '.ckpt')
+WEIGHTS_FILE_SUFFIXES = ('.safetensors', '.pth', '.pt', '.bin', '.tar', '.ckpt')
 
 
 def _create_pretrained(cfg: TrainConfig, extra: Dict[str, Any]) -> nn.Module:
@@ -123,7 +123,7 @@ def _create_pretrained(cfg: TrainConfig, extra: Dict[str, Any]) -> nn.Module:
             overlay = dict(file=source, num_classes=file_classes)
             return timm.create_model(cfg.model, pretrained=True, num_classes=file_classes,
                                      pretrained_cfg_overlay=overlay, **extra)
-        if '/' in source or os.sep in source or source.lower().endswith(CHECKPOINT_SUFFIXES):  # a path, not a tag
+        if '/' in source or os.sep in source or source.lower().endswith(WEIGHTS_FILE_SUFFIXES):  # a path, not a tag
             raise TrainingError(f'--pretrained {source}: no such file.')
         name = cfg.model if source == 'default' else f'{cfg.model}.{source}'  # a tag of --model
         return timm.create_model(name, pretrained=True, **extra)
@@ -132,21 +132,18 @@ def _create_pretrained(cfg: TrainConfig, extra: Dict[str, Any]) -> nn.Module:
                             'Check the file, or for hf-hub: the network and HF_HUB_OFFLINE.') from err
 
 
-# Image sizes of the data sets, so that a model's default tag (e.g. 224 for ImageNet weights) does not decide them.
-DATA_IMG_SIZES = {'digits': 32, 'cifar10': 32, 'idc': 50}
-CIFAR10_MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-
-
 def fit_to_data(model: nn.Module, cfg: TrainConfig, splits: DataSplits) -> None:
     """Make the model's pretrained cfg describe this training: the data's image size, classes and label names,
     and the normalisation of its pretrained weights (or, from scratch, of the data). Training, evaluation and
     the saved config.json all read the preprocessing from it."""
     pretrained_cfg = model.pretrained_cfg  # the same dict as model.default_cfg: update in place
-    size = cfg.img_size or DATA_IMG_SIZES.get(splits.kind) or pretrained_cfg['input_size'][-1]
+    spec = dataset_spec(splits.kind)
+    # the data set's size, so that a model's default tag (e.g. 224 for ImageNet weights) does not decide it
+    size = cfg.img_size or spec.img_size or pretrained_cfg['input_size'][-1]
     pretrained_cfg.update(input_size=(3, size, size), crop_pct=1.0, num_classes=len(splits.label_names),
                           label_names=tuple(splits.label_names), pool_size=None)
     if not cfg.pretrained:
-        mean, std = CIFAR10_MEAN_STD if splits.kind == 'cifar10' else (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+        mean, std = spec.mean_std
         pretrained_cfg.update(mean=mean, std=std, tag=None)
 
 
@@ -162,7 +159,7 @@ def _head_size(state_dict: Dict[str, torch.Tensor]) -> int:
 
 def _create_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     if cfg.opt == TORCH_OPTIMIZER_LAMB:
-        import torch_optimizer  # the package the seed paper used; timm's 'lamb' is deit's recipe (see README)
+        import torch_optimizer  # the package the seed paper used; timm's 'lamb' is deit's algorithm
         no_decay = model.no_weight_decay() if hasattr(model, 'no_weight_decay') else ()
         groups = param_groups_weight_decay(model, cfg.weight_decay, no_weight_decay_list=no_decay)
         return torch_optimizer.Lamb(groups, lr=cfg.lr)
@@ -310,14 +307,6 @@ def _load_accelerate_state(accelerator: Accelerator, state: Path) -> None:
                             f'({type(err).__name__}: {_first_words(err)}). Start a new run with --overwrite.') from err
 
 
-def _run_key(cfg: TrainConfig, num_processes: int) -> Dict[str, Any]:
-    """Settings a resumed run must share with the saved one."""
-    keys = ('dataset', 'data_dir', 'hub_id', 'model', 'pretrained', 'num_classes', 'img_size', 'epochs', 'batch_size',
-            'grad_accum_steps', 'opt', 'lr', 'weight_decay', 'momentum', 'sched', 'warmup_epochs', 'label_smoothing',
-            'drop_path', 'seed', 'val_fraction', 'test_fraction', 'max_steps_per_epoch', 'mixed_precision')
-    return {**{k: getattr(cfg, k) for k in keys}, 'num_processes': num_processes}
-
-
 def train(cfg: TrainConfig) -> Dict[str, Any]:
     """Train, keep the best model on validation loss, stop early, evaluate it on the test split.
 
@@ -371,7 +360,7 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, out: Path, started: float
             if cfg.overwrite and resume_from is None:
                 _clear_previous_run(out)
             remove_leftovers(out)
-    progress = Progress(_run_key(cfg, accelerator.num_processes))
+    progress = Progress(resume_key(cfg, accelerator.num_processes))
     if resume_from is not None:  # the settings first: another model's weights would fail as a size mismatch
         progress.load_state_dict(_read_progress(resume_from))
 
@@ -492,7 +481,7 @@ def _data_record(splits: DataSplits) -> Dict[str, Any]:
     }
 
 
-def evaluate_checkpoint(cfg: TrainConfig) -> Dict[str, Any]:
+def evaluate_pretrained(cfg: TrainConfig) -> Dict[str, Any]:
     """Test metrics of a saved model (`cfg.pretrained`, e.g. `local-dir:runs/digits`) on `cfg.dataset`'s test
     split, as in training (same split, same preprocessing, gathered over processes)."""
     accelerator = Accelerator(cpu=_processes_without_gpus(), mixed_precision=cfg.mixed_precision)
@@ -507,3 +496,5 @@ def evaluate_checkpoint(cfg: TrainConfig) -> Dict[str, Any]:
     return {'test': dict(classification_metrics(labels, probs, splits.label_names), loss=test_loss),
             'data': _data_record(splits)}
 
+
+evaluate_checkpoint = evaluate_pretrained  # its name before 0.2

@@ -1,0 +1,114 @@
+"""The data sets this project knows, one `DatasetSpec` each: the one place that names a data set.
+
+Data loading (`data.py`), training (image size, normalisation, augmentation), the model cards (`hub/`) and the
+pretrained cfgs of the registered models (`patchconvnet.py`, a `cifar10` or `idc` tag per data set that publishes
+one) all read this table. Adding a data set is adding an entry to `DATASETS`: a Hub data set in the standard
+`image`/`label` layout needs no other change.
+"""
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torchvision import transforms
+
+__all__ = ['Augmentation', 'DATASETS', 'DatasetSpec', 'GENERIC', 'IMAGENET_MEAN_STD', 'dataset_spec']
+
+MeanStd = Tuple[Tuple[float, float, float], Tuple[float, float, float]]
+IMAGENET_MEAN_STD: MeanStd = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """A training augmentation recipe, applied in this order: flips, rotation, affine, colour jitter."""
+    hflip: bool = False
+    vflip: bool = False
+    rotation: float = 0.  # degrees, either way
+    affine: Optional[Dict[str, object]] = None  # torchvision RandomAffine's arguments
+    color_jitter: Optional[Tuple[float, float, float]] = None  # brightness, contrast, saturation
+
+    def pil_transforms(self) -> List[Callable]:
+        """The recipe as torchvision transforms of a PIL image."""
+        steps: List[Callable] = []
+        if self.hflip:
+            steps.append(transforms.RandomHorizontalFlip())
+        if self.vflip:
+            steps.append(transforms.RandomVerticalFlip())
+        if self.rotation:
+            steps.append(transforms.RandomRotation(self.rotation))
+        if self.affine is not None:
+            steps.append(transforms.RandomAffine(**self.affine))
+        if self.color_jitter is not None:
+            steps.append(transforms.ColorJitter(*self.color_jitter))
+        return steps
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What the project knows of one data set. `reader` names how `data.py` reads it: 'digits' (bundled with
+    scikit-learn), 'hub' (a Hub data set in its Hub layout, or a local copy of its parquet files), 'idc' (the Kaggle
+    IDC folder, or parquet/Hub copies with patient ids)."""
+    name: str  # the --dataset value, and the pretrained tag of models trained on it
+    title: str  # for cards and messages
+    reader: str
+    split: str  # 'carve' (seeded three-way split), 'source_test' (the source's test split) or 'by_patient'
+    label_names: Optional[Tuple[str, ...]] = None  # None: read from the source
+    img_size: Optional[int] = None  # None: the model's
+    mean_std: MeanStd = IMAGENET_MEAN_STD  # normalisation of a model trained from scratch on it
+    augmentation: Augmentation = Augmentation(hflip=True)
+    hub_id: Optional[str] = None  # the default source on the Hugging Face Hub
+    hub_config: Optional[str] = None
+    local_layout: str = ''  # what a local copy (--data-dir) looks like, for messages
+    origin: str = ''  # a sentence on where the data comes from, for cards
+    card_tags: Tuple[str, ...] = ()
+    medical: bool = False  # cards then say the model is not validated clinically
+    preset: Optional[str] = None  # the preset that trains the model behind this data set's pretrained tag
+    short_title: str = field(default='')
+
+    @property
+    def bundled(self) -> bool:
+        """Whether it ships with a package (nothing to download, no Hub id to cite)."""
+        return self.reader == 'digits'
+
+    @property
+    def publishes_tag(self) -> bool:
+        """Whether registered models carry a pretrained tag named after this data set (e.g. `.cifar10`)."""
+        return self.preset is not None
+
+
+DATASETS: Dict[str, DatasetSpec] = {spec.name: spec for spec in (
+    DatasetSpec(
+        name='digits', title="scikit-learn's digits", short_title='digits', reader='digits', split='carve',
+        label_names=tuple(str(d) for d in range(10)), img_size=32,
+        augmentation=Augmentation(affine=dict(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1))),  # no flips
+        origin="the 1,797 8x8 handwritten digits bundled with scikit-learn, upscaled to 32x32",
+        card_tags=('digits',)),
+    DatasetSpec(
+        name='cifar10', title='CIFAR-10', short_title='CIFAR-10', reader='hub', split='source_test',
+        label_names=('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'),
+        img_size=32, mean_std=((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),  # its training-set statistics
+        augmentation=Augmentation(hflip=True, rotation=10, affine=dict(degrees=0, scale=(0.9, 1.1), shear=10),
+                                  color_jitter=(0.2, 0.2, 0.2)),  # the seed paper's
+        hub_id='uoft-cs/cifar10', hub_config='plain_text',
+        local_layout='plain_text/train-*.parquet and plain_text/test-*.parquet',
+        card_tags=('cifar10',), preset='table2-lamb'),
+    DatasetSpec(
+        name='idc', title='Breast Histopathology Images (IDC)', short_title='IDC', reader='idc', split='by_patient',
+        label_names=('idc_negative', 'idc_positive'), img_size=50,
+        # tissue has no orientation; stain colour carries the diagnosis, so colours stay untouched (the seed paper's)
+        augmentation=Augmentation(hflip=True, vflip=True, rotation=10),
+        local_layout='the Kaggle folder <patient_id>/<0|1>/<patient_id>_idx5_x<X>_y<Y>_class<0|1>.png, or parquet '
+                     'files with patient_id, x and y',
+        origin='50x50 RGB crops of breast-cancer whole-slide images (Kaggle [paultimothymooney/breast-histopathology'
+               '-images](https://www.kaggle.com/datasets/paultimothymooney/breast-histopathology-images)), labelled '
+               'invasive ductal carcinoma (IDC) positive or negative; edge patches smaller than 50x50 are resized',
+        card_tags=('histopathology', 'breast-cancer', 'medical-imaging'), medical=True, preset='idc-finetune'),
+)}
+
+# any other source: a `hub:<repo_id>` data set or a local folder, in datasets' image-classification layout
+GENERIC = DatasetSpec(name='generic', title='image classification data', short_title='images', reader='hub',
+                      split='carve')
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The spec of a data set by its name, `GENERIC` for any other (a `hub:` id, a folder, 'generic')."""
+    return DATASETS.get(name, GENERIC)
