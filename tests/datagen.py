@@ -72,3 +72,30 @@ def write_cifar10_parquet(root: Path, num_train: int = 200, num_test: int = 50) 
                                           features=features)
         data.to_parquet(root / 'plain_text' / f'{split}-00000-of-00001.parquet')
     return root
+
+
+def write_idc_slides(root: Path, patients, grid: int = 6, seed: int = 0) -> dict:
+    """A Kaggle-layout IDC folder where each patient is a slide: a `grid` x `grid` raster of patches at
+    x, y = 1 + 50 * i (as in the real file names; the last column cut to 31 px wide, as edge patches are), with one
+    elliptical IDC region whose patches are class 1. IDC tissue is dense and purple, the rest pale pink stroma, so
+    a small model learns to tell them apart in a few epochs. Returns {patient: set of (x, y) of class-1 patches}."""
+    rng = np.random.default_rng(seed)
+    regions = {}
+    for n, patient in enumerate(patients):
+        centre = rng.uniform(1.5, grid - 1.5, 2)
+        radii = rng.uniform(1.2, 2.0, 2)
+        positive = set()
+        for i in range(grid):
+            for j in range(grid):
+                x, y = 1 + 50 * i, 1 + 50 * j
+                inside = ((i + .5 - centre[0]) / radii[0]) ** 2 + ((j + .5 - centre[1]) / radii[1]) ** 2 <= 1
+                colour = (150, 60, 160) if inside else (235, 190, 210)
+                width = 31 if i == grid - 1 else 50
+                pixels = np.clip(rng.normal(colour, 18, (50, width, 3)), 0, 255).astype(np.uint8)
+                path = root / patient / str(int(inside)) / f'{patient}_idx5_x{x}_y{y}_class{int(inside)}.png'
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels).save(path)
+                if inside:
+                    positive.add((x, y))
+        regions[patient] = positive
+    return regions

@@ -47,7 +47,7 @@ def test_the_console_scripts_are_the_ones_pyproject_declares():
                  if ep.group == 'console_scripts'}
     assert installed == COMMANDS
     assert set(COMMANDS) == {'patchconvnet-train', 'patchconvnet-push-model', 'patchconvnet-push-idc',
-                             'patchconvnet-push-space', 'patchconvnet-demo'}
+                             'patchconvnet-push-space', 'patchconvnet-demo', 'patchconvnet-slides'}
 
 
 @pytest.mark.parametrize('command', sorted(COMMANDS))

@@ -237,7 +237,7 @@ def test_a_patient_level_idc_card_reports_the_binary_metrics(cifar_run, tmp_path
     values = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert values == {'accuracy': 0.8, 'balanced_accuracy': 0.75, 'f1': 0.6, 'recall': 0.7, 'specificity': 0.8}
     assert card.data.datasets == ['someone/idc'] and 'histopathology' in card.data.tags
-    assert '**Patient-level split**' in card.text and 'has not been validated clinically' in card.text
+    assert '**Patient-level split (seeded patient split)**' in card.text and 'has not been validated clinically' in card.text
 
     local_source = str(tmp_path / 'private' / 'IDC')  # train.py's patch-level warning names the data folder
     metrics['data'].update(patient_level=False, source=local_source,

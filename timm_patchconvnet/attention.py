@@ -12,7 +12,7 @@ from torchvision import transforms
 from .images import to_gray, to_rgb
 from .patchconvnet import PatchConvNet
 
-__all__ = ['ImageExplanation', 'explain_image', 'get_attention_map', 'overlay_attention']
+__all__ = ['ImageExplanation', 'attention_and_logits', 'explain_image', 'get_attention_map', 'overlay_attention']
 
 ImageInput = Union[Image.Image, np.ndarray, torch.Tensor]
 
@@ -148,6 +148,15 @@ def get_attention_map(
     if normalize:
         maps = _scale_to_unit(maps)
     return maps[0] if single else maps
+
+
+def attention_and_logits(model: PatchConvNet, x: torch.Tensor, *, class_index: Optional[int] = None,
+                         ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """For a preprocessed batch `x` (B, C, H, W): the pooling's raw token-grid maps (B, h, w), exactly as
+    `get_attention_map(model, x, upsample=False, normalize=False)`, and the logits of the same forward pass (None for
+    a model without classifier). One pass for both, where a prediction and its map are wanted for many images."""
+    _check_attention_pool(model)
+    return _maps_and_logits(model, _checked_input(model, x), class_index)
 
 
 def _scale_to_unit(maps: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ import math
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
-from .dataset_specs import DATASETS
+from .dataset_specs import DATASETS, PUBLISHED_SPLITS, SEEDED
 
 __all__ = ['CIFAR10_HUB_ID', 'TORCH_OPTIMIZER_LAMB', 'Option', 'TrainConfig', 'check_settings', 'describe_range',
            'options', 'public_command', 'public_value', 'resume_key']
@@ -68,7 +68,13 @@ class TrainConfig:
     drop_path: float = option(0., 'stochastic depth rate', range=SHARE)
     patience: int = option(10, 'stop after this many epochs without a lower validation loss', range=POSITIVE,
                            fixed_on_resume=False)
-    seed: int = option(0, 'seed of the split, the initialisation and the data order', range=(0, 2 ** 32 - 1, True, True))
+    seed: int = option(0, 'seed of the split, the initialisation and the data order',
+                       range=(0, 2 ** 32 - 1, True, True))
+    split: str = option(SEEDED, "'seeded' (a seeded split, by patient where the data has patient ids) or a published "
+                                "patient split of --dataset: 'janowczyk' for idc (Janowczyk & Madabhushi 2016, "
+                                '84/29/49 patients)', choices=(SEEDED, *PUBLISHED_SPLITS))
+    allow_missing_patients: bool = option(False, 'with a published --split, go on when listed patients are missing '
+                                                 'from the data (they are counted in metrics.json)')
     val_fraction: float = option(0.1, 'share of the data (or of the patients) held out for validation', range=FRACTION)
     test_fraction: float = option(0.2, 'share held out for testing (when the source has no test split)',
                                   range=FRACTION)

@@ -16,15 +16,15 @@ import numpy as np
 import torch
 from PIL import Image
 from sklearn.datasets import load_digits
-from timm.data.transforms import str_to_interp_mode
 from torchvision import transforms
 
-from .dataset_specs import DATASETS, GENERIC, DatasetSpec, dataset_spec
-from .images import to_rgb
-from .splits import SplitError, hold_out, split_by_patient, stratification, three_way_split
+from .dataset_specs import DATASETS, GENERIC, SEEDED, DatasetSpec, dataset_spec, published_split
+from .images import exact_size_transform, to_rgb
+from .pretrained import HUB_NAMESPACE
+from .splits import SplitError, hold_out, published_patient_split, split_by_patient, stratification, three_way_split
 
-__all__ = ['DataError', 'DataSplits', 'ImageClassificationDataset', 'build_transform', 'load_splits',
-           'read_idc_kaggle_folder']
+__all__ = ['DataError', 'DataSplits', 'ImageClassificationDataset', 'build_transform', 'load_idc_patches',
+           'load_splits', 'read_idc_kaggle_folder']
 
 _logger = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ class DataSplits:
     patient_level: bool = False  # True only when split by patient (no patient in two splits)
     skipped_images: int = 0  # unreadable image files left out
     ignored_files: int = 0  # files of an IDC folder whose names are not IDC patch names (also said in `protocol`)
+    # 'published split', 'seeded patient split' or 'patch-level' for patient data; 'example-level' otherwise
+    protocol_kind: str = 'example-level'
 
 
 def load_splits(
@@ -62,13 +64,16 @@ def load_splits(
         seed: int = 0,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
+        split: str = SEEDED,
+        allow_missing_patients: bool = False,
         cache_dir: Optional[str] = None,
 ) -> DataSplits:
     """Train/validation/test splits of `dataset`: 'digits', 'cifar10', 'idc', 'hub:<repo_id>' or a local folder.
 
     Every split has an `image` column (PIL on access) and a `label` ClassLabel column; IDC also keeps `patient_id`,
     `x`, `y` when known. Carved splits are seeded and stratified; `val_fraction` / `test_fraction` are fractions of
-    all examples (of all patients for IDC). `cache_dir` is handed to `datasets.load_dataset`.
+    all examples (of all patients for IDC). `split` is 'seeded' or a published patient split of the data set
+    ('janowczyk' for IDC: see `dataset_specs`). `cache_dir` is handed to `datasets.load_dataset`.
     """
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
         raise DataError(
@@ -76,10 +81,18 @@ def load_splits(
             'less than 1, leaving examples to train on.')
     root = _existing_folder(data_dir, '--data-dir') if data_dir is not None else None
     try:
+        if split != SEEDED and (dataset not in DATASETS or split not in DATASETS[dataset].published_splits):
+            raise DataError(f'--split {split} is not a published split of --dataset {dataset}; published splits: '
+                            + (', '.join(f'{name} ({spec.name})' for spec in DATASETS.values()
+                                         for name in spec.published_splits) or 'none') + '.')
         if dataset in DATASETS:
             spec = DATASETS[dataset]
-            reader = {'digits': _load_digits, 'hub': _load_hub_layout, 'idc': _load_idc}[spec.reader]
-            splits = reader(spec, root, hub_id, seed, val_fraction, test_fraction, cache_dir)
+            if spec.reader == 'idc':
+                splits = _load_idc(spec, root, hub_id, seed, val_fraction, test_fraction, cache_dir, split,
+                                   allow_missing_patients)
+            else:
+                reader = {'digits': _load_digits, 'hub': _load_hub_layout}[spec.reader]
+                splits = reader(spec, root, hub_id, seed, val_fraction, test_fraction, cache_dir)
         elif dataset.startswith('hub:'):
             repo_id = dataset[len('hub:'):]
             splits = _load_generic(_load_hub(repo_id, None, cache_dir), repo_id, seed, val_fraction, test_fraction)
@@ -101,14 +114,8 @@ def build_transform(kind: str, data_config: Dict[str, Any], train: bool) -> Call
     data config of the model."""
     if kind not in DATASETS and kind != GENERIC.name:
         raise DataError(f'Unknown data kind {kind!r}: use one of {", ".join([*DATASETS, GENERIC.name])}.')
-    _, height, width = data_config['input_size']
-    return transforms.Compose([
-        *(dataset_spec(kind).augmentation.pil_transforms() if train else []),
-        # an exact size, not timm's resize-and-crop: IDC edge patches are not square and digits are tiny
-        transforms.Resize((height, width), interpolation=str_to_interp_mode(data_config['interpolation'])),
-        transforms.ToTensor(),
-        transforms.Normalize(data_config['mean'], data_config['std']),
-    ])
+    augmentation = dataset_spec(kind).augmentation.pil_transforms() if train else []
+    return transforms.Compose([*augmentation, *exact_size_transform(data_config).transforms])
 
 
 class ImageClassificationDataset(torch.utils.data.Dataset):
@@ -155,7 +162,8 @@ def _load_hub_layout(
     else:
         source_name = str(root)
         subfolder = root / spec.hub_config if spec.hub_config else root
-        data_files = {split: sorted(str(p) for p in subfolder.glob(f'{split}-*.parquet')) for split in ('train', 'test')}
+        data_files = {split: sorted(str(p) for p in subfolder.glob(f'{split}-*.parquet'))
+                      for split in ('train', 'test')}
         if not all(data_files.values()):
             raise DataError(
                 f'--data-dir {root} does not have the Hub layout of {spec.title}: expected {spec.local_layout} (e.g. '
@@ -171,10 +179,20 @@ def _load_hub_layout(
     return DataSplits(train, validation, source['test'], _label_names(train), spec.name, source_name, protocol)
 
 
-def _load_idc(
-        spec: DatasetSpec, root: Optional[Path], hub_id: Optional[str], seed: int, val_fraction: float,
-        test_fraction: float, cache_dir: Optional[str],
-) -> DataSplits:
+def load_idc_patches(data_dir: Optional[str] = None, hub_id: Optional[str] = None,
+                     cache_dir: Optional[str] = None) -> datasets.Dataset:
+    """Every IDC patch of a source, unsplit: `image`, `label`, and `patient_id`, `x`, `y` where the source has them
+    (the Kaggle folder always does). For whole-slide maps (`slides.py`) and the Hub export."""
+    root = _existing_folder(data_dir, '--data-dir') if data_dir is not None else None
+    source, _, _ = _read_idc_source(DATASETS['idc'], root, hub_id, cache_dir)
+    return _pool(source)
+
+
+def _read_idc_source(
+        spec: DatasetSpec, root: Optional[Path], hub_id: Optional[str], cache_dir: Optional[str],
+) -> Tuple[datasets.DatasetDict, str, '_IdcFolder']:
+    """The IDC source as read (its own splits, standardised columns and labels), its name, and what reading the
+    Kaggle folder skipped and ignored."""
     kaggle = _IdcFolder(None, 0, 0)
     label_names = list(spec.label_names)
     if root is not None and not _has_parquet(root):
@@ -182,34 +200,52 @@ def _load_idc(
         source, source_name = datasets.DatasetDict(train=kaggle.data), str(root)
     elif root is not None:
         source, source_name = _load_local_folder(root, cache_dir), str(root)
-    elif hub_id is not None or spec.hub_id is not None:
-        source_name = hub_id or spec.hub_id
+    elif hub_id is not None or spec.project_hub_copy_published:
+        source_name = hub_id or f'{HUB_NAMESPACE}/{spec.project_hub_copy}'
         source = _load_hub(source_name, None, cache_dir)
     else:
         raise DataError(
-            f"--dataset {spec.name} needs --data-dir ({spec.local_layout}) or --hub-id (a Hub copy, e.g. "
-            "'dbzadnen/breast-histopathology-images').")
+            f"--dataset {spec.name} reads this project's Hub copy {HUB_NAMESPACE}/{spec.project_hub_copy} by default, "
+            f'which is not published yet: pass --data-dir ({spec.local_layout}) or --hub-id (a Hub copy with '
+            "patient_id, e.g. one pushed with patchconvnet-push-idc; 'dbzadnen/breast-histopathology-images' has "
+            'none, so its split is patch-level).')
     source = _standardise(source, extra_features=IDC_EXTRA_FEATURES)
     if _label_names(source['train']) != label_names:
         if len(_label_names(source['train'])) != 2:
             raise DataError(f'IDC labels must be 2 classes (negative, positive), got {_label_names(source["train"])}.')
         source = source.cast_column('label', datasets.ClassLabel(names=label_names))
+    return source, source_name, kaggle
 
+
+def _load_idc(
+        spec: DatasetSpec, root: Optional[Path], hub_id: Optional[str], seed: int, val_fraction: float,
+        test_fraction: float, cache_dir: Optional[str], split: str, allow_missing_patients: bool,
+) -> DataSplits:
+    source, source_name, kaggle = _read_idc_source(spec, root, hub_id, cache_dir)
+    label_names = list(spec.label_names)
     if 'patient_id' in source['train'].column_names:
-        train, validation, test, protocol = split_by_patient(_pool(source), seed, val_fraction, test_fraction)
+        if split == SEEDED:
+            train, validation, test, protocol = split_by_patient(_pool(source), seed, val_fraction, test_fraction)
+        else:
+            train, validation, test, protocol = published_patient_split(
+                _pool(source), published_split(spec, split), split, allow_missing_patients)
         if len(source) > 1:
             protocol += f" The source's own {'/'.join(source)} splits were pooled first."
         if kaggle.ignored:  # in the protocol too, so that metrics.json says what was left out
             protocol += f' {_ignored_note(kaggle.ignored)}'
         return DataSplits(train, validation, test, label_names, spec.name, source_name, protocol, True,
-                          kaggle.skipped, kaggle.ignored)
+                          kaggle.skipped, kaggle.ignored,
+                          'seeded patient split' if split == SEEDED else 'published split')
+    if split != SEEDED:
+        raise DataError(f'--split {split} splits by patient, and {source_name} has no patient_id column: use the '
+                        'Kaggle folder or a copy with patient ids.')
 
     (train, validation, test), protocol = _complete_splits(source, seed, val_fraction, test_fraction)
     warning = (f'PATCH-LEVEL split: {source_name} has no patient ids, so patches of the same patient may leak '
                'between train and test, inflating scores.')
     _logger.warning(warning)
     return DataSplits(train, validation, test, label_names, spec.name, source_name, f'{warning} {protocol}', False,
-                      kaggle.skipped)
+                      kaggle.skipped, protocol_kind='patch-level')
 
 
 def read_idc_kaggle_folder(folder: str) -> Tuple[datasets.Dataset, int]:

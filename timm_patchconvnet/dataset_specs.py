@@ -5,13 +5,16 @@ pretrained cfgs of the registered models (`patchconvnet.py`, a `cifar10` or `idc
 one) all read this table. Adding a data set is adding an entry to `DATASETS`: a Hub data set in the standard
 `image`/`label` layout needs no other change.
 """
+import json
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import transforms
 
-__all__ = ['Augmentation', 'DATASETS', 'DatasetSpec', 'GENERIC', 'IMAGENET_MEAN_STD', 'dataset_spec']
+__all__ = ['Augmentation', 'DATASETS', 'DatasetSpec', 'GENERIC', 'IMAGENET_MEAN_STD', 'PUBLISHED_SPLITS', 'SEEDED',
+           'dataset_spec', 'published_split']
 
 MeanStd = Tuple[Tuple[float, float, float], Tuple[float, float, float]]
 IMAGENET_MEAN_STD: MeanStd = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
@@ -62,7 +65,13 @@ class DatasetSpec:
     card_tags: Tuple[str, ...] = ()
     medical: bool = False  # cards then say the model is not validated clinically
     preset: Optional[str] = None  # the preset that trains the model behind this data set's pretrained tag
-    short_title: str = field(default='')
+    short_title: str = ''
+    # published patient splits: --split NAME -> a JSON file of this package with train/validation/test patient ids
+    # and its `source`
+    published_splits: Dict[str, str] = field(default_factory=dict)
+    # this project's own Hub copy (HUB_NAMESPACE/<name>), the default source when no other is given, once published
+    project_hub_copy: Optional[str] = None
+    project_hub_copy_published: bool = False
 
     @property
     def bundled(self) -> bool:
@@ -101,7 +110,9 @@ DATASETS: Dict[str, DatasetSpec] = {spec.name: spec for spec in (
         origin='50x50 RGB crops of breast-cancer whole-slide images (Kaggle [paultimothymooney/breast-histopathology'
                '-images](https://www.kaggle.com/datasets/paultimothymooney/breast-histopathology-images)), labelled '
                'invasive ductal carcinoma (IDC) positive or negative; edge patches smaller than 50x50 are resized',
-        card_tags=('histopathology', 'breast-cancer', 'medical-imaging'), medical=True, preset='idc-finetune'),
+        card_tags=('histopathology', 'breast-cancer', 'medical-imaging'), medical=True, preset='idc-finetune',
+        # Janowczyk & Madabhushi 2016 (J Pathol Inform 7:29): 84/29/49 cases, Cruz-Roa et al. 2014's split
+        published_splits={'janowczyk': 'idc_janowczyk_split.json'}, project_hub_copy='IDC'),
 )}
 
 # any other source: a `hub:<repo_id>` data set or a local folder, in datasets' image-classification layout
@@ -112,3 +123,15 @@ GENERIC = DatasetSpec(name='generic', title='image classification data', short_t
 def dataset_spec(name: str) -> DatasetSpec:
     """The spec of a data set by its name, `GENERIC` for any other (a `hub:` id, a folder, 'generic')."""
     return DATASETS.get(name, GENERIC)
+
+SEEDED = 'seeded'  # --split: a seeded split (by patient where the data has patient ids)
+PUBLISHED_SPLITS = tuple(sorted({name for spec in DATASETS.values() for name in spec.published_splits}))
+
+
+def published_split(spec: DatasetSpec, name: str) -> Dict[str, Any]:
+    """The published split `name` of `spec`: {'source': ..., 'train': [patient ids], 'validation': [...],
+    'test': [...]}, as shipped with this package."""
+    if name not in spec.published_splits:
+        known = ', '.join(spec.published_splits) or 'none'
+        raise ValueError(f'--split {name} is not a published split of --dataset {spec.name} (published: {known}).')
+    return json.loads((Path(__file__).resolve().parent / spec.published_splits[name]).read_text())

@@ -1,8 +1,12 @@
-"""Images of any PIL mode as the 8-bit RGB (or grayscale) the models see."""
+"""Images of any PIL mode as the 8-bit RGB (or grayscale) the models see, and the tensors made of them."""
+from typing import Any, Dict
+
 import numpy as np
 from PIL import Image
+from timm.data.transforms import str_to_interp_mode
+from torchvision import transforms
 
-__all__ = ['is_high_bit_depth', 'to_gray', 'to_rgb']
+__all__ = ['exact_size_transform', 'is_high_bit_depth', 'to_gray', 'to_rgb']
 
 _HIGH_DEPTH_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I', 'F')
 
@@ -55,3 +59,15 @@ def to_gray(image: Image.Image) -> Image.Image:
     """8-bit grayscale (`L`) of what `to_rgb` shows, for one-channel models: a 16-bit value v gives the same gray
     as in `to_rgb` (PIL's luma weights sum to exactly 1 on equal channels)."""
     return to_rgb(image).convert('L')
+
+
+def exact_size_transform(data_config: Dict[str, Any]) -> transforms.Compose:
+    """The preprocessing of training and evaluation: an exact resize to the model's `input_size` (not timm's
+    resize-and-crop: IDC edge patches are not square and digits are tiny), then its normalisation.
+    `data_config` is timm's resolved data config of the model."""
+    _, height, width = data_config['input_size']
+    return transforms.Compose([
+        transforms.Resize((height, width), interpolation=str_to_interp_mode(data_config['interpolation'])),
+        transforms.ToTensor(),
+        transforms.Normalize(data_config['mean'], data_config['std']),
+    ])

@@ -4,14 +4,17 @@ Two levels: `split_indices` / `three_way_indices` split positions given their st
 bins of patients); `hold_out`, `three_way_split` and `split_by_patient` apply them to a `datasets.Dataset` and
 return the sentence that `metrics.json` and the model card use to describe the protocol.
 """
-from typing import Tuple
+import logging
+from typing import Any, Dict, Tuple
 
 import datasets
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-__all__ = ['SplitError', 'hold_out', 'split_by_patient', 'split_indices', 'stratification', 'three_way_indices',
-           'three_way_split']
+__all__ = ['SplitError', 'hold_out', 'published_patient_split', 'split_by_patient', 'split_indices', 'stratification',
+           'three_way_indices', 'three_way_split']
+
+_logger = logging.getLogger(__name__)
 
 
 class SplitError(ValueError):
@@ -81,3 +84,32 @@ def split_by_patient(
     protocol = (f'Patient-level split (seed={seed}) of {len(patients)} patients: {test_fraction:.0%} of patients '
                 f'test, {val_fraction:.0%} validation, the rest train, {how}; no patient is in two splits.')
     return (*(data.select(r) for r in rows), protocol)
+
+
+def published_patient_split(
+        data: datasets.Dataset, published: Dict[str, Any], name: str, allow_missing: bool,
+) -> Tuple[datasets.Dataset, datasets.Dataset, datasets.Dataset, str]:
+    """Train, validation and test rows of `data` for the patient lists of a published split (`published`: its
+    `train`, `validation` and `test` ids and its `source`), and the protocol sentence. Patients of `data` in no list
+    are left out and counted; listed patients missing from `data` are an error, or with `allow_missing` a warning
+    counted in the protocol."""
+    present = set(np.asarray(data['patient_id']).astype(str).tolist())
+    lists = {split: [str(p) for p in published[split]] for split in ('train', 'validation', 'test')}
+    listed = set().union(*map(set, lists.values()))
+    missing = sorted(listed - present)
+    if missing and not allow_missing:
+        raise SplitError(f'{len(missing)} of the {len(listed)} patients of the published split {name!r} are not in the '
+                         f'data (e.g. {", ".join(missing[:5])}): use the complete data set, or pass '
+                         '--allow-missing-patients to train on the others.')
+    if missing:
+        _logger.warning('%d listed patients of the %s split are not in the data (e.g. %s); going on without them.',
+                        len(missing), name, ', '.join(missing[:5]))
+    patient_of_row = np.asarray(data['patient_id']).astype(str)
+    parts = [data.select(np.flatnonzero(np.isin(patient_of_row, lists[split]))) for split in lists]
+    left_out = sorted(present - listed)
+    counts = '/'.join(str(len(set(lists[split]) & present)) for split in lists)
+    protocol = (f'Published patient split {name!r} ({published["source"]}): {counts} train/validation/test patients '
+                f'of the lists; no patient is in two splits. {len(left_out)} patient(s) of the data in no list were '
+                'left out' + (f', and {len(missing)} listed patient(s) are missing from the data' if missing else '')
+                + '.')
+    return (*parts, protocol)

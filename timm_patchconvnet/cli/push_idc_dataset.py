@@ -6,7 +6,8 @@
 
 IDC/ is the Kaggle "Breast Histopathology Images" folder (<patient_id>/<0|1>/*.png). The result is parquet shards
 `data/<split>-NNNNN-of-NNNNN.parquet` with columns image, label, patient_id, x, y, split by patient as
-patchconvnet-train splits it (--seed, --val-fraction, --test-fraction), and a data set card.
+patchconvnet-train splits it (--split seeded with --seed, --val-fraction, --test-fraction, or --split janowczyk: the
+published patient lists), and a data set card.
 `datasets.load_dataset('ORG/NAME')` reads it; `patchconvnet-train --dataset idc --hub-id ORG/NAME` trains on it with
 the patient-level split. It needs the `hub` and `train` extras (`datasets` reads and writes the data); from a
 checkout, `python hub/push_idc_dataset.py` is the same command. Bad input, a missing token or a Hub error stop
@@ -15,6 +16,7 @@ with one `error:` line and exit code 2; a failed upload keeps the local export.
 import argparse
 import sys
 
+from ..dataset_specs import PUBLISHED_SPLITS, SEEDED
 from . import missing_dependency, run_upload_command, upload_parser
 
 
@@ -23,6 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
                            ('repo_id', 'the data set repo, ORG/NAME'))
     parser.add_argument('--no-split', action='store_true',
                         help='one train split with every patch instead of train/validation/test split by patient')
+    parser.add_argument('--split', choices=(SEEDED, *PUBLISHED_SPLITS), default=SEEDED,
+                        help="'seeded' (by patient, --seed and the fractions) or 'janowczyk': the published patient "
+                             'lists of Janowczyk & Madabhushi 2016 (84/29/49 patients; others left out)')
+    parser.add_argument('--allow-missing-patients', action='store_true',
+                        help='with a published --split, go on when listed patients are not in the folder')
     parser.add_argument('--seed', type=int, default=0, help='seed of the patient-level split (default: 0)')
     parser.add_argument('--val-fraction', type=float, default=0.1, help='share of patients for validation (0.1)')
     parser.add_argument('--test-fraction', type=float, default=0.2, help='share of patients for test (0.2)')
@@ -38,7 +45,8 @@ def main(argv=None) -> int:
     except ModuleNotFoundError as err:
         return missing_dependency(err, 'publishing the IDC data set', 'hub,train')
     args = build_parser().parse_args(argv)
-    split = dict(split_by_patient=not args.no_split, seed=args.seed, val_fraction=args.val_fraction,
+    split = dict(split_by_patient=not args.no_split, split=args.split,
+                 allow_missing_patients=args.allow_missing_patients, seed=args.seed, val_fraction=args.val_fraction,
                  test_fraction=args.test_fraction, shard_size=args.shard_size)
 
     def export(out: str) -> str:

@@ -18,6 +18,7 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData, HfApi
 
 from ..data import IDC_LABEL_NAMES, SPLIT_NAMES, load_splits, read_idc_kaggle_folder
+from ..dataset_specs import SEEDED
 from .cards import render_card
 from .upload import CARD_FILE, HubError, UploadOptions, check_repo_id, new_export_folder, publish
 
@@ -42,6 +43,8 @@ def export_idc_dataset(
         *,
         repo_id: Optional[str] = None,
         split_by_patient: bool = True,
+        split: str = SEEDED,
+        allow_missing_patients: bool = False,
         seed: int = 0,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
@@ -53,13 +56,15 @@ def export_idc_dataset(
     `datasets.load_dataset(<folder or repo>)` find the splits. `repo_id`: the data set's Hub id, for the card.
 
     With `split_by_patient`, the splits are train.py's patient-level ones (`load_splits('idc', ...)` with the same
-    seed and fractions); otherwise all patches form a single `train` split, to be split by `patient_id` by the user
-    (train.py does). Reading and splitting are `timm_patchconvnet.data`'s, not repeated here."""
+    `split`, seed and fractions: 'seeded', or 'janowczyk' for the published patient lists); otherwise all patches
+    form a single `train` split, to be split by `patient_id` by the user (train.py does). Reading and splitting are
+    `timm_patchconvnet.data`'s, not repeated here."""
     if repo_id is not None:
         check_repo_id(repo_id)
     if shard_size < 1:
         raise HubError(f'shard_size must be at least 1 row, got {shard_size}.')
-    splits, skipped, protocol = _idc_splits(kaggle_dir, split_by_patient, seed, val_fraction, test_fraction)
+    splits, skipped, protocol = _idc_splits(kaggle_dir, split_by_patient, split, allow_missing_patients, seed,
+                                            val_fraction, test_fraction)
     out = new_export_folder(out_dir)
     files, num_bytes, download_size = [], {}, 0
     for name, split in splits.items():
@@ -67,14 +72,16 @@ def export_idc_dataset(
         files += split_files
         download_size += sum((out / f).stat().st_size for f in split_files)
     card = build_idc_dataset_card(splits, num_bytes=num_bytes, download_size=download_size, skipped_images=skipped,
-                                  protocol=protocol, split_by_patient=split_by_patient, repo_id=repo_id)
+                                  protocol=protocol, split_by_patient=split_by_patient, repo_id=repo_id,
+                                  published=split_by_patient and split != SEEDED)
     card.save(out / CARD_FILE)
     return DatasetExport(out, {name: len(split) for name, split in splits.items()}, [*files, CARD_FILE], skipped,
                          protocol)
 
 
 def _idc_splits(
-        kaggle_dir: str, split_by_patient: bool, seed: int, val_fraction: float, test_fraction: float,
+        kaggle_dir: str, split_by_patient: bool, split: str, allow_missing_patients: bool, seed: int,
+        val_fraction: float, test_fraction: float,
 ) -> Tuple[Dict[str, datasets.Dataset], int, str]:
     if not split_by_patient:
         data, skipped = read_idc_kaggle_folder(kaggle_dir)
@@ -82,7 +89,7 @@ def _idc_splits(
                     'training (train.py does), never by patch.')
         return {'train': data}, skipped, protocol
     splits = load_splits('idc', data_dir=kaggle_dir, seed=seed, val_fraction=val_fraction,
-                         test_fraction=test_fraction)
+                         test_fraction=test_fraction, split=split, allow_missing_patients=allow_missing_patients)
     if not splits.patient_level:  # a source without patient ids, e.g. a folder of parquet files lacking them
         raise HubError(f'{kaggle_dir} has no patient ids, so it cannot be split by patient: pass the Kaggle folder.')
     return {name: getattr(splits, name) for name in SPLIT_NAMES}, splits.skipped_images, splits.protocol
@@ -120,6 +127,7 @@ def build_idc_dataset_card(
         protocol: str,
         split_by_patient: bool,
         repo_id: Optional[str] = None,
+        published: bool = False,
 ) -> DatasetCard:
     """The data set card: YAML (licence, task, size, `dataset_info` features and splits, `configs` data files, as
     `Dataset.push_to_hub` writes them) and a body on the source, columns, splits, loading and limits."""
@@ -145,19 +153,21 @@ def build_idc_dataset_card(
     return render_card(
         DatasetCard, 'dataset_card.md', card_data, total=total, patients=len(set().union(*patient_ids)),
         positives=sum(positives), kaggle_id=IDC_KAGGLE_ID, skipped_images=skipped_images,
-        label_names=IDC_LABEL_NAMES, split_by_patient=split_by_patient, protocol=protocol,
+        label_names=IDC_LABEL_NAMES, split_by_patient=split_by_patient, published=published, protocol=protocol,
         split_rows=[(name, len(split), len(ids), positive)
                     for (name, split), ids, positive in zip(splits.items(), patient_ids, positives)],
         repo_id=repo_id or 'ORG/NAME')
 
 
-def push_idc_dataset(kaggle_dir: str, repo_id: str, *, split_by_patient: bool = True, seed: int = 0,
-                     val_fraction: float = 0.1, test_fraction: float = 0.2, shard_size: int = 10_000,
-                     api: Optional[HfApi] = None, **upload: Any) -> str:
+def push_idc_dataset(kaggle_dir: str, repo_id: str, *, split_by_patient: bool = True, split: str = SEEDED,
+                     allow_missing_patients: bool = False, seed: int = 0, val_fraction: float = 0.1,
+                     test_fraction: float = 0.2, shard_size: int = 10_000, api: Optional[HfApi] = None,
+                     **upload: Any) -> str:
     """Export the Kaggle IDC folder (`export_idc_dataset`) and upload it to the data set repo `repo_id`; `upload`
     are the fields of `UploadOptions` (export_dir, token, private, revision, commit_message). Returns the URL."""
     options = UploadOptions(**upload)
     return publish(repo_id, 'dataset', lambda out: export_idc_dataset(
-        kaggle_dir, out, repo_id=repo_id, split_by_patient=split_by_patient, seed=seed, val_fraction=val_fraction,
+        kaggle_dir, out, repo_id=repo_id, split_by_patient=split_by_patient, split=split,
+        allow_missing_patients=allow_missing_patients, seed=seed, val_fraction=val_fraction,
         test_fraction=test_fraction, shard_size=shard_size).folder, options,
         commit_message='Upload the IDC patches with patient ids', api=api)

@@ -16,6 +16,7 @@ from ..config import public_command, public_value
 from ..dataset_specs import DATASETS, GENERIC
 from ..model_folder import MODEL_FILES, portable_model_config, write_model_config
 from ..pretrained import HUB_NAMESPACE
+from ..slides import SLIDES_DIR
 from .cards import render_card
 from .runs import CARD_METRIC_KEYS, EXAMPLE_IMAGE, TrainingRun, load_training_run
 from .upload import CARD_FILE, HubError, UploadOptions, brief, check_repo_id, new_export_folder, publish
@@ -150,7 +151,18 @@ def _model_card(run: TrainingRun, repo_id: str, dataset_id: Optional[str]) -> Mo
         per_class_accuracy=list(per_class.items()), class_names=list(per_class),
         confusion_matrix=list(zip(per_class, matrix)) if per_class and matrix else [],
         example_image=EXAMPLE_IMAGE if (run.folder / EXAMPLE_IMAGE).is_file() else None,
+        protocol_kind=data.get('protocol_kind', 'seeded patient split'),
+        patient_results=test if isinstance(test.get('per_patient'), dict) else None,
+        slides=[f'{SLIDES_DIR}/{path.name}' for path in _slide_files(run)],
         medical=spec.medical, cites_seed_paper=spec.publishes_tag)
+
+
+def _slide_files(run: TrainingRun) -> List[Path]:
+    """The whole-slide maps of the run (plain PNG files of slides/, no links: the export is public)."""
+    folder = run.folder / SLIDES_DIR
+    if folder.is_symlink() or not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob('*.png') if p.is_file() and not p.is_symlink())
 
 
 def _base_model(run: TrainingRun) -> Optional[str]:
@@ -184,6 +196,9 @@ def export_model_folder(run_dir: str, out_dir: str, repo_id: str, *, dataset_id:
     except ValueError as err:
         raise HubError(f'{run.folder / "config.json"}: {err}') from err
     out = new_export_folder(out_dir)
+    for path in _slide_files(run):
+        (out / SLIDES_DIR).mkdir(exist_ok=True)
+        shutil.copyfile(path, out / SLIDES_DIR / path.name)
     for name in (*MODEL_FILES, EXAMPLE_IMAGE):
         if name == 'config.json':
             write_model_config(out / name, config)

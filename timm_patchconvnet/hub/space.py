@@ -88,9 +88,9 @@ def export_space_folder(demo_dir: str, out_dir: str, models: Sequence[str],
 
 def space_files(demo: Path, package: Path) -> Dict[Path, str]:
     """What the Space runs, as {source file: path in the Space}: demo/app.py, the example images of
-    demo/examples/ (those the demo shows: see EXAMPLE_SUFFIXES) and the package's top-level modules (its *.py files;
-    not its subpackages: cli/, training/ and hub/ hold what the Space does not run). Dotfiles are never taken; symbolic links
-    are not followed but skipped, each reported as a warning."""
+    demo/examples/ (those the demo shows: see EXAMPLE_SUFFIXES) and the package's top-level modules (its *.py
+    files; not its subpackages: cli/, training/ and hub/ hold what the Space does not run). Dotfiles are never
+    taken; symbolic links are not followed but skipped, each reported as a warning."""
     files = {demo / 'app.py': 'app.py'}
     for source in _plain_files(demo / 'examples'):
         if source.suffix.lower() in EXAMPLE_SUFFIXES:

@@ -32,7 +32,8 @@ from ..data import DataSplits, ImageClassificationDataset, build_transform, load
 from ..dataset_specs import dataset_spec
 from ..model_folder import atomic_write_json, save_model_folder
 from ..patchconvnet import PatchConvNet
-from .metrics import classification_metrics
+from ..slides import SLIDES_DIR, predict_slide, render_slide, slide_from_rows
+from .metrics import classification_metrics, patient_results
 from .run_files import PROGRESS_FILE, RUN_OUTPUTS, latest_training_state, remove_leftovers, save_training_state
 from .visualize import save_attention_grid
 
@@ -263,7 +264,8 @@ def _clear_previous_run(out: Path) -> None:
     as this run's (a crash before the first save, or a resume, would otherwise find it)."""
     for name in RUN_OUTPUTS:
         (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / 'state', ignore_errors=True)
+    for folder in ('state', SLIDES_DIR):
+        shutil.rmtree(out / folder, ignore_errors=True)
 
 
 def _first_words(err: Exception, limit: int = 300) -> str:
@@ -365,8 +367,7 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, out: Path, started: float
         progress.load_state_dict(_read_progress(resume_from))
 
     with accelerator.main_process_first():
-        splits = load_splits(cfg.dataset, data_dir=cfg.data_dir, hub_id=cfg.hub_id, seed=cfg.seed,
-                             val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction)
+        splits = _load_data(cfg)
     accelerator.print(f'data: {splits.source}: {len(splits.train)} train, {len(splits.validation)} validation, '
                       f'{len(splits.test)} test images, {len(splits.label_names)} classes. {splits.protocol}')
     model = create_training_model(cfg, len(splits.label_names))
@@ -441,9 +442,8 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, out: Path, started: float
     # the best model, not the last one, is the result
     best = accelerator.unwrap_model(model)
     best.load_state_dict(load_file(out / 'model.safetensors'))
-    labels, probs, test_loss = _predict(model, test_loader, accelerator)
     result = {
-        'test': dict(classification_metrics(labels, probs, splits.label_names), loss=test_loss),
+        'test': _test_metrics(model, splits, val_loader, test_loader, accelerator),
         'best_epoch': progress.best_epoch,
         'best_validation_loss': progress.best_val_loss,
         'epochs_run': progress.epoch,
@@ -467,34 +467,69 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, out: Path, started: float
             with _writing(out):
                 save_attention_grid(best, examples['image'], examples['label'], splits.label_names, transform,
                                     out / 'attention.png')
+            if 'threshold' in result['test'] and 'patient_id' in splits.test.column_names:
+                with _writing(out):
+                    _save_slides(best, splits, result['test']['threshold'], out)
     accelerator.end_training()
     return result
 
 
+def _load_data(cfg: TrainConfig) -> DataSplits:
+    return load_splits(cfg.dataset, data_dir=cfg.data_dir, hub_id=cfg.hub_id, seed=cfg.seed,
+                       val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, split=cfg.split,
+                       allow_missing_patients=cfg.allow_missing_patients)
+
+
+def _test_metrics(model: nn.Module, splits: DataSplits, val_loader: DataLoader, test_loader: DataLoader,
+                  accelerator: Accelerator) -> Dict[str, Any]:
+    """The test metrics of `model`; for two classes split by patient, also per patient and per slide at a threshold
+    chosen on validation (`metrics.patient_results`)."""
+    labels, probs, test_loss = _predict(model, test_loader, accelerator)
+    test = dict(classification_metrics(labels, probs, splits.label_names), loss=test_loss)
+    if splits.patient_level and len(splits.label_names) == 2:
+        val_labels, val_probs, _ = _predict(model, val_loader, accelerator)
+        test.update(patient_results(val_labels, val_probs, labels, probs, splits.test['patient_id']))
+    return test
+
+
+def _save_slides(model: PatchConvNet, splits: DataSplits, threshold: float, out: Path, most: int = 3) -> None:
+    """Whole-slide maps of the `most` test patients with the most IDC patches, into out/slides/."""
+    patients = np.asarray(splits.test['patient_id']).astype(str)
+    positives = np.bincount(np.unique(patients, return_inverse=True)[1], weights=np.asarray(splits.test['label']))
+    chosen = np.unique(patients)[np.argsort(-positives, kind='stable')[:most]]
+    for patient in chosen:
+        slide = slide_from_rows(splits.test, patient)
+        render_slide(slide, predict_slide(model, slide), out / SLIDES_DIR / f'{patient}.png', threshold,
+                     title=f'test patient {patient}; threshold {threshold:.2f} (chosen on validation)')
+
+
 def _data_record(splits: DataSplits) -> Dict[str, Any]:
-    return {
+    record = {
         'kind': splits.kind, 'source': splits.source, 'protocol': splits.protocol,
+        'protocol_kind': splits.protocol_kind,
         'patient_level': splits.patient_level, 'skipped_images': splits.skipped_images,
         'ignored_files': splits.ignored_files,
         'sizes': {'train': len(splits.train), 'validation': len(splits.validation), 'test': len(splits.test)},
         'label_names': list(splits.label_names),
     }
+    if splits.patient_level:
+        record['patients'] = {name: len(set(getattr(splits, name)['patient_id']))
+                              for name in ('train', 'validation', 'test')}
+        record['test_patients'] = sorted(set(splits.test['patient_id']))
+    return record
 
 
 def evaluate_pretrained(cfg: TrainConfig) -> Dict[str, Any]:
     """Test metrics of a saved model (`cfg.pretrained`, e.g. `local-dir:runs/digits`) on `cfg.dataset`'s test
     split, as in training (same split, same preprocessing, gathered over processes)."""
     accelerator = Accelerator(cpu=_processes_without_gpus(), mixed_precision=cfg.mixed_precision)
-    splits = load_splits(cfg.dataset, data_dir=cfg.data_dir, hub_id=cfg.hub_id, seed=cfg.seed,
-                         val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction)
+    splits = _load_data(cfg)
     model = create_training_model(cfg, len(splits.label_names))
     if not cfg.pretrained.startswith(('local-dir:', 'hf-hub:')):  # a saved run's config.json already fits its data
         fit_to_data(model, cfg, splits)
-    _, _, test_loader = _loaders(cfg, splits, model)
-    model, test_loader = accelerator.prepare(model, test_loader)
-    labels, probs, test_loss = _predict(model, test_loader, accelerator)
-    return {'test': dict(classification_metrics(labels, probs, splits.label_names), loss=test_loss),
-            'data': _data_record(splits)}
+    _, val_loader, test_loader = _loaders(cfg, splits, model)
+    model, val_loader, test_loader = accelerator.prepare(model, val_loader, test_loader)
+    return {'test': _test_metrics(model, splits, val_loader, test_loader, accelerator), 'data': _data_record(splits)}
 
 
 evaluate_checkpoint = evaluate_pretrained  # its name before 0.2

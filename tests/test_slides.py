@@ -1,0 +1,168 @@
+"""IDC as the literature and pathologists read it: the published split, per-patient metrics, whole-slide maps."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+from PIL import Image
+from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
+
+from datagen import write_idc_slides
+from timm_patchconvnet.config import TrainConfig
+from timm_patchconvnet.data import DataError, load_idc_patches, load_splits
+from timm_patchconvnet.dataset_specs import DATASETS, published_split
+from timm_patchconvnet.slides import (SlideError, make_slide, patch_layer, predict_slide, region_scores, render_slide,
+                                      slide_from_rows, stitch)
+from timm_patchconvnet.training import train
+from timm_patchconvnet.training.metrics import per_patient_metrics
+
+BIN = Path(sys.executable).parent
+JANOWCZYK = published_split(DATASETS['idc'], 'janowczyk')
+
+
+def test_the_published_split_ships_with_its_source():
+    assert [len(JANOWCZYK[s]) for s in ('train', 'validation', 'test')] == [84, 29, 49]
+    assert 'Janowczyk' in JANOWCZYK['source'] and 'choosehappy/public' in JANOWCZYK['source']
+    assert len(set(JANOWCZYK['train']) | set(JANOWCZYK['validation']) | set(JANOWCZYK['test'])) == 162
+
+
+def test_the_published_split_uses_exactly_the_listed_patients(tmp_path):
+    listed = {split: JANOWCZYK[split][:2] for split in ('train', 'validation', 'test')}
+    unlisted = ['99990', '99991']
+    write_idc_slides(tmp_path / 'IDC', [*sum(listed.values(), []), *unlisted], grid=4)
+    with pytest.raises(DataError, match='--allow-missing-patients'):
+        load_splits('idc', data_dir=str(tmp_path / 'IDC'), split='janowczyk')
+    splits = load_splits('idc', data_dir=str(tmp_path / 'IDC'), split='janowczyk', allow_missing_patients=True)
+    for split in ('train', 'validation', 'test'):
+        assert set(getattr(splits, split)['patient_id']) == set(listed[split])
+    assert splits.protocol_kind == 'published split' and splits.patient_level
+    assert '2/2/2 train/validation/test patients' in splits.protocol and '2 patient(s) of the data in no list' \
+        in splits.protocol
+    with pytest.raises(DataError, match='not a published split of --dataset cifar10'):
+        load_splits('cifar10', data_dir=str(tmp_path / 'IDC'), split='janowczyk')
+
+
+def test_stitching_puts_every_patch_at_its_pixel_offset_exactly():
+    rng = np.random.default_rng(0)
+    sizes = {(1, 1): (50, 50), (51, 1): (31, 50), (1, 51): (50, 50), (51, 51): (31, 12)}  # edge patches smaller
+    patches = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in sizes.values()]
+    xs, ys = zip(*sizes)
+    slide = make_slide('p', patches, [x + 100 for x in xs], [y + 200 for y in ys])  # any origin
+    image = np.asarray(stitch(slide))
+    assert image.shape == (100, 81, 3)  # two rows of 50 high; 50 + 31 wide
+    for patch, (x, y) in zip(patches, sizes):
+        w, h = patch.size
+        assert np.array_equal(image[y - 1:y - 1 + h, x - 1:x - 1 + w], np.asarray(patch))
+
+
+def test_the_annotated_mask_is_the_class_1_patches(tmp_path):
+    regions = write_idc_slides(tmp_path / 'IDC', ['10001'], grid=5)
+    slide = slide_from_rows(load_idc_patches(str(tmp_path / 'IDC')), '10001')
+    mask = patch_layer(slide, (slide.labels == 1).astype(float), 0.) == 1
+    expected = np.zeros_like(mask)
+    x0, y0 = slide.origin
+    for x, y in regions['10001']:
+        w = 31 if x == 1 + 50 * 4 else 50
+        expected[y - y0:y - y0 + 50, x - x0:x - x0 + w] = True
+    assert mask.any() and np.array_equal(mask, expected)
+    assert region_scores(slide.labels == 1, slide.labels == 1) == {'dice': 1.0, 'iou': 1.0}
+    assert region_scores(np.zeros(3, bool), np.zeros(3, bool)) == {'dice': None, 'iou': None}
+
+
+def test_per_patient_metrics_equal_scikit_learn_on_each_patients_rows():
+    rng = np.random.default_rng(1)
+    patients = np.repeat(['a', 'b', 'c', 'd'], 30)
+    labels = rng.integers(0, 2, len(patients))
+    labels[patients == 'd'] = 0  # one class only: no balanced accuracy or ROC-AUC for that patient
+    probs = np.clip(labels * 0.4 + rng.random(len(labels)) * 0.7, 0, 1)
+    result = per_patient_metrics(labels, probs, patients, threshold=0.5)
+    for patient in 'abc':
+        mine = patients == patient
+        row = result['patients'][patient]
+        assert row['balanced_accuracy'] == pytest.approx(balanced_accuracy_score(labels[mine], probs[mine] >= 0.5))
+        assert row['f1'] == pytest.approx(f1_score(labels[mine], probs[mine] >= 0.5))
+        assert row['roc_auc'] == pytest.approx(roc_auc_score(labels[mine], probs[mine]))
+    assert result['patients']['d']['roc_auc'] is None and result['roc_auc']['patients'] == 3
+    assert result['balanced_accuracy']['mean'] == pytest.approx(
+        np.mean([result['patients'][p]['balanced_accuracy'] for p in 'abc']))
+
+
+def test_bad_slides_get_clear_errors(tmp_path):
+    write_idc_slides(tmp_path / 'IDC', ['10001', '10002'], grid=3)
+    patches = load_idc_patches(str(tmp_path / 'IDC'))
+    with pytest.raises(SlideError, match=r"No patches of patient '424242' here; the patients are: 10001, 10002"):
+        slide_from_rows(patches, '424242')
+    one = Image.new('RGB', (50, 50), (200, 100, 150))
+    with pytest.raises(SlideError, match='two patches at x=1, y=1: a.png and b.png'):
+        make_slide('p', [one, one], [1, 1], [1, 1], names=['a.png', 'b.png'])
+    slide = make_slide('p', [one], [1], [1], [1])  # a slide of one patch still renders
+    model = timm.create_model('patchconvnet_test_p4', num_classes=2).eval()
+    scores = render_slide(slide, predict_slide(model, slide), tmp_path / 'one.png', threshold=0.0)
+    assert Image.open(tmp_path / 'one.png').size[0] > 100 and scores == {'dice': 1.0, 'iou': 1.0}
+
+
+@pytest.fixture(scope='module')
+def idc_slide_run(tmp_path_factory):
+    """A small model trained for real on stand-in slides (10 patients, seeded patient split)."""
+    root = tmp_path_factory.mktemp('slides')
+    patients = [str(20001 + i) for i in range(10)]
+    write_idc_slides(root / 'IDC', patients, grid=6)
+    cfg = TrainConfig(dataset='idc', data_dir=str(root / 'IDC'), model='patchconvnet_test_p4', epochs=4,
+                      batch_size=32, lr=3e-3, output_dir=str(root / 'run'), seed=0)
+    return root, train(cfg)
+
+
+def test_a_model_trained_on_stand_in_slides_localises_the_regions(idc_slide_run):
+    root, result = idc_slide_run
+    test = result['test']
+    assert result['data']['protocol_kind'] == 'seeded patient split'
+    assert 0 < test['threshold'] < 1 and test['threshold_chosen_on'].startswith('validation')
+    assert test['regions']['slides'] == 2 and test['regions']['mean_dice'] >= 0.8, test['regions']
+    assert set(test['per_patient']['patients']) == set(result['data']['test_patients'])
+    written = sorted((root / 'run' / 'slides').glob('*.png'))
+    assert len(written) == 2 and all(Image.open(p).size[0] > 500 for p in written)
+    metrics = json.loads((root / 'run' / 'metrics.json').read_text())
+    assert metrics['test']['regions']['mean_dice'] == test['regions']['mean_dice']
+
+
+def test_the_slides_command_draws_a_patient_of_a_run(idc_slide_run, tmp_path):
+    root, result = idc_slide_run
+    patient = result['data']['test_patients'][0]
+    command = [BIN / 'patchconvnet-slides', '--model', root / 'run', '--data-dir', root / 'IDC', '--patient', patient,
+               '--out', tmp_path / 'maps']
+    done = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert f'{patient}.png: 36 patches; Dice ' in done.stdout and (tmp_path / 'maps' / f'{patient}.png').is_file()
+    bad = subprocess.run([str(c) for c in command[:-4]] + ['--patient', 'nobody'], capture_output=True, text=True,
+                         timeout=600)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: No patches of patient 'nobody'")
+
+
+def test_the_model_card_shows_the_protocol_the_patients_and_the_slides(idc_slide_run, tmp_path):
+    from timm_patchconvnet.hub import export_model_folder
+
+    root, result = idc_slide_run
+    out = export_model_folder(str(root / 'run'), str(tmp_path / 'export'), 'someone/idc-slides')
+    card = (out / 'README.md').read_text()
+    assert '**Patient-level split (seeded patient split)**' in card
+    assert 'chosen on the validation patients' in card and '| per test patient |' in card
+    assert f"mean Dice {result['test']['regions']['mean_dice']:.4f}" in card
+    slides = sorted(p.name for p in (out / 'slides').glob('*.png'))
+    assert len(slides) == 2 and all(f'](slides/{name})' in card for name in slides)
+
+
+def test_the_hub_export_carries_the_published_split(tmp_path):
+    from huggingface_hub import DatasetCard
+
+    from timm_patchconvnet.hub.dataset import export_idc_dataset
+
+    listed = {split: JANOWCZYK[split][:2] for split in ('train', 'validation', 'test')}
+    write_idc_slides(tmp_path / 'IDC', [*sum(listed.values(), []), '99990'], grid=4)
+    export = export_idc_dataset(str(tmp_path / 'IDC'), str(tmp_path / 'export'), split='janowczyk',
+                                allow_missing_patients=True)
+    assert export.num_rows == {name: 32 for name in ('train', 'validation', 'test')}  # 2 patients x 16 patches
+    card = DatasetCard.load(export.folder / 'README.md').text
+    assert 'Pre-split **by patient** (the published split)' in card and "Published patient split 'janowczyk'" in card

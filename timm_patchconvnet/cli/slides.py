@@ -1,0 +1,82 @@
+"""Whole-slide maps of IDC patients: the patches stitched back at their slide coordinates, a model's IDC probability
+per patch with the annotated region's outline, and the pooling's attention inside each patch.
+
+    patchconvnet-slides --model runs/idc --data-dir IDC/ --patient 9382 --patient 12909 --out slides/
+    patchconvnet-slides --model hf-hub:ORG/NAME --hub-id ORG/IDC --patient 9382
+
+--model is a training output folder (its threshold, chosen on validation, is used), `local-dir:DIR`,
+`hf-hub:ORG/NAME` or a timm name with tag. The data is the Kaggle folder, a folder of parquet files or a Hub data
+set with patient_id, x and y (patchconvnet-push-idc writes one). Prints each slide's Dice and IoU between the
+predicted IDC region (patches at or over the threshold) and the annotated one (class-1 patches). Needs the `train`
+extra (`datasets` reads the data).
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+from . import missing_dependency
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--model', required=True, help='a training output folder, local-dir:DIR, hf-hub:ORG/NAME or '
+                                                       'a timm name with tag')
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument('--data-dir', help='the Kaggle IDC folder or a folder of parquet files with patient ids')
+    source.add_argument('--hub-id', help='a Hub data set with patient_id, x and y')
+    parser.add_argument('--patient', action='append', required=True, help='a patient id; repeatable')
+    parser.add_argument('--out', default='slides', help='folder of the maps, one PNG per patient (default: slides)')
+    parser.add_argument('--threshold', type=float, help="IDC probability threshold (default: the run's, else 0.5)")
+    parser.add_argument('--batch-size', type=int, default=256, help='patches per forward pass (default: 256)')
+    return parser
+
+
+def run_threshold(model: str) -> Optional[float]:
+    """The threshold a training run chose on validation, from its metrics.json, if --model is such a folder."""
+    metrics = Path(model.removeprefix('local-dir:')) / 'metrics.json'
+    try:
+        return float(json.loads(metrics.read_text())['test']['threshold'])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        import timm
+
+        from ..data import DataError, load_idc_patches
+        from ..pretrained import PretrainedWeightsUnavailableError
+        from ..slides import SlideError, predict_slide, render_slide, slide_from_rows
+    except ModuleNotFoundError as err:
+        return missing_dependency(err, 'whole-slide maps', 'train')
+    threshold = args.threshold if args.threshold is not None else run_threshold(args.model) or 0.5
+    if not 0 <= threshold <= 1:
+        print(f'error: --threshold must be in [0, 1], got {threshold}', file=sys.stderr)
+        return 2
+    try:
+        spec = f'local-dir:{args.model}' if Path(args.model).is_dir() else args.model
+        model = timm.create_model(spec, pretrained=True).eval()
+        patches = load_idc_patches(args.data_dir, args.hub_id)
+        missing = [c for c in ('patient_id', 'x', 'y') if c not in patches.column_names]
+        if missing:
+            raise SlideError(f'The data has no {", ".join(missing)} column: slides need patient ids and positions '
+                             '(the Kaggle folder, or a copy written by patchconvnet-push-idc).')
+        for patient in args.patient:
+            slide = slide_from_rows(patches, patient)
+            path = Path(args.out) / f'{patient}.png'
+            scores = render_slide(slide, predict_slide(model, slide, args.batch_size), path, threshold,
+                                  title=f'patient {patient}; threshold {threshold:.2f}')
+            region = (f"; Dice {scores['dice']:.3f}, IoU {scores['iou']:.3f}" if scores.get('dice') is not None
+                      else '')
+            print(f'{path}: {len(slide.patches)} patches{region}')
+    except (DataError, SlideError, PretrainedWeightsUnavailableError, RuntimeError, OSError) as err:
+        print('error: ' + ' '.join(str(err).split()), file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
