@@ -119,7 +119,9 @@ def test_explain_image_gives_probabilities_and_the_map_of_one_forward_pass(model
     with torch.no_grad():
         torch.testing.assert_close(result.probabilities, model(transform(image)[None])[0].softmax(-1))
     torch.testing.assert_close(result.grid, get_attention_map(model, image, upsample=False, normalize=False))
-    torch.testing.assert_close(result.on_image, get_attention_map(model, image), atol=1e-5, rtol=1e-5)
+    # grid_sample against F.interpolate: the same bilinear weights, summed in another order (1.2e-5 seen once on a
+    # map in [0, 1], depending on the random weights of the fixture)
+    torch.testing.assert_close(result.on_image, get_attention_map(model, image), atol=1e-4, rtol=0)
 
 
 def test_explain_image_places_the_map_where_the_centre_crop_came_from():

@@ -78,8 +78,9 @@ def _serving(command: list, cwd: Path, env: dict, process_out: Optional[list] = 
 
 @pytest.fixture(scope='module')
 def server(checkpoints, tmp_path_factory):
-    """`python demo/app.py --checkpoint A --checkpoint B --port N`, as a user starts it; stopped after the module."""
-    command = [sys.executable, str(ROOT / 'demo' / 'app.py'), '--checkpoint', checkpoints['single'],
+    """`python demo/app.py --model A --checkpoint B --port N`, as a user starts it (--checkpoint: the old name of
+    --model, still accepted); stopped after the module."""
+    command = [sys.executable, str(ROOT / 'demo' / 'app.py'), '--model', checkpoints['single'],
                '--checkpoint', checkpoints['per_class']]
     process = []
     with _serving(command, tmp_path_factory.mktemp('demo-cwd'), {}, process) as url:
@@ -145,6 +146,22 @@ def test_per_class_tokens_show_the_chosen_class(client, server, images):
         _explain(client, images['rgb'], model, 'zebra')
 
 
+def test_the_map_toggle_serves_grad_cam(client, server, images):
+    pytest.importorskip('pytorch_grad_cam', reason='optional: Grad-CAM needs the explain extra (pip install grad-cam)')
+    single, per_class = server['models']['single'], server['models']['per_class']
+    attention = _explain(client, images['rgb'], single)  # the map parameter left out: attention, as before
+    gradcam = client.predict(handle_file(str(images['rgb'])), single, demo_app.PREDICTED, 'jet', 0.5,
+                             demo_app.GRADCAM, api_name='/explain')
+    assert gradcam[3] == attention[3]  # the same prediction
+    assert 'Attention of the class token' in attention[-1] and 'Grad-CAM of "' in gradcam[-1]
+    assert Image.open(gradcam[1]).size == (64, 48)  # on the uploaded image
+    grids = [np.asarray(Image.open(answer[2]).convert('RGB'), dtype=np.float32) for answer in (attention, gradcam)]
+    assert np.abs(grids[0] - grids[1]).max() > 0
+    dog = client.predict(handle_file(str(images['rgb'])), per_class, 'dog', 'jet', 0.5, demo_app.GRADCAM,
+                         api_name='/explain')
+    assert 'Grad-CAM of "dog"' in dog[-1]
+
+
 @pytest.mark.parametrize('kind, message', [
     ('text', 'not an image'),
     ('empty', 'not an image'),
@@ -182,7 +199,7 @@ def test_concurrent_requests_queue_behind_one_model_run(client, server, images, 
 
 @pytest.fixture(scope='module')
 def bad_checkpoints(checkpoints, tmp_path_factory) -> dict:
-    """--checkpoint values that cannot be served, by what is wrong with them."""
+    """--model values that cannot be served, by what is wrong with them."""
     root = tmp_path_factory.mktemp('bad')
     truncated = shutil.copytree(checkpoints['single'], root / 'truncated')
     weights = (truncated / 'model.safetensors').read_bytes()
@@ -203,7 +220,7 @@ def bad_checkpoints(checkpoints, tmp_path_factory) -> dict:
                                   'missing local-dir', 'offline hf-hub', 'mistyped relative path'])
 def test_bad_checkpoint_stops_the_app_with_one_error_line(bad_checkpoints, case, tmp_path):
     spec = bad_checkpoints[case]
-    result = subprocess.run([sys.executable, str(ROOT / 'demo' / 'app.py'), '--checkpoint', spec],
+    result = subprocess.run([sys.executable, str(ROOT / 'demo' / 'app.py'), '--model', spec],
                             capture_output=True, text=True, timeout=180, cwd=tmp_path,
                             env=dict(os.environ, HF_HUB_OFFLINE='1'))
     assert result.returncode == 2, result.stderr

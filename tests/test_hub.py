@@ -229,7 +229,8 @@ def test_a_patient_level_idc_card_reports_the_binary_metrics(cifar_run, tmp_path
     run = tmp_path / 'idc_run'
     shutil.copytree(cifar_run, run, ignore=shutil.ignore_patterns('state'))
     metrics = json.loads((run / 'metrics.json').read_text())
-    metrics['data'].update(kind='idc', patient_level=True, protocol='Patient-level split (seed=0) of 10 patients.')
+    metrics['data'].update(kind='idc', patient_level=True, protocol_kind='seeded patient split',
+                           protocol='Patient-level split (seed=0) of 10 patients.')
     metrics['test'].update(accuracy=0.8, balanced_accuracy=0.75, f1=0.6, sensitivity=0.7, specificity=0.8,
                            roc_auc=None)  # None: undefined on a one-class test split, left out
     (run / 'metrics.json').write_text(json.dumps(metrics))
@@ -237,10 +238,11 @@ def test_a_patient_level_idc_card_reports_the_binary_metrics(cifar_run, tmp_path
     values = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert values == {'accuracy': 0.8, 'balanced_accuracy': 0.75, 'f1': 0.6, 'recall': 0.7, 'specificity': 0.8}
     assert card.data.datasets == ['someone/idc'] and 'histopathology' in card.data.tags
-    assert '**Patient-level split (seeded patient split)**' in card.text and 'has not been validated clinically' in card.text
+    assert '**Patient-level split (seeded patient split)**' in card.text
+    assert 'has not been validated clinically' in card.text
 
     local_source = str(tmp_path / 'private' / 'IDC')  # train.py's patch-level warning names the data folder
-    metrics['data'].update(patient_level=False, source=local_source,
+    metrics['data'].update(patient_level=False, protocol_kind='patch-level', source=local_source,
                            protocol=f'PATCH-LEVEL split: {local_source} has no patient ids, so patches leak.')
     metrics['config'].update(dataset='idc', data_dir=local_source, pretrained=f'local-dir:{tmp_path}/base')
     (run / 'metrics.json').write_text(json.dumps(metrics))

@@ -99,7 +99,7 @@ def _edit_metrics(run: Path, edit) -> None:
     (lambda m: dict(m, config=['--dataset', 'digits']), 'config is a JSON array, not an object'),
     # deeper details the card reads as train.py writes them: the card's own safety net
     (lambda m: dict(m, test=dict(m['test'], per_class_accuracy=[1, 2])), 'building the model card failed with'),
-    (lambda m: dict(m, data=dict(m['data'], label_names=[0, 1])), 'building the model card failed with'),
+    (lambda m: dict(m, data=dict(m['data'], label_names=[0, 1])), 'data.label_names is a JSON array, not a list'),
 ], ids=['no-data', 'data-string', 'no-kind', 'array', 'accuracy-string', 'f1-array', 'config-array',
         'per-class-list', 'label-numbers'])
 def test_a_metrics_json_of_another_shape_is_one_error_line(digits_run, tmp_path, edit, expected, capsys):
@@ -200,7 +200,7 @@ def test_a_space_variable_answered_with_junk_is_one_error_line(captive_portal, m
     assert push_space_cli.main([SPACE_ID, '--checkpoint', f'hf-hub:{REPO_ID}', '--export-dir', str(export),
                                 '--token', FAKE_TOKEN]) == 2
     err = _one_error_line(capsys)
-    assert 'was uploaded, but setting its PATCHCONVNET_CHECKPOINTS variable failed: JSONDecodeError' in err
+    assert 'was uploaded, but setting its PATCHCONVNET_MODELS variable failed: JSONDecodeError' in err
     assert (export / 'app.py').is_file()
 
 

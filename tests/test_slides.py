@@ -1,7 +1,10 @@
 """IDC as the literature and pathologists read it: the published split, per-patient metrics, whole-slide maps."""
+import io
 import json
+import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +169,72 @@ def test_the_hub_export_carries_the_published_split(tmp_path):
     assert export.num_rows == {name: 32 for name in ('train', 'validation', 'test')}  # 2 patients x 16 patches
     card = DatasetCard.load(export.folder / 'README.md').text
     assert 'Pre-split **by patient** (the published split)' in card and "Published patient split 'janowczyk'" in card
+
+
+def _zip(path: Path, entries: dict, compression=zipfile.ZIP_DEFLATED) -> str:
+    with zipfile.ZipFile(path, 'w', compression) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return str(path)
+
+
+def _png(colour=(200, 100, 150), size=(50, 50)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new('RGB', size, colour).save(buffer, format='PNG')
+    return buffer.getvalue()
+
+
+def test_a_zip_of_one_patient_becomes_its_slide_and_hostile_zips_are_refused(tmp_path):
+    from timm_patchconvnet.slide_upload import read_patient_zip
+
+    write_idc_slides(tmp_path / 'IDC', ['30001'], grid=3)
+    files = {str(p.relative_to(tmp_path)): p.read_bytes() for p in sorted((tmp_path / 'IDC').rglob('*.png'))}
+    good = _zip(tmp_path / 'good.zip', {**files, 'IDC/notes.txt': b'hello', 'IDC/30001/x.PNG': _png()})
+    slide, skipped = read_patient_zip(good)
+    assert slide.patient_id == '30001' and len(slide.patches) == 9 and sorted(skipped) == ['IDC/30001/x.PNG',
+                                                                                            'IDC/notes.txt']
+    assert np.array_equal(np.asarray(stitch(slide)), np.asarray(stitch(slide_from_rows(
+        load_idc_patches(str(tmp_path / 'IDC')), '30001'))))  # the same slide as from the folder
+    name = '30001_idx5_x1_y1_class0.png'
+    cases = {
+        'not a zip': (tmp_path / 'plain.zip', None, 'Not a readable zip file'),
+        'zip bomb': (tmp_path / 'bomb.zip', {name: b'\0' * (8 << 20)}, 'zip bomb'),
+        'path traversal': (tmp_path / 'up.zip', {f'../../{name}': _png()}, 'points outside the archive'),
+        'absolute path': (tmp_path / 'abs.zip', {f'/etc/{name}': _png()}, 'points outside the archive'),
+        'two patients': (tmp_path / 'two.zip', {name: _png(), '30002_idx5_x1_y1_class0.png': _png()},
+                         'patches of 2 patients'),
+        'duplicate coordinates': (tmp_path / 'dup.zip', {f'a/{name}': _png(), f'b/{name}': _png()},
+                                  f'two patches at x=1, y=1: a/{name} and b/{name}'),
+        'no patches': (tmp_path / 'none.zip', {'readme.md': b'#'}, 'No IDC patches in the zip'),
+        'not a png': (tmp_path / 'text.zip', {name: b'not an image'}, 'not a readable PNG'),
+    }
+    for case, (path, entries, message) in cases.items():
+        if entries is None:
+            path.write_bytes(b'PK but not really a zip')
+        else:
+            _zip(path, entries)
+        with pytest.raises(SlideError, match=re.escape(message)):
+            read_patient_zip(str(path))
+
+
+def test_the_whole_slide_tab_draws_an_upload_and_explains_refusals(tmp_path):
+    gr = pytest.importorskip('gradio')
+    from timm_patchconvnet.demo import DemoModel
+    from timm_patchconvnet.demo_slides import draw_slide
+
+    write_idc_slides(tmp_path / 'IDC', ['30001'], grid=3)
+    files = {p.name: p.read_bytes() for p in (tmp_path / 'IDC').rglob('*.png')}
+    upload = _zip(tmp_path / 'patient.zip', {**files, 'stray.txt': b'x'})
+    models = {'idc': DemoModel('idc', timm.create_model('patchconvnet_test_p4', num_classes=2).eval(), ['n', 'p']),
+              'imagenet': DemoModel('imagenet', timm.create_model('patchconvnet_test_p4').eval(), ['0'] * 1000)}
+    picture, notes = draw_slide(models, 'idc', upload, None, 0.5)
+    assert picture.size[0] > 500 and 'Patient 30001: 9 patches' in notes and '1 file(s) outside the naming' in notes
+    data = load_idc_patches(str(tmp_path / 'IDC'))
+    picture, notes = draw_slide(models, 'idc', None, '30001', 0.5, data)
+    assert 'Patient 30001: 9 patches' in notes and 'Dice' in notes
+    with pytest.raises(gr.Error, match='a whole-slide map needs a two-class'):
+        draw_slide(models, 'imagenet', upload, None, 0.5)
+    with pytest.raises(gr.Error, match='points outside the archive'):
+        draw_slide(models, 'idc', _zip(tmp_path / 'up.zip', {'../30001_idx5_x1_y1_class0.png': _png()}), None, .5)
+    with pytest.raises(gr.Error, match="Upload a zip of one patient's patches"):
+        draw_slide(models, 'idc', None, None, 0.5)

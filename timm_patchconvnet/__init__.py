@@ -1,6 +1,7 @@
 """PatchConvNet (Touvron et al. 2021) as a timm plugin: `import timm_patchconvnet` registers the models."""
 from .attention import ImageExplanation, explain_image, get_attention_map, overlay_attention
 from .export import export_onnx
+from .gradcam import gradcam_map
 from .patchconvnet import PatchConvNet, checkpoint_filter_fn
 from .pretrained import HUB_NAMESPACE, UNPUBLISHED_TAGS, PretrainedWeightsUnavailableError
 
@@ -15,6 +16,7 @@ __all__ = [
     'checkpoint_filter_fn',
     'explain_image',
     'export_onnx',
+    'gradcam_map',
     'get_attention_map',
     'overlay_attention',
 ]

@@ -12,7 +12,8 @@ from torchvision import transforms
 from .images import to_gray, to_rgb
 from .patchconvnet import PatchConvNet
 
-__all__ = ['ImageExplanation', 'attention_and_logits', 'explain_image', 'get_attention_map', 'overlay_attention']
+__all__ = ['ImageExplanation', 'attention_and_logits', 'explain_image', 'get_attention_map', 'model_input',
+           'overlay_attention', 'place_in_image', 'scale_to_unit']
 
 ImageInput = Union[Image.Image, np.ndarray, torch.Tensor]
 
@@ -146,7 +147,7 @@ def get_attention_map(
     if upsample:
         maps = F.interpolate(maps.unsqueeze(1), size=x.shape[-2:], mode='bilinear', align_corners=False).squeeze(1)
     if normalize:
-        maps = _scale_to_unit(maps)
+        maps = scale_to_unit(maps)
     return maps[0] if single else maps
 
 
@@ -159,7 +160,22 @@ def attention_and_logits(model: PatchConvNet, x: torch.Tensor, *, class_index: O
     return _maps_and_logits(model, _checked_input(model, x), class_index)
 
 
-def _scale_to_unit(maps: torch.Tensor) -> torch.Tensor:
+def model_input(model: PatchConvNet, img: ImageInput) -> torch.Tensor:
+    """`img` as the checked (B, C, H, W) batch `get_attention_map` feeds the model: a PIL image or array through the
+    model's eval transform, a tensor as it is; on the model's device and dtype."""
+    return _checked_input(model, _to_batch(model, img))
+
+
+def place_in_image(model: PatchConvNet, grid: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """A token-grid map (h, w) resampled into the frame of a `width` x `height` image given to the model, where its
+    eval transform's view of that image lies (0 where a crop cut the image), scaled to [0, 1]: `explain_image`'s
+    `on_image`, for any map of the same grid (Grad-CAM's too)."""
+    view = _model_view(_eval_transform(model), width, height)
+    return scale_to_unit(_resample_into_image(grid, view, width, height))
+
+
+def scale_to_unit(maps: torch.Tensor) -> torch.Tensor:
+    """Each map (the last two dimensions) scaled to [0, 1]."""
     low = maps.amin(dim=(-2, -1), keepdim=True)
     high = maps.amax(dim=(-2, -1), keepdim=True)
     return (maps - low) / (high - low).clamp_min(torch.finfo(maps.dtype).eps)
@@ -187,8 +203,8 @@ def explain_image(model: PatchConvNet, image: Image.Image, *, class_index: Optio
     x = _checked_input(model, _preprocess(model, transform, image))
     maps, logits = _maps_and_logits(model, x, class_index)
     grid = maps[0].float().cpu()
-    view = _model_view(transform, image.width, image.height)
-    on_image = _scale_to_unit(_resample_into_image(grid, view, image.width, image.height))
+    on_image = scale_to_unit(_resample_into_image(grid, _model_view(transform, image.width, image.height),
+                                                  image.width, image.height))
     probabilities = None if logits is None else logits[0].float().softmax(-1).cpu()
     return ImageExplanation(probabilities, grid, on_image)
 

@@ -1,15 +1,17 @@
 """Where PatchConvNet looked: a Gradio demo of its attention-based pooling, and the app of the Hugging Face Space.
 
-    patchconvnet-demo --checkpoint runs/digits                  # a training output folder; offline, on 127.0.0.1
-    patchconvnet-demo --checkpoint runs/idc --checkpoint hf-hub:timm-patchconvnet/patchconvnet_s60_p4.cifar10
-    patchconvnet-demo --checkpoint patchconvnet_s60_p16.fb_in1k --share    # a timm name with its pretrained tag
-    python demo/app.py --checkpoint runs/digits                 # the same from a checkout (the Space's app.py)
+    patchconvnet-demo --model runs/digits                  # a training output folder; offline, on 127.0.0.1
+    patchconvnet-demo --model runs/idc --model hf-hub:timm-patchconvnet/patchconvnet_s60_p4.cifar10
+    patchconvnet-demo --model patchconvnet_s60_p16.fb_in1k --share    # a timm name with its pretrained tag
+    python demo/app.py --model runs/digits                 # the same from a checkout (the Space's app.py)
 
-A checkpoint is a training folder, `local-dir:FOLDER`, `hf-hub:ORG/NAME` or a timm model name (with tag). Without
-`--checkpoint` the models come from the PATCHCONVNET_CHECKPOINTS variable (comma-separated; a Space sets it in its
-settings), else the official ImageNet S60. Upload an image or pick an example: the top classes, the pooling's
-attention over the image and its raw token-grid map. Images are checked before they are decoded; a bad one gets a
-message in the page and the server goes on serving. A queue runs at most `--concurrency` predictions at once.
+A model is a training folder, `local-dir:FOLDER`, `hf-hub:ORG/NAME` or a timm model name (with tag). Without
+`--model` the models come from the PATCHCONVNET_MODELS variable (comma-separated; a Space sets it in its settings;
+PATCHCONVNET_CHECKPOINTS, its name before 0.2, is read too), else the official ImageNet S60. Upload an image or
+pick an example: the top classes, the pooling's attention (or Grad-CAM) over the image and its raw token-grid map;
+the "Whole slide" tab draws an IDC patient's slide from a zip of its patches (or a patient of `--slide-data`).
+Images are checked before they are decoded; a bad one gets a message in the page and the server goes on serving.
+A queue runs at most `--concurrency` predictions at once.
 Models are shown by name (a folder's name, never its path); uploads go to a private folder (GRADIO_TEMP_DIR when
 set), and a session keeps only its last result at display size, for an hour: the API keeps nothing.
 The examples are the images of `--examples` (default: the digits in a checkout's demo/examples/, or examples/
@@ -27,7 +29,7 @@ import warnings
 os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')  # no usage reports unless the host asks for them
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import gradio as gr
 import numpy as np
@@ -36,10 +38,13 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from timm.data import ImageNetInfo, infer_imagenet_subset
 
-from .attention import explain_image, overlay_attention
+from .attention import ImageExplanation, explain_image, overlay_attention
+from .demo_slides import load_slide_data, whole_slide_tab
+from .gradcam import INSTALL_HINT, gradcam_explanation
 from .images import is_high_bit_depth, to_rgb
 from .patchconvnet import PatchConvNet
 from .pretrained import PretrainedWeightsUnavailableError
+from .slides import SlideError
 
 MIN_SIDE = 8  # pixels: below this an image has no shape to look at
 MAX_PIXELS = 40_000_000  # refused before decoding: a decompression bomb never reaches memory
@@ -47,8 +52,10 @@ MAX_FILE_SIZE = '50mb'
 TOP_K = 5
 COLORMAPS = ('jet', 'turbo', 'viridis', 'inferno', 'magma')
 PREDICTED = 'predicted class'
+ATTENTION, GRADCAM = 'attention', 'Grad-CAM'  # the map sources: the pooling's weights, or Grad-CAM of the class
 GRID_PIXELS = 256  # the token-grid map is drawn this wide, one flat square per token
-DEFAULT_CHECKPOINTS = ('patchconvnet_s60_p16.fb_in1k',)
+DEFAULT_MODELS = ('patchconvnet_s60_p16.fb_in1k',)
+MODELS_VARIABLES = ('PATCHCONVNET_MODELS', 'PATCHCONVNET_CHECKPOINTS')  # the second: its name before 0.2
 # the real digits shipped in a checkout's demo/examples/, there for `patchconvnet-demo` of an editable install;
 # demo/app.py (and the Space's app.py) passes the examples/ folder beside itself
 CHECKOUT_EXAMPLES = Path(__file__).resolve().parents[1] / 'demo' / 'examples'
@@ -72,10 +79,10 @@ class DemoModel:
 
 
 class DemoError(ValueError):
-    """A checkpoint that cannot be served: the message says which and why."""
+    """A model that cannot be served: the message says which and why."""
 
 
-def load_checkpoint(spec: str, name: Optional[str] = None) -> DemoModel:
+def load_model(spec: str, name: Optional[str] = None) -> DemoModel:
     """Build the model named by `spec`: a folder, `local-dir:`/`hf-hub:` id, or a timm name with optional tag;
     `name`: the name shown to users (default: `display_name(spec)`)."""
     name = name or display_name(spec)
@@ -85,7 +92,7 @@ def load_checkpoint(spec: str, name: Optional[str] = None) -> DemoModel:
     except PretrainedWeightsUnavailableError as err:
         raise DemoError(one_line(str(err))) from err
     except Exception as err:  # any failure to build the model (safetensors, Hub, state dict...) stops the start-up
-        raise DemoError(one_line(f'Cannot load checkpoint {spec!r}: {type(err).__name__}: {err}')) from err
+        raise DemoError(one_line(f'Cannot load model {spec!r}: {type(err).__name__}: {err}')) from err
     if not isinstance(model, PatchConvNet) or model.attn_pool is None or model.num_classes == 0:
         raise DemoError(f'{spec!r} is not a PatchConvNet classifier with attention pooling: it has no map to show.')
     return DemoModel(name, model.eval(), class_names(model))
@@ -99,13 +106,13 @@ def model_source(spec: str) -> str:
         return f'local-dir:{path}'
     if ':' not in spec and ('/' in spec or os.sep in spec or spec.startswith(('.', '~'))):
         what = 'is a file, not a training folder' if path.exists() else 'is no such folder'
-        raise DemoError(f'--checkpoint {spec!r} {what} (a checkpoint is a folder, local-dir:FOLDER, '
+        raise DemoError(f'--model {spec!r} {what} (a model is a training folder, local-dir:FOLDER, '
                         f'hf-hub:ORG/NAME or a timm model name).')
     return spec
 
 
 def display_name(spec: str) -> str:
-    """What users see of a checkpoint: a folder's name (its path stays on the server), any other name as is."""
+    """What users see of a model: a folder's name (its path stays on the server), any other name as is."""
     local = spec[len('local-dir:'):] if spec.startswith('local-dir:') else spec
     path = Path(local).expanduser()
     return (path.name or str(path)) if spec.startswith('local-dir:') or path.is_dir() else spec
@@ -187,6 +194,7 @@ def explain(
         class_choice: str,
         colormap: str,
         opacity: float,
+        map_source: str = ATTENTION,
 ) -> Tuple[Dict[str, float], Image.Image, Image.Image, Dict[str, float], dict, str]:
     if image is None:
         raise gr.Error('Upload an image or pick an example first.')
@@ -202,17 +210,32 @@ def explain(
         if class_choice not in served.labels:
             raise gr.Error(f'{class_choice!r} is not a class of {model_name}.')
         class_index = served.labels.index(class_choice)
-    result = explain_image(served.model, image, class_index=class_index)
+    result = explain_map(served.model, image, class_index, map_source)
     probabilities = result.probabilities
     label = dict(zip(served.labels, probabilities.tolist()))  # gr.Label keeps the top ones; the JSON all of them
     shown = served.labels[class_index if class_index is not None else int(probabilities.argmax())]
     whose = f'the class token of "{shown}"' if served.per_class else 'the class token'
     h, w = result.grid.shape
-    notes.append(f'Attention of {whose} over a {h}x{w} token grid; '
+    what = f'Grad-CAM of "{shown}" on the last trunk block' if map_source == GRADCAM else f'Attention of {whose}'
+    notes.append(f'{what} over a {h}x{w} token grid; '
                  f'the model saw the image at {served.model.pretrained_cfg["input_size"][-1]} px.')
     view = display_view(image, result.on_image, result.grid)
     overlay, grid = draw(view, colormap, opacity)
     return label, overlay, grid, label, view, ' '.join(notes)
+
+
+def explain_map(model: PatchConvNet, image: Image.Image, class_index: Optional[int],
+                map_source: str) -> ImageExplanation:
+    """`explain_image`'s answer with the map chosen: the pooling's attention, or Grad-CAM of the same class (the
+    chosen one for per-class tokens, else the predicted one)."""
+    if map_source == ATTENTION:
+        return explain_image(model, image, class_index=class_index)
+    if map_source != GRADCAM:
+        raise gr.Error(f'Unknown map {map_source!r}: choose {ATTENTION!r} or {GRADCAM!r}.')
+    try:
+        return gradcam_explanation(model, image, class_index=class_index)
+    except ImportError as err:  # the `explain` extra is optional: say what to install, in the page
+        raise gr.Error(INSTALL_HINT) from err
 
 
 def mode_note(image: Image.Image) -> str:
@@ -257,8 +280,10 @@ def example_images(folder: Optional[Path] = None) -> List[str]:
     return paths + [str(photos / name) for name in ('china.jpg', 'flower.jpg') if (photos / name).exists()]
 
 
-def build_app(models: Dict[str, DemoModel], concurrency: int = 1, examples: Optional[Path] = None) -> gr.Blocks:
-    """The app serving `models`; `examples`: the folder of example images (see `example_images`)."""
+def build_app(models: Dict[str, DemoModel], concurrency: int = 1, examples: Optional[Path] = None,
+              slide_data: Any = None) -> gr.Blocks:
+    """The app serving `models`; `examples`: the folder of example images (see `example_images`); `slide_data`:
+    IDC patches with patient ids for the whole-slide tab's patient menu (`demo_slides.load_slide_data`)."""
     names = list(models)
     example_paths = example_images(examples)
 
@@ -271,40 +296,47 @@ def build_app(models: Dict[str, DemoModel], concurrency: int = 1, examples: Opti
     with gr.Blocks(title='PatchConvNet attention', delete_cache=CACHE_CLEANUP) as app:
         gr.Markdown('# Where PatchConvNet looked\nThe attention-based pooling of PatchConvNet (Touvron et al. 2021) '
                     'weighs every patch of the image; the heatmap shows those weights.')
-        with gr.Row():
-            with gr.Column():
-                image = checked_image_input(label='Image', type='pil', image_mode=None, sources=['upload', 'clipboard'],
-                                            height=360, elem_id='image')
-                model_name = gr.Dropdown(names, value=names[0], label='Model')
-                first = class_menu(names[0])
-                # any class name of any model is a valid value: `explain` checks it against the chosen model
-                class_choice = gr.Dropdown(first.choices, value=PREDICTED, visible=first.visible,
-                                           allow_custom_value=True, label='Class whose map is shown')
-                colormap = gr.Dropdown(list(COLORMAPS), value=COLORMAPS[0], label='Colour map')
-                opacity = gr.Slider(0., 1., value=.5, step=.05, label='Heatmap opacity')
-                run = gr.Button('Explain', variant='primary')
-            with gr.Column():
-                label = gr.Label(num_top_classes=TOP_K, label='Top classes', elem_id='top-classes')
-                overlay = gr.Image(label='Attention over the image', type='pil', format='png', height=360,
-                                   elem_id='overlay')
-                grid = gr.Image(label='Token-grid map', type='pil', format='png', height=280, elem_id='grid')
-                notes = gr.Markdown(elem_id='notes')
-                with gr.Accordion('All class probabilities', open=False):
-                    probabilities = gr.JSON(label='Probabilities')
-        view = gr.State(None, time_to_live=VIEW_SECONDS)
-        if example_paths:
-            gr.Examples(example_paths, inputs=image)
+        with gr.Tab('Image'):
+            with gr.Row():
+                with gr.Column():
+                    image = checked_image_input(label='Image', type='pil', image_mode=None,
+                                                sources=['upload', 'clipboard'], height=360, elem_id='image')
+                    model_name = gr.Dropdown(names, value=names[0], label='Model')
+                    first = class_menu(names[0])
+                    # any class name of any model is a valid value: `explain` checks it against the chosen model
+                    class_choice = gr.Dropdown(first.choices, value=PREDICTED, visible=first.visible,
+                                               allow_custom_value=True, label='Class whose map is shown')
+                    map_source = gr.Radio([ATTENTION, GRADCAM], value=ATTENTION, label='Map',
+                                          elem_id='map-source',
+                                          info="the attention pooling's weights, or Grad-CAM of the class on the "
+                                               'last trunk block (needs the explain extra)')
+                    colormap = gr.Dropdown(list(COLORMAPS), value=COLORMAPS[0], label='Colour map')
+                    opacity = gr.Slider(0., 1., value=.5, step=.05, label='Heatmap opacity')
+                    run = gr.Button('Explain', variant='primary')
+                with gr.Column():
+                    label = gr.Label(num_top_classes=TOP_K, label='Top classes', elem_id='top-classes')
+                    overlay = gr.Image(label='Map over the image', type='pil', format='png', height=360,
+                                       elem_id='overlay')
+                    grid = gr.Image(label='Token-grid map', type='pil', format='png', height=280, elem_id='grid')
+                    notes = gr.Markdown(elem_id='notes')
+                    with gr.Accordion('All class probabilities', open=False):
+                        probabilities = gr.JSON(label='Probabilities')
+            view = gr.State(None, time_to_live=VIEW_SECONDS)
+            if example_paths:
+                gr.Examples(example_paths, inputs=image)
+        with gr.Tab('Whole slide'):
+            whole_slide_tab(models, slide_data)
 
-        def explain_in_page(image, model, class_name, colormap, opacity):
-            return explain(models, image, model, class_name, colormap, opacity)
+        def explain_in_page(image, model, class_name, colormap, opacity, map_source):
+            return explain(models, image, model, class_name, colormap, opacity, map_source)
 
-        def explain_request(image, model, class_name, colormap, opacity):  # the API's parameter names
+        def explain_request(image, model, class_name, colormap, opacity, map_source):  # the API's parameter names
             label, overlay, grid, probabilities, _, notes = explain(models, image, model, class_name, colormap,
-                                                                    opacity)
+                                                                    opacity, map_source)
             return label, overlay, grid, probabilities, notes
 
         model_name.change(class_menu, model_name, class_choice, queue=False, api_visibility='private')
-        inputs = [image, model_name, class_choice, colormap, opacity]
+        inputs = [image, model_name, class_choice, colormap, opacity, map_source]
         answers = [label, overlay, grid, probabilities, notes]
         results = [label, overlay, grid, probabilities, view, notes]
         # clear the last results first: a refused image must not leave another image's answer on show
@@ -323,13 +355,17 @@ def build_app(models: Dict[str, DemoModel], concurrency: int = 1, examples: Opti
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--checkpoint', action='append', metavar='CHECKPOINT',
-                        help='a training folder, local-dir:FOLDER, hf-hub:ORG/NAME or a timm name; repeatable')
+    parser.add_argument('--model', '--checkpoint', dest='models', action='append', metavar='MODEL',
+                        help='a training folder, local-dir:FOLDER, hf-hub:ORG/NAME or a timm name; repeatable '
+                             '(--checkpoint: its name before 0.2)')
     parser.add_argument('--host', default=os.environ.get('GRADIO_SERVER_NAME', '127.0.0.1'),
                         help='address to listen on (default 127.0.0.1: this machine only)')
     parser.add_argument('--port', type=int, default=int(os.environ.get('GRADIO_SERVER_PORT', 7860)))
     parser.add_argument('--concurrency', type=int, default=1, help='predictions run at once (default 1)')
     parser.add_argument('--share', action='store_true', help='also serve through a public gradio.live link')
+    parser.add_argument('--slide-data', metavar='DIR',
+                        help="IDC patches with patient ids (the Kaggle folder or a patchconvnet-push-idc export) "
+                             "for the whole-slide tab's patient menu (needs the train extra)")
     parser.add_argument('--examples', type=Path, metavar='DIR',
                         help="a folder of example images (PNG, JPEG, WebP), offered beside scikit-learn's sample "
                              "photos (default: examples/ beside app.py, or a checkout's demo/examples/)")
@@ -345,7 +381,7 @@ def load_all(specs: Sequence[str]) -> Dict[str, DemoModel]:
         while name in models:
             copy += 1
             name = f'{base} ({copy})'
-        models[name] = load_checkpoint(spec, name)
+        models[name] = load_model(spec, name)
     return models
 
 
@@ -366,8 +402,8 @@ def main(argv: Optional[Sequence[str]] = None, examples: Optional[Path] = None) 
     """Serve the demo as the command line `argv` says; `examples`: the folder of example images unless
     `--examples` names one (app.py passes the examples/ beside itself; default: a checkout's demo/examples/)."""
     args = parse_args(argv)
-    specs = args.checkpoint or [s.strip() for s in os.environ.get('PATCHCONVNET_CHECKPOINTS', '').split(',')
-                                if s.strip()] or list(DEFAULT_CHECKPOINTS)
+    listed = next((os.environ[v] for v in MODELS_VARIABLES if os.environ.get(v, '').strip()), '')
+    specs = args.models or [s.strip() for s in listed.split(',') if s.strip()] or list(DEFAULT_MODELS)
     if args.concurrency < 1:
         print('error: --concurrency must be at least 1', file=sys.stderr)
         return 2
@@ -376,10 +412,14 @@ def main(argv: Optional[Sequence[str]] = None, examples: Optional[Path] = None) 
         return 2
     try:
         models = load_all(specs)
-    except DemoError as err:
-        print(f'error: {err}', file=sys.stderr)
+        slide_data = load_slide_data(args.slide_data) if args.slide_data else None
+    except (DemoError, SlideError) as err:
+        print(f'error: {one_line(str(err))}', file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:  # --slide-data reads with `datasets`, of the train extra
+        print(f"error: --slide-data needs {err.name!r}: pip install 'timm-patchconvnet[train]'", file=sys.stderr)
         return 2
     private_temp_dir()
-    app = build_app(models, args.concurrency, args.examples or examples)
+    app = build_app(models, args.concurrency, args.examples or examples, slide_data)
     app.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE)
     return 0

@@ -126,6 +126,9 @@ def _wrong_metrics_entries(metrics: Dict[str, Any]) -> List[str]:
                   if key != 'accuracy' and key in test and test[key] is not None and not _is_number(test[key])]
     if isinstance(data, dict) and not isinstance(data.get('kind'), str):
         wrong.append(_entry_message('data.kind', data.get('kind'), 'the name of the data set'))
+    if isinstance(data, dict) and 'label_names' in data and not (
+            isinstance(data['label_names'], list) and all(isinstance(n, str) for n in data['label_names'])):
+        wrong.append(_entry_message('data.label_names', data['label_names'], 'a list of names'))
     # the sections the card reads with defaults: absent is fine, another shape is not
     wrong += [_entry_message(key, metrics[key], 'an object') for key in ('config', 'model', 'environment')
               if key in metrics and not isinstance(metrics[key], dict)]

@@ -17,7 +17,7 @@ from huggingface_hub import HfApi, SpaceCard, SpaceCardData
 
 from ..pretrained import HUB_NAMESPACE
 from .cards import render_card
-from .upload import CARD_FILE, HubError, UploadOptions, check_repo_id, hub_errors, new_export_folder, publish
+from .upload import CARD_FILE, HubError, UploadOptions, hub_errors, new_export_folder, publish
 
 __all__ = ['CHECKPOINTS_VARIABLE', 'MODELS_VARIABLE', 'export_space_folder', 'push_space', 'space_files']
 
@@ -29,7 +29,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 EXAMPLE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp')
 # gradio comes from the Space's sdk_version; torch and torchvision are the Space's CPU build of the latest release
 REQUIREMENTS = ('torch', 'torchvision', f'timm>={timm.__version__}', 'safetensors', 'huggingface_hub', 'pillow',
-                'numpy', 'matplotlib', 'scikit-learn')
+                'numpy', 'matplotlib', 'scikit-learn', 'grad-cam')
 
 
 def check_space_models(models: Sequence[str]) -> List[str]:
