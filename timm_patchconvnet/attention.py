@@ -71,13 +71,16 @@ def _to_model_mode(model: PatchConvNet, img: Image.Image) -> Image.Image:
 def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     """The model in eval mode, then every submodule back in its own mode: `model.train(flag)` alone would put a
     submodule the user froze in eval (e.g. BatchNorm while fine-tuning) back in train mode."""
-    modes = [(module, module.training) for module in model.modules()]
+    modes = [(module, module.training) for module in model.modules() if module.training]
+    if not modes:  # all in eval already (the usual case for maps): nothing to switch or restore
+        yield model
+        return
     model.eval()
     try:
         yield model
     finally:
-        for module, training in modes:
-            module.training = training
+        for module, _ in modes:
+            module.training = True
 
 
 def _check_attention_pool(model: PatchConvNet) -> None:
