@@ -6,7 +6,6 @@ breast histopathology (IDC) patches split by patient, or any image classificatio
 import io
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
@@ -21,6 +20,7 @@ from torchvision import transforms
 from .dataset_specs import DATASETS, GENERIC, SEEDED, DatasetSpec, dataset_spec, published_split
 from .images import exact_size_transform, to_rgb
 from .pretrained import HUB_NAMESPACE
+from .slides import IDC_PATCH_NAME
 from .splits import SplitError, hold_out, published_patient_split, split_by_patient, stratification, three_way_split
 
 __all__ = ['DataError', 'DataSplits', 'ImageClassificationDataset', 'build_transform', 'load_idc_patches',
@@ -30,7 +30,6 @@ _logger = logging.getLogger(__name__)
 
 VALID_DATASETS = f"{', '.join(repr(name) for name in DATASETS)}, 'hub:<repo_id>' or the path to a local folder"
 IDC_LABEL_NAMES = list(DATASETS['idc'].label_names)
-IDC_PATCH_NAME = re.compile(r'(?P<patient>\d+)_idx5_x(?P<x>\d+)_y(?P<y>\d+)_class(?P<label>[01])\.png')
 IDC_DUPLICATE_COPY = 'IDC_regular_ps50_idx5'  # the Kaggle archive repeats every patient folder under this name
 IDC_EXTRA_FEATURES = dict(patient_id=datasets.Value('string'), x=datasets.Value('int32'), y=datasets.Value('int32'))
 SPLIT_NAMES = ('train', 'validation', 'test')

@@ -13,11 +13,10 @@ from typing import List, NamedTuple
 
 from PIL import Image
 
-from .slides import Slide, SlideError, make_slide
+from .slides import IDC_PATCH_NAME, Slide, SlideError, make_slide
 
 __all__ = ['MAX_ENTRIES', 'MAX_ENTRY_BYTES', 'MAX_TOTAL_BYTES', 'UploadedSlide', 'read_patient_zip']
 
-PATCH_NAME = re.compile(r'(?P<patient>\d+)_idx5_x(?P<x>\d+)_y(?P<y>\d+)_class(?P<label>[01])\.png')
 MAX_ENTRIES = 20_000  # the largest real patient has about 2,200 patches
 MAX_ENTRY_BYTES = 1 << 20  # a 50x50 RGB PNG is under 10 KB
 MAX_TOTAL_BYTES = 256 << 20
@@ -42,7 +41,7 @@ def read_patient_zip(file: str) -> UploadedSlide:
         _check_directory(entries)
         patches, names, skipped = [], [], []
         for info in entries:
-            match = PATCH_NAME.fullmatch(PurePosixPath(info.filename).name)
+            match = IDC_PATCH_NAME.fullmatch(PurePosixPath(info.filename).name)
             if match is None:
                 skipped.append(info.filename)
                 continue

@@ -6,6 +6,7 @@ Works from any source whose rows carry `image`, `label`, `patient_id`, `x` and `
 its file name, `<patient>_idx5_x<X>_y<Y>_class<k>.png`) is the slide pixel of its top-left corner, so the slide is
 rebuilt pixel for pixel: each patch lands at (x - min x, y - min y) of the canvas.
 """
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from sklearn.metrics import f1_score, jaccard_score
 from timm.data import resolve_data_config
 
 from .attention import attention_and_logits
@@ -21,11 +23,13 @@ from .images import exact_size_transform, to_rgb
 from .model_folder import atomic_file
 from .patchconvnet import PatchConvNet
 
-__all__ = ['SLIDES_DIR', 'Slide', 'SlideError', 'SlidePrediction', 'make_slide', 'patch_layer', 'predict_slide',
-           'region_scores', 'render_slide', 'slide_from_rows', 'stitch']
+__all__ = ['IDC_PATCH_NAME', 'SLIDES_DIR', 'Slide', 'SlideError', 'SlidePrediction', 'make_slide', 'patch_layer',
+           'predict_slide', 'region_scores', 'render_slide', 'slide_from_rows', 'stitch']
 
 
 SLIDES_DIR = 'slides'  # in a training run's output folder: maps of a few test patients
+# an IDC patch's file name: its patient, the slide pixel of its top-left corner, its class
+IDC_PATCH_NAME = re.compile(r'(?P<patient>\d+)_idx5_x(?P<x>\d+)_y(?P<y>\d+)_class(?P<label>[01])\.png')
 
 
 class SlideError(ValueError):
@@ -131,10 +135,10 @@ def region_scores(predicted: np.ndarray, annotated: np.ndarray) -> Dict[str, Opt
     """Dice and IoU of two boolean per-patch masks (the predicted and the annotated IDC region); None where both
     are empty (no region to compare)."""
     predicted, annotated = np.asarray(predicted, bool), np.asarray(annotated, bool)
-    overlap, union = np.sum(predicted & annotated), np.sum(predicted | annotated)
-    if union == 0:
+    if not (predicted | annotated).any():
         return {'dice': None, 'iou': None}
-    return {'dice': float(2 * overlap / (predicted.sum() + annotated.sum())), 'iou': float(overlap / union)}
+    # Dice is the F1 score of the two masks, IoU their Jaccard index
+    return {'dice': float(f1_score(annotated, predicted)), 'iou': float(jaccard_score(annotated, predicted))}
 
 
 def patch_layer(slide: Slide, values: Sequence, fill: float = np.nan) -> np.ndarray:
