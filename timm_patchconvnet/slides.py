@@ -15,7 +15,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from sklearn.metrics import f1_score, jaccard_score
 from timm.data import resolve_data_config
 
 from .attention import attention_and_logits
@@ -134,6 +133,9 @@ def predict_slide(model: PatchConvNet, slide: Slide, batch_size: int = 256) -> S
 def region_scores(predicted: np.ndarray, annotated: np.ndarray) -> Dict[str, Optional[float]]:
     """Dice and IoU of two boolean per-patch masks (the predicted and the annotated IDC region); None where both
     are empty (no region to compare)."""
+    # here, not at the top: the Hub export imports this module with the hub extra alone, which has no scikit-learn
+    from sklearn.metrics import f1_score, jaccard_score
+
     predicted, annotated = np.asarray(predicted, bool), np.asarray(annotated, bool)
     if not (predicted | annotated).any():
         return {'dice': None, 'iou': None}
