@@ -11,11 +11,13 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from .dataset_specs import DATASETS, PUBLISHED_SPLITS, SEEDED
 
-__all__ = ['CIFAR10_HUB_ID', 'TORCH_OPTIMIZER_LAMB', 'Option', 'TrainConfig', 'check_settings', 'describe_range',
+__all__ = ['CIFAR10_HUB_ID', 'DECODED', 'LOADERS', 'PIL', 'TORCH_OPTIMIZER_LAMB', 'Option', 'TrainConfig', 'check_settings', 'describe_range',
            'options', 'public_command', 'public_value', 'resume_key']
 
 CIFAR10_HUB_ID = DATASETS['cifar10'].hub_id
-TORCH_OPTIMIZER_LAMB = 'lamb_torch_optimizer'  # --opt value for torch-optimizer's Lamb, the seed paper's optimizer
+TORCH_OPTIMIZER_LAMB = 'lamb_torch_optimizer'
+DECODED, PIL = 'decoded', 'pil'  # --loader
+LOADERS = (DECODED, PIL)  # --opt value for torch-optimizer's Lamb, the seed paper's optimizer
 
 Range = Tuple[float, Optional[float], bool, bool]  # lowest, highest (None: unbounded), whether each end is allowed
 
@@ -79,9 +81,19 @@ class TrainConfig:
     test_fraction: float = option(0.2, 'share held out for testing (when the source has no test split)',
                                   range=FRACTION)
     max_steps_per_epoch: Optional[int] = option(None, 'cut each epoch short (smoke tests)', kind=int, range=POSITIVE)
-    num_workers: int = option(0, 'data-loading worker processes', range=(0, None, True, True),
-                              fixed_on_resume=False, public=False)
-    mixed_precision: str = option('no', 'through Accelerate', choices=('no', 'fp16', 'bf16'))
+    loader: str = option(DECODED, f"'{DECODED}': each split decoded once into a cached uint8 array (see --cache-dir), "
+                                   'augmented and normalised in batches on the training device; '
+                                   f"'{PIL}': PIL transforms per image in worker processes", choices=LOADERS)
+    num_workers: Optional[int] = option(None, f'data-loading worker processes (default: with --loader {PIL}, one '
+                                              f'per core of this process but one, at most 8; with {DECODED}, 0)',
+                                        kind=int, range=(0, None, True, True), fixed_on_resume=False, public=False)
+    cache_dir: Optional[str] = option(None, 'where decoded splits and the check of an IDC folder are kept, shared by '
+                                            'runs and processes (default: $PATCHCONVNET_CACHE or '
+                                            '~/.cache/timm_patchconvnet); also datasets\' cache_dir', kind=str,
+                                      fixed_on_resume=False, public=False)
+    mixed_precision: str = option('no', "through Accelerate ('bf16' on a recent GPU)", choices=('no', 'fp16', 'bf16'))
+    compile: bool = option(False, 'torch.compile the model (inductor, fullgraph): faster steps on a GPU after a '
+                                  'minute of compiling', fixed_on_resume=False, public=False)
     report_to: Optional[str] = option(None, "an Accelerate tracker: 'tensorboard', 'wandb', 'all', ...", kind=str,
                                       fixed_on_resume=False, public=False)
     output_dir: str = option('runs/digits', 'where the model, metrics.json, attention.png and the resumable state go',

@@ -3,7 +3,9 @@
 `load_splits` reads scikit-learn's digits, CIFAR-10 (Hub or a local copy of its parquet files), the Kaggle
 breast histopathology (IDC) patches split by patient, or any image classification source `datasets` can read.
 """
+import hashlib
 import io
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -12,16 +14,20 @@ from typing import Any, BinaryIO, Callable, Dict, List, NamedTuple, Optional, Se
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import torch
+from datasets.table import InMemoryTable
 from PIL import Image
 from sklearn.datasets import load_digits
 from torchvision import transforms
 
+from .decode_cache import CACHE_VERSION, cache_root, open_rgb, readable_files
 from .dataset_specs import DATASETS, GENERIC, SEEDED, DatasetSpec, dataset_spec, published_split
 from .images import exact_size_transform, to_rgb
+from .model_folder import atomic_write_json
 from .pretrained import HUB_NAMESPACE
 from .slides import IDC_PATCH_NAME
-from .splits import SplitError, hold_out, published_patient_split, split_by_patient, stratification, three_way_split
+from .splits import SplitError, column, hold_out, published_patient_split, split_by_patient, stratification, three_way_split
 
 __all__ = ['DataError', 'DataSplits', 'ImageClassificationDataset', 'build_transform', 'load_idc_patches',
            'load_splits', 'read_idc_kaggle_folder']
@@ -53,6 +59,9 @@ class DataSplits:
     ignored_files: int = 0  # files of an IDC folder whose names are not IDC patch names (also said in `protocol`)
     # 'published split', 'seeded patient split' or 'patch-level' for patient data; 'example-level' otherwise
     protocol_kind: str = 'example-level'
+    # what the rows' image paths point to, where the `datasets` fingerprints cannot tell (a Kaggle folder's listing
+    # key): part of the decoded cache's key
+    source_key: str = ''
 
 
 def load_splits(
@@ -72,7 +81,8 @@ def load_splits(
     Every split has an `image` column (PIL on access) and a `label` ClassLabel column; IDC also keeps `patient_id`,
     `x`, `y` when known. Carved splits are seeded and stratified; `val_fraction` / `test_fraction` are fractions of
     all examples (of all patients for IDC). `split` is 'seeded' or a published patient split of the data set
-    ('janowczyk' for IDC: see `dataset_specs`). `cache_dir` is handed to `datasets.load_dataset`.
+    ('janowczyk' for IDC: see `dataset_specs`). `cache_dir` is handed to `datasets.load_dataset`, and holds the
+    check of an IDC folder's files under `cache_dir`/timm_patchconvnet (default: `decode_cache.cache_root()`).
     """
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
         raise DataError(
@@ -195,7 +205,7 @@ def _read_idc_source(
     kaggle = _IdcFolder(None, 0, 0)
     label_names = list(spec.label_names)
     if root is not None and not _has_parquet(root):
-        kaggle = _read_idc_kaggle_folder(root)
+        kaggle = _read_idc_kaggle_folder(root, cache_root(cache_dir))
         source, source_name = datasets.DatasetDict(train=kaggle.data), str(root)
     elif root is not None:
         source, source_name = _load_local_folder(root, cache_dir), str(root)
@@ -234,7 +244,7 @@ def _load_idc(
             protocol += f' {_ignored_note(kaggle.ignored)}'
         return DataSplits(train, validation, test, label_names, spec.name, source_name, protocol, True,
                           kaggle.skipped, kaggle.ignored,
-                          'seeded patient split' if split == SEEDED else 'published split')
+                          'seeded patient split' if split == SEEDED else 'published split', kaggle.listing_key)
     if split != SEEDED:
         raise DataError(f'--split {split} splits by patient, and {source_name} has no patient_id column: use the '
                         'Kaggle folder or a copy with patient ids.')
@@ -244,7 +254,7 @@ def _load_idc(
                'between train and test, inflating scores.')
     _logger.warning(warning)
     return DataSplits(train, validation, test, label_names, spec.name, source_name, f'{warning} {protocol}', False,
-                      kaggle.skipped, protocol_kind='patch-level')
+                      kaggle.skipped, protocol_kind='patch-level', source_key=kaggle.listing_key)
 
 
 def read_idc_kaggle_folder(folder: str) -> Tuple[datasets.Dataset, int]:
@@ -258,26 +268,33 @@ class _IdcFolder(NamedTuple):
     data: Optional[datasets.Dataset]
     skipped: int  # unreadable patch files
     ignored: int  # files whose names are not IDC patch names
+    listing_key: str = ''  # a hash of the folder's listing (names, sizes, modification times)
 
 
-def _read_idc_kaggle_folder(root: Path) -> _IdcFolder:
-    """The Kaggle folder `<patient_id>/<0|1>/<patient_id>_idx5_x<X>_y<Y>_class<0|1>.png`, each file name once."""
-    patches: Dict[str, Path] = {}
-    ignored: List[Path] = []
+def _read_idc_kaggle_folder(root: Path, cache: Optional[Path] = None) -> _IdcFolder:
+    """The Kaggle folder `<patient_id>/<0|1>/<patient_id>_idx5_x<X>_y<Y>_class<0|1>.png`, each file name once.
+
+    Every patch is decoded once to find the unreadable ones; the result is kept in `cache` (default `cache_root()`)
+    under the folder's listing key, so a later run over the unchanged folder only lists it."""
+    listing = _listing(root)
+    patches: Dict[str, str] = {}  # file name -> path relative to root (strings: Path objects cost seconds here)
+    ignored: List[str] = []
     duplicates = 0
     # the original patient folders before the archive's duplicate copy, so that the original is the one kept
-    for path in sorted(_files_under(root), key=lambda p: (IDC_DUPLICATE_COPY in p.parts, p)):
-        match = IDC_PATCH_NAME.fullmatch(path.name)
+    copy = IDC_DUPLICATE_COPY + os.sep
+    for path in sorted(listing, key=lambda p: (p.startswith(copy) or f'{os.sep}{copy}' in p, p)):
+        folder, name = os.path.split(path)
+        match = IDC_PATCH_NAME.fullmatch(name)
         if match is None:
             ignored.append(path)
             continue
-        if path.name in patches:
+        if name in patches:
             duplicates += 1
             continue
-        if path.parent.name != match['label']:
-            raise DataError(f'{path} says class{match["label"]} but lies in folder {path.parent.name!r}: the class '
-                            'folder (0 or 1) and the file name must agree.')
-        patches[path.name] = path
+        if os.path.basename(folder) != match['label']:
+            raise DataError(f'{root / path} says class{match["label"]} but lies in folder '
+                            f'{os.path.basename(folder)!r}: the class folder (0 or 1) and the file name must agree.')
+        patches[name] = path
     if not patches:
         raise DataError(f'No IDC patches in {root}: expected the Kaggle layout '
                         '<patient_id>/<0|1>/<patient_id>_idx5_x<X>_y<Y>_class<0|1>.png.')
@@ -286,25 +303,66 @@ def _read_idc_kaggle_folder(root: Path) -> _IdcFolder:
                         duplicates, IDC_DUPLICATE_COPY)
 
     if ignored:  # a renamed (.PNG, class2) or stray file is data the user may think is used: say so
-        _logger.warning('%s E.g. %s.', _ignored_note(len(ignored)), ignored[0])
-    decodes = {path: _decodes(path) for path in patches.values()}
-    readable = [path for path, ok in decodes.items() if ok]
-    _warn_unreadable([path for path, ok in decodes.items() if not ok], root)
-    matches = [IDC_PATCH_NAME.fullmatch(path.name) for path in readable]
+        _logger.warning('%s E.g. %s.', _ignored_note(len(ignored)), root / ignored[0])
+    listing_key = hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:20]
+    paths = list(patches.values())
+    unreadable = set(_unreadable(root, paths, listing_key, cache_root() if cache is None else cache))
+    _warn_unreadable([root / path for path in sorted(unreadable)], root)
+    readable = [path for path in paths if path not in unreadable]
+    matches = [IDC_PATCH_NAME.fullmatch(os.path.basename(path)) for path in readable]
     features = datasets.Features(
         image=datasets.Image(), label=datasets.ClassLabel(names=IDC_LABEL_NAMES), **IDC_EXTRA_FEATURES)
-    data = datasets.Dataset.from_dict({
-        'image': [str(path) for path in readable],  # stored as paths: decoded lazily, nothing copied
-        'label': [int(m['label']) for m in matches],
-        'patient_id': [m['patient'] for m in matches],
-        'x': [int(m['x']) for m in matches],
-        'y': [int(m['y']) for m in matches],
-    }, features=features)
-    return _IdcFolder(data, len(patches) - len(readable), len(ignored))
+    prefix = str(root) + os.sep
+    table = pa.table({  # Arrow columns as `features` stores them: from_dict would encode row by row (seconds)
+        'image': pa.StructArray.from_arrays(  # paths: decoded lazily, nothing copied
+            [pa.nulls(len(readable), pa.binary()), pa.array([prefix + path for path in readable])], ['bytes', 'path']),
+        'label': pa.array([int(m['label']) for m in matches], pa.int64()),
+        'patient_id': pa.array([m['patient'] for m in matches], pa.string()),
+        'x': pa.array([int(m['x']) for m in matches], pa.int32()),
+        'y': pa.array([int(m['y']) for m in matches], pa.int32()),
+    })
+    data = datasets.Dataset(InMemoryTable(table.cast(features.arrow_schema)), info=datasets.DatasetInfo(features=features))
+    return _IdcFolder(data, len(unreadable), len(ignored), listing_key)
 
 
-def _files_under(root: Path) -> List[Path]:
-    return [Path(folder, name) for folder, _, names in os.walk(root) for name in names]
+def _listing(root: Path) -> Dict[str, Tuple[int, int]]:
+    """Every file under `root` (its path relative to `root`), sorted, with its size and modification time (ns):
+    what says that a folder changed."""
+    files: Dict[str, Tuple[int, int]] = {}
+    skip = len(str(root)) + 1
+    folders = [str(root)]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=True):
+                    folders.append(entry.path)
+                elif entry.is_file(follow_symlinks=True):
+                    stat = entry.stat()
+                    files[entry.path[skip:]] = (stat.st_size, stat.st_mtime_ns)
+    return dict(sorted(files.items()))
+
+
+def _unreadable(root: Path, paths: Sequence[str], listing_key: str, cache: Path) -> List[str]:
+    """The patches (paths relative to `root`) that do not decode: from the cache when this listing was checked
+    before, else by decoding each once (then cached; a cache that cannot be written is only a warning)."""
+    record = cache / 'idc-folders' / f'{listing_key}.json'
+    try:
+        saved = json.loads(record.read_text())
+        if saved.get('version') == CACHE_VERSION and saved.get('folder') == str(root):
+            return saved['unreadable']
+    except (OSError, ValueError, KeyError, AttributeError):  # none yet, or damaged: check again
+        pass
+    _logger.info('Checking that the %d IDC patches of %s decode (once: the result is cached in %s).', len(paths),
+                 root, record.parent)
+    ok = readable_files([root / path for path in paths])
+    unreadable = [path for path, good in zip(paths, ok) if not good]
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(record, {'version': CACHE_VERSION, 'folder': str(root), 'unreadable': unreadable})
+    except OSError as err:
+        _logger.warning('Could not cache the check of %s in %s (%s): the next run checks the files again.', root,
+                        record, err)
+    return unreadable
 
 
 def _ignored_note(count: int) -> str:
@@ -320,15 +378,7 @@ def _warn_unreadable(unreadable: Sequence[Union[Path, str]], root: Path) -> None
 
 
 def _decodes(file: Union[Path, str, BinaryIO]) -> bool:
-    """Whether PIL decodes the image file to a non-empty image that `to_rgb` can convert, as training will."""
-    try:
-        with Image.open(file) as image:
-            image.load()
-            to_rgb(image)  # what training does to it: raises for NaN pixels, which would train on an arbitrary gray
-            return image.width > 0 and image.height > 0
-    # PIL reports broken files with any of these; a header declaring a huge image is a DecompressionBombError
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return False
+    return open_rgb(file) is not None
 
 
 def _load_folder(
@@ -413,7 +463,7 @@ def _standardise(
 
 
 def _check_two_classes(split_name: str, split: datasets.Dataset, label_names: Sequence[str]) -> None:
-    present = np.unique(np.asarray(split['label']))
+    present = np.unique(column(split, 'label'))
     if len(present) < 2:
         classes = ', '.join(label_names[i] for i in present) or 'none'
         raise DataError(

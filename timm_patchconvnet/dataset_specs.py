@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import transforms
 
@@ -43,6 +44,25 @@ class Augmentation:
         if self.color_jitter is not None:
             steps.append(transforms.ColorJitter(*self.color_jitter))
         return steps
+
+    def batch_transforms(self) -> Optional['torch.nn.Module']:
+        """The recipe on float batches (B, 3, H, W) in [0, 1], on any device, each image with its own random
+        parameters (kornia.augmentation); None when there is nothing to do. Like `pil_transforms`: nearest-pixel
+        resampling, zeros outside, rotation and affine always applied, each flip with probability 1/2, and
+        torchvision's colour jitter (a random factor per property in [1 - v, 1 + v], applied in a random order)."""
+        import kornia.augmentation as K  # the train extra's; only training on decoded batches needs it
+        steps: List[torch.nn.Module] = []
+        if self.hflip:
+            steps.append(K.RandomHorizontalFlip(p=0.5))
+        if self.vflip:
+            steps.append(K.RandomVerticalFlip(p=0.5))
+        if self.rotation:
+            steps.append(K.RandomRotation(self.rotation, resample='nearest', p=1.0))
+        if self.affine is not None:
+            steps.append(K.RandomAffine(**self.affine, resample='nearest', p=1.0))
+        if self.color_jitter is not None:
+            steps.append(K.ColorJitter(*self.color_jitter, p=1.0))
+        return K.AugmentationSequential(*steps) if steps else None
 
 
 @dataclass(frozen=True)

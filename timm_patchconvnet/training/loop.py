@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import RNG_STATE_NAME, load, set_seed
+from accelerate.utils import RNG_STATE_NAME, TorchDynamoPlugin, load, set_seed
 from filelock import FileLock, Timeout
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -28,11 +28,15 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..config import TORCH_OPTIMIZER_LAMB, TrainConfig, resume_key
-from ..data import DataSplits, ImageClassificationDataset, build_transform, load_splits
+from ..data import DataSplits, build_transform, load_splits
+from ..decode_cache import DecodeCacheError
+from ..device_transforms import BatchPreprocess
 from ..dataset_specs import dataset_spec
 from ..model_folder import atomic_write_json, save_model_folder
 from ..patchconvnet import PatchConvNet
+from ..splits import column
 from ..slides import SLIDES_DIR, predict_slide, render_slide, slide_from_rows
+from .loaders import Loaders, build_loaders, model_input
 from .metrics import classification_metrics, patient_results
 from .run_files import PROGRESS_FILE, RUN_OUTPUTS, latest_training_state, remove_leftovers, save_training_state
 from .visualize import save_attention_grid
@@ -40,6 +44,8 @@ from .visualize import save_attention_grid
 __all__ = ['TrainingError', 'create_training_model', 'evaluate_checkpoint', 'evaluate_pretrained', 'train']
 
 _logger = logging.getLogger(__name__)
+
+LOG_EVERY = 50  # steps between reads of the training loss (each read waits for the device)
 
 
 class TrainingError(RuntimeError):
@@ -179,12 +185,13 @@ def _lr_lambda(cfg: TrainConfig, total_steps: int, warmup_steps: int):
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, loader: DataLoader, accelerator: Accelerator) -> Tuple[np.ndarray, np.ndarray, float]:
+def _predict(model: nn.Module, loader: DataLoader, accelerator: Accelerator,
+             preprocess: Optional[BatchPreprocess]) -> Tuple[np.ndarray, np.ndarray, float]:
     """Labels, class probabilities and mean loss over a whole split, gathered from every process."""
     model.eval()
     labels, probs, loss_sum = [], [], 0.
     for images, targets in loader:
-        logits = model(images)
+        logits = model(model_input(images, preprocess, train=False))
         logits, targets = accelerator.gather_for_metrics((logits.float(), targets))
         loss_sum += F.cross_entropy(logits, targets, reduction='sum').item()
         labels.append(targets.cpu())
@@ -193,19 +200,27 @@ def _predict(model: nn.Module, loader: DataLoader, accelerator: Accelerator) -> 
     return labels, probs, loss_sum / max(1, len(labels))
 
 
-def _loaders(cfg: TrainConfig, splits: DataSplits, model: nn.Module) -> Tuple[DataLoader, DataLoader, DataLoader]:
-    data_config = resolve_data_config(model=model)
-    train_tf = build_transform(splits.kind, data_config, train=True)
-    eval_tf = build_transform(splits.kind, data_config, train=False)
+def _loaders(cfg: TrainConfig, splits: DataSplits, model: nn.Module, accelerator: Accelerator) -> Loaders:
     if cfg.batch_size > len(splits.train):
         raise TrainingError(f'--batch-size {cfg.batch_size} is larger than the {len(splits.train)} training images: '
                             'lower it or use more data.')
-    common = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers)
-    return (
-        DataLoader(ImageClassificationDataset(splits.train, train_tf), shuffle=True, **common),
-        DataLoader(ImageClassificationDataset(splits.validation, eval_tf), **common),
-        DataLoader(ImageClassificationDataset(splits.test, eval_tf), **common),
-    )
+    try:
+        loaders = build_loaders(cfg, splits, model, accelerator)
+    except DecodeCacheError as err:
+        raise TrainingError(str(err)) from err
+    if loaders.unreadable:
+        splits.skipped_images += loaders.unreadable
+    return loaders
+
+
+def _accelerator(cfg: TrainConfig, **kwargs: Any) -> Accelerator:
+    """Accelerate for `cfg`: its precision, torch.compile (inductor, fullgraph) with --compile, and on CUDA
+    copies of pinned batches that do not block."""
+    dynamo = TorchDynamoPlugin(backend='inductor', fullgraph=True) if cfg.compile else None
+    return Accelerator(
+        cpu=_processes_without_gpus(), mixed_precision=cfg.mixed_precision, dynamo_plugin=dynamo,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=torch.cuda.is_available()),
+        **kwargs)
 
 
 def _processes_without_gpus() -> bool:
@@ -316,14 +331,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     and state/ (Accelerate's state and our progress.json, to resume from), holding `.lock` while it runs.
     """
     started = time.time()
-    accelerator = Accelerator(
-        cpu=_processes_without_gpus(),
-        gradient_accumulation_steps=cfg.grad_accum_steps,
-        mixed_precision=cfg.mixed_precision,
-        log_with=cfg.report_to,
-        project_dir=cfg.output_dir,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-    )
+    accelerator = _accelerator(cfg, gradient_accumulation_steps=cfg.grad_accum_steps, log_with=cfg.report_to,
+                               project_dir=cfg.output_dir)
     set_seed(cfg.seed)
     if accelerator.device.type == 'cpu' and torch.get_num_threads() * accelerator.num_processes < (os.cpu_count() or 1):
         accelerator.print(f'note: {accelerator.num_processes} process(es) x {torch.get_num_threads()} thread(s) on '
@@ -372,7 +381,9 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, out: Path, started: float
                       f'{len(splits.test)} test images, {len(splits.label_names)} classes. {splits.protocol}')
     model = create_training_model(cfg, len(splits.label_names))
     fit_to_data(model, cfg, splits)
-    train_loader, val_loader, test_loader = _loaders(cfg, splits, model)
+    train_loader, val_loader, test_loader, preprocess, _ = _loaders(cfg, splits, model, accelerator)
+    if accelerator.device.type == 'cuda':
+        model = model.to(memory_format=torch.channels_last)
 
     optimizer = _create_optimizer(cfg, model)
     # Planned before `prepare`, on the whole data: each process does 1/num_processes of these optimizer steps,
@@ -395,7 +406,8 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, out: Path, started: float
         epoch_started = time.time()
         train_loader.set_epoch(progress.epoch)  # the seeded sampler's order depends on the epoch alone
         model.train()
-        loss_sum, batches = 0., 0
+        # summed on the device and read every LOG_EVERY steps: reading it each step would wait for the GPU each step
+        loss_sum, batches = torch.zeros((), device=accelerator.device), 0
         bar = tqdm(train_loader, desc=f'epoch {progress.epoch + 1}/{cfg.epochs}', leave=False,
                    disable=None if accelerator.is_local_main_process else True)  # None: only on a terminal
         for step, (images, targets) in enumerate(bar):
@@ -403,25 +415,23 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, out: Path, started: float
                 train_loader.end()  # what finishing the loop would do: Accelerate drops its reference to it
                 break
             with accelerator.accumulate(model):
-                loss = criterion(model(images), targets)
-                if not torch.isfinite(accelerator.gather(loss.detach())).all():
-                    raise TrainingError(
-                        f'The loss is not finite at epoch {progress.epoch + 1}, step {step + 1}: lower --lr, or check '
-                        f'the data. The best model so far is kept in {out}.')
+                loss = criterion(model(model_input(images, preprocess, train=True)), targets)
                 accelerator.backward(loss)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
-            loss_sum += loss.item()
+            loss_sum += loss.detach()
             batches += 1
-            bar.set_postfix(loss=f'{loss.item():.4f}')
+            if batches % LOG_EVERY == 0:
+                bar.set_postfix(loss=f'{_finite_mean(accelerator, loss_sum, batches, progress.epoch, out):.4f}')
+        _finite_mean(accelerator, loss_sum, batches, progress.epoch, out)
 
-        labels, probs, val_loss = _predict(model, val_loader, accelerator)
+        labels, probs, val_loss = _predict(model, val_loader, accelerator, preprocess)
         if not math.isfinite(val_loss):
             raise TrainingError(f'The validation loss is not finite after epoch {progress.epoch + 1}: lower --lr. '
                                 f'The best model so far is kept in {out}.')
         progress.epoch += 1
-        train_loss = accelerator.reduce(torch.tensor(loss_sum / max(1, batches), device=accelerator.device), 'mean')
+        train_loss = accelerator.reduce(loss_sum / max(1, batches), 'mean')
         record = dict(epoch=progress.epoch, train_loss=train_loss.item(), validation_loss=val_loss,
                       validation_accuracy=float((probs.argmax(1) == labels).mean()),
                       lr=scheduler.get_last_lr()[0], seconds=time.time() - epoch_started)
@@ -431,7 +441,8 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, out: Path, started: float
             progress.epochs_without_improvement = 0
             if accelerator.is_main_process:
                 with _writing(out):
-                    save_model_folder(accelerator.unwrap_model(model), out, splits.label_names)
+                    save_model_folder(accelerator.unwrap_model(model, keep_torch_compile=False), out,
+                                      splits.label_names)
         else:
             progress.epochs_without_improvement += 1
         with _writing(out):
@@ -440,10 +451,10 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, out: Path, started: float
         accelerator.print(' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in record.items()))
 
     # the best model, not the last one, is the result
-    best = accelerator.unwrap_model(model)
+    best = accelerator.unwrap_model(model, keep_torch_compile=False)
     best.load_state_dict(load_file(out / 'model.safetensors'))
     result = {
-        'test': _test_metrics(model, splits, val_loader, test_loader, accelerator),
+        'test': _test_metrics(model, splits, val_loader, test_loader, accelerator, preprocess),
         'best_epoch': progress.best_epoch,
         'best_validation_loss': progress.best_val_loss,
         'epochs_run': progress.epoch,
@@ -474,28 +485,38 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, out: Path, started: float
     return result
 
 
+def _finite_mean(accelerator: Accelerator, loss_sum: torch.Tensor, batches: int, epoch: int, out: Path) -> float:
+    """The mean training loss so far in this epoch, over all processes; a TrainingError when it is not finite
+    (every process raises together)."""
+    mean = accelerator.reduce(loss_sum / max(1, batches), 'mean').item()
+    if not math.isfinite(mean):
+        raise TrainingError(f'The loss is not finite in epoch {epoch + 1} (by step {batches}): lower --lr, or check '
+                            f'the data. The best model so far is kept in {out}.')
+    return mean
+
+
 def _load_data(cfg: TrainConfig) -> DataSplits:
     return load_splits(cfg.dataset, data_dir=cfg.data_dir, hub_id=cfg.hub_id, seed=cfg.seed,
                        val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, split=cfg.split,
-                       allow_missing_patients=cfg.allow_missing_patients)
+                       allow_missing_patients=cfg.allow_missing_patients, cache_dir=cfg.cache_dir)
 
 
 def _test_metrics(model: nn.Module, splits: DataSplits, val_loader: DataLoader, test_loader: DataLoader,
-                  accelerator: Accelerator) -> Dict[str, Any]:
+                  accelerator: Accelerator, preprocess: Optional[BatchPreprocess]) -> Dict[str, Any]:
     """The test metrics of `model`; for two classes split by patient, also per patient and per slide at a threshold
     chosen on validation (`metrics.patient_results`)."""
-    labels, probs, test_loss = _predict(model, test_loader, accelerator)
+    labels, probs, test_loss = _predict(model, test_loader, accelerator, preprocess)
     test = dict(classification_metrics(labels, probs, splits.label_names), loss=test_loss)
     if splits.patient_level and len(splits.label_names) == 2:
-        val_labels, val_probs, _ = _predict(model, val_loader, accelerator)
-        test.update(patient_results(val_labels, val_probs, labels, probs, splits.test['patient_id']))
+        val_labels, val_probs, _ = _predict(model, val_loader, accelerator, preprocess)
+        test.update(patient_results(val_labels, val_probs, labels, probs, column(splits.test, 'patient_id')))
     return test
 
 
 def _save_slides(model: PatchConvNet, splits: DataSplits, threshold: float, out: Path, most: int = 3) -> None:
     """Whole-slide maps of the `most` test patients with the most IDC patches, into out/slides/."""
-    patients = np.asarray(splits.test['patient_id']).astype(str)
-    positives = np.bincount(np.unique(patients, return_inverse=True)[1], weights=np.asarray(splits.test['label']))
+    patients = column(splits.test, 'patient_id').astype(str)
+    positives = np.bincount(np.unique(patients, return_inverse=True)[1], weights=column(splits.test, 'label'))
     chosen = np.unique(patients)[np.argsort(-positives, kind='stable')[:most]]
     for patient in chosen:
         slide = slide_from_rows(splits.test, patient)
@@ -513,23 +534,24 @@ def _data_record(splits: DataSplits) -> Dict[str, Any]:
         'label_names': list(splits.label_names),
     }
     if splits.patient_level:
-        record['patients'] = {name: len(set(getattr(splits, name)['patient_id']))
+        record['patients'] = {name: len(set(column(getattr(splits, name), 'patient_id')))
                               for name in ('train', 'validation', 'test')}
-        record['test_patients'] = sorted(set(splits.test['patient_id']))
+        record['test_patients'] = sorted(set(column(splits.test, 'patient_id').tolist()))
     return record
 
 
 def evaluate_pretrained(cfg: TrainConfig) -> Dict[str, Any]:
     """Test metrics of a saved model (`cfg.pretrained`, e.g. `local-dir:runs/digits`) on `cfg.dataset`'s test
     split, as in training (same split, same preprocessing, gathered over processes)."""
-    accelerator = Accelerator(cpu=_processes_without_gpus(), mixed_precision=cfg.mixed_precision)
+    accelerator = _accelerator(cfg)
     splits = _load_data(cfg)
     model = create_training_model(cfg, len(splits.label_names))
     if not cfg.pretrained.startswith(('local-dir:', 'hf-hub:')):  # a saved run's config.json already fits its data
         fit_to_data(model, cfg, splits)
-    _, val_loader, test_loader = _loaders(cfg, splits, model)
+    _, val_loader, test_loader, preprocess, _ = _loaders(cfg, splits, model, accelerator)
     model, val_loader, test_loader = accelerator.prepare(model, val_loader, test_loader)
-    return {'test': _test_metrics(model, splits, val_loader, test_loader, accelerator), 'data': _data_record(splits)}
+    return {'test': _test_metrics(model, splits, val_loader, test_loader, accelerator, preprocess),
+            'data': _data_record(splits)}
 
 
 evaluate_checkpoint = evaluate_pretrained  # its name before 0.2

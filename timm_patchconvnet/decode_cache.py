@@ -1,0 +1,254 @@
+"""Each split decoded once into a uint8 (N, 3, H, W) array on disk, memory-mapped by every run and process after.
+
+Decoding and resizing images in Python (PIL) costs far more than a training step of a small model on a GPU, and
+it is the same work every epoch. `decode_split` does it once per split: each image is made 8-bit RGB (`to_rgb`)
+and resized to the model's input size exactly as the evaluation transform does (`exact_size_transform`), then
+stored. Augmentation and normalisation then run on whole batches on the training device (`batch_transforms`).
+
+An entry of the cache is a folder named by a hash of its key: the split's `datasets` fingerprint, a key of the
+source (for a folder of files: its listing with sizes and modification times), the decode settings and the format
+version. A changed source, other settings or another version give another key, so a stale entry is never used;
+an entry whose recorded key or files do not match is rebuilt. Entries are built under a file lock into a temporary
+folder and renamed into place, so processes building the same entry at once end with one whole entry, and a failed
+build (a full disk) leaves none.
+"""
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import signal
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Dict, List, Optional, Sequence, Tuple, Union
+
+import datasets
+import numpy as np
+import torch
+from filelock import FileLock
+from PIL import Image
+from timm.data.transforms import str_to_interp_mode
+from torchvision import transforms
+
+from .images import to_rgb
+from .splits import column
+
+__all__ = ['CACHE_ENV', 'DecodeCacheError', 'DecodeSettings', 'DecodedImages', 'cache_root', 'decode_split',
+           'keep_batch', 'open_rgb', 'readable_files']
+
+_logger = logging.getLogger(__name__)
+
+CACHE_VERSION = 1  # bump when the stored layout or the decoding changes: older entries are then rebuilt
+CACHE_ENV = 'PATCHCONVNET_CACHE'
+IMAGES_FILE, LABELS_FILE, READABLE_FILE, META_FILE = 'images.npy', 'labels.npy', 'readable.npy', 'meta.json'
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)  # how PIL reports broken files
+CHUNK = 512  # images per task of the decoding threads
+
+
+class DecodeCacheError(OSError):
+    """The decoded cache cannot be written or read: the message says where and what to do."""
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """How images are stored: resized to height x width with timm's `interpolation` name (the model's data config)."""
+    height: int
+    width: int
+    interpolation: str = 'bicubic'
+
+    @classmethod
+    def from_data_config(cls, data_config: Dict[str, Any]) -> 'DecodeSettings':
+        _, height, width = data_config['input_size']
+        return cls(height, width, data_config['interpolation'])
+
+
+def cache_root(cache_dir: Optional[str] = None) -> Path:
+    """Where decoded splits live: `cache_dir`/timm_patchconvnet, else $PATCHCONVNET_CACHE, else
+    $XDG_CACHE_HOME/timm_patchconvnet (~/.cache/timm_patchconvnet)."""
+    if cache_dir:
+        return Path(cache_dir).expanduser() / 'timm_patchconvnet'
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'timm_patchconvnet'
+
+
+class DecodedImages(torch.utils.data.Dataset):
+    """A decoded split: (uint8 image (3, H, W), label) pairs read from a memory-mapped entry of the cache.
+
+    `__getitems__` reads a whole batch at once, (uint8 (B, 3, H, W), int64 (B,)); give the DataLoader
+    `collate_fn=keep_batch`. Pickling (DataLoader workers) passes the folder, not the pixels."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.meta = json.loads((self.folder / META_FILE).read_text())
+        self.images = np.load(self.folder / IMAGES_FILE, mmap_mode='r')
+        self.rows = np.load(self.folder / READABLE_FILE)  # unreadable images are left out
+        self.labels = np.load(self.folder / LABELS_FILE)[self.rows]
+
+    @property
+    def unreadable(self) -> int:
+        return len(self.images) - len(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
+        return torch.from_numpy(np.array(self.images[self.rows[index]])), int(self.labels[index])
+
+    def __getitems__(self, indices: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        indices = np.asarray(indices)
+        return torch.from_numpy(self.images[self.rows[indices]]), torch.from_numpy(self.labels[indices])
+
+    def __getstate__(self) -> Dict[str, Any]:
+        return {'folder': self.folder}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__init__(state['folder'])
+
+
+def keep_batch(batch: Any) -> Any:
+    """The DataLoader `collate_fn` for `DecodedImages`, whose `__getitems__` already returns a batch."""
+    return batch
+
+
+def decode_split(split: datasets.Dataset, settings: DecodeSettings, root: Path, source_key: str = '',
+                 name: str = 'split') -> DecodedImages:
+    """The decoded cache entry of `split` (its `image` and `label` columns), built if it is missing or invalid.
+
+    `source_key` identifies what the split's rows point to when the fingerprint alone cannot (image files named by
+    path: their listing with sizes and times). `name` prefixes the entry's folder name, for people looking."""
+    key = dict(version=CACHE_VERSION, fingerprint=split._fingerprint, source=source_key, rows=len(split),
+               **asdict(settings))
+    folder = Path(root) / f'{name}-{_digest(key)}'
+    entry = _valid_entry(folder, key)
+    if entry is not None:
+        return entry
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(folder) + '.lock')
+        lock.acquire()
+    except OSError as err:
+        raise DecodeCacheError(f'Cannot create the decoded cache in {folder.parent} ({err.strerror or err}): '
+                               'set --cache-dir (or $PATCHCONVNET_CACHE) to a writable folder.') from err
+    try:
+        entry = _valid_entry(folder, key)  # another process may have built it while this one waited
+        if entry is not None:
+            return entry
+        if folder.exists():
+            _logger.warning('The decoded cache %s does not match its key (another version, or damaged): rebuilding '
+                            'it.', folder)
+            shutil.rmtree(folder)
+        _build(split, settings, folder, key)
+    finally:
+        lock.release()
+    entry = DecodedImages(folder)
+    if entry.unreadable:
+        _logger.warning('%d image(s) of %s could not be decoded and are left out.', entry.unreadable, name)
+    return entry
+
+
+def open_rgb(file: Union[str, Path, BinaryIO]) -> Optional[Image.Image]:
+    """The image file as training reads it (decoded, `to_rgb`), or None where PIL cannot decode it to a non-empty
+    image (a broken or truncated file, NaN pixels, a decompression bomb)."""
+    try:
+        with Image.open(file) as image:
+            image.load()
+            if image.width == 0 or image.height == 0:
+                return None
+            return to_rgb(image)  # raises for NaN pixels, which would train on an arbitrary gray
+    except DECODE_ERRORS:
+        return None
+
+
+def readable_files(files: Sequence[Union[str, Path]]) -> np.ndarray:
+    """Whether each image file decodes (`open_rgb`), checked on a thread per core."""
+    def readable(chunk: Sequence[Union[str, Path]]) -> List[bool]:
+        return [open_rgb(file) is not None for file in chunk]
+    chunks = [files[i:i + CHUNK] for i in range(0, len(files), CHUNK)]
+    with ThreadPoolExecutor(_threads()) as pool:
+        return np.array([ok for part in pool.map(readable, chunks) for ok in part], dtype=bool)
+
+
+def _valid_entry(folder: Path, key: Dict[str, Any]) -> Optional[DecodedImages]:
+    """The entry in `folder` if it is whole and was built for `key`; None otherwise (missing, foreign, damaged)."""
+    try:
+        entry = DecodedImages(folder)
+    except (OSError, ValueError, KeyError, IndexError):  # missing, truncated or mismatched files
+        return None
+    shape = (key['rows'], 3, key['height'], key['width'])
+    if (entry.meta.get('key') != key or entry.images.shape != shape or entry.images.dtype != np.uint8
+            or len(np.load(folder / LABELS_FILE)) != key['rows']):
+        return None
+    return entry
+
+
+def _build(split: datasets.Dataset, settings: DecodeSettings, folder: Path, key: Dict[str, Any]) -> None:
+    """Decode `split` into a temporary folder beside `folder`, then rename it into place."""
+    staging = folder.with_name(f'{folder.name}.tmp-{uuid.uuid4().hex[:8]}')
+    shape = (len(split), 3, settings.height, settings.width)
+    files = split.select_columns(['image']).cast_column('image', datasets.Image(decode=False))
+    resize = transforms.Resize((settings.height, settings.width),
+                               interpolation=str_to_interp_mode(settings.interpolation))
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN) if _main_thread() else None
+    try:
+        staging.mkdir()
+        readable = np.zeros(len(split), dtype=bool)
+        with open(staging / IMAGES_FILE, 'wb') as out, ThreadPoolExecutor(_threads()) as pool:
+            np.lib.format.write_array_header_1_0(out, {'descr': '|u1', 'fortran_order': False, 'shape': shape})
+            # the space is claimed first, so that a full disk fails here and not as a crash halfway
+            os.posix_fallocate(out.fileno(), 0, out.tell() + int(np.prod(shape)))
+            starts = range(0, len(split), CHUNK)
+
+            def decode_chunk(start: int) -> np.ndarray:
+                images = np.zeros((min(CHUNK, len(split) - start), *shape[1:]), dtype=np.uint8)
+                for i, file in enumerate(files[start:start + CHUNK]['image']):
+                    pixels = _decode_one(file, resize)
+                    if pixels is not None:
+                        images[i], readable[start + i] = pixels, True
+                return images
+
+            for images in pool.map(decode_chunk, starts):  # in order: written as the array's rows
+                out.write(images.tobytes())
+            out.flush()
+            os.fsync(out.fileno())
+        np.save(staging / LABELS_FILE, column(split, 'label').astype(np.int64))
+        np.save(staging / READABLE_FILE, np.flatnonzero(readable))
+        (staging / META_FILE).write_text(json.dumps({'key': key, 'unreadable': int((~readable).sum())}, indent=1))
+        try:
+            staging.rename(folder)
+        except OSError:  # another builder without our lock (another machine on a shared disk) was first
+            if _valid_entry(folder, key) is None:
+                raise
+    except OSError as err:
+        need = int(np.prod(shape)) / 2 ** 30
+        raise DecodeCacheError(
+            f'Cannot write the decoded cache {folder} ({err.strerror or err}; it needs {need:.2f} GiB): free space, '
+            'set --cache-dir (or $PATCHCONVNET_CACHE) to another disk, or use --loader pil. Nothing half-written '
+            'was kept.') from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if previous_handler is not None:
+            signal.signal(signal.SIGXFSZ, previous_handler)
+
+
+def _decode_one(file: Dict[str, Any], resize: transforms.Resize) -> Optional[np.ndarray]:
+    """(3, H, W) uint8 pixels of one `datasets` image ({'path', 'bytes'}), resized; None if it does not decode."""
+    rgb = open_rgb(io.BytesIO(file['bytes']) if file['bytes'] is not None else file['path'])
+    return None if rgb is None else np.asarray(resize(rgb)).transpose(2, 0, 1)
+
+
+def _digest(key: Dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _threads() -> int:
+    """PIL releases the GIL while it decodes and resizes, so threads use the cores without worker processes."""
+    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1)
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()

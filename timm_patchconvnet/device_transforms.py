@@ -1,0 +1,42 @@
+"""Preprocessing of decoded batches on the training device: augmentation (train only) and normalisation.
+
+The counterpart of `data.build_transform` for `decode_cache.DecodedImages`: the images arrive as uint8
+(B, 3, H, W) already at the model's input size, so what is left is the data set's augmentation recipe, run on the
+whole batch with per-image randomness, and the model's normalisation.
+"""
+from typing import Any, Dict, Optional
+
+import torch
+import torch.nn as nn
+
+from .dataset_specs import Augmentation
+
+__all__ = ['BatchPreprocess']
+
+
+class BatchPreprocess(nn.Module):
+    """uint8 (B, 3, H, W) batches to normalised float batches, augmented by `augmentation` when training."""
+
+    def __init__(self, augmentation: Optional[Augmentation], mean: Any, std: Any, channels_last: bool = False):
+        super().__init__()
+        self.augment = augmentation.batch_transforms() if augmentation is not None else None
+        self.register_buffer('mean', torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer('std', torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    @classmethod
+    def for_model(cls, augmentation: Optional[Augmentation], data_config: Dict[str, Any],
+                  channels_last: bool = False) -> 'BatchPreprocess':
+        """For a model of timm's resolved `data_config` (its mean and std)."""
+        return cls(augmentation, data_config['mean'], data_config['std'], channels_last)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor, train: bool = False) -> torch.Tensor:
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != self.mean.shape[1]:
+            raise ValueError(f'BatchPreprocess takes uint8 batches (B, {self.mean.shape[1]}, H, W), got '
+                             f'{images.dtype} {tuple(images.shape)}.')
+        x = images.float().div_(255)
+        if train and self.augment is not None:
+            x = self.augment(x)
+        x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=self.memory_format)

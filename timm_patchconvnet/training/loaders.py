@@ -1,0 +1,74 @@
+"""The data loaders of a run: decoded batches preprocessed on the device (the default), or PIL per image.
+
+`--loader decoded` reads each split from the decoded cache (`decode_cache`): a DataLoader of whole uint8 batches
+cut from a memory-mapped array, with augmentation and normalisation on the training device (`BatchPreprocess`).
+`--loader pil` is the per-image path: `datasets` rows decoded and transformed by PIL in worker processes.
+"""
+import os
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn as nn
+from accelerate import Accelerator
+from timm.data import resolve_data_config
+from torch.utils.data import DataLoader
+
+from ..config import DECODED, TrainConfig
+from ..data import DataSplits, ImageClassificationDataset, build_transform
+from ..dataset_specs import dataset_spec
+from ..decode_cache import DecodeSettings, cache_root, decode_split, keep_batch
+from ..device_transforms import BatchPreprocess
+
+__all__ = ['Loaders', 'build_loaders', 'default_workers', 'model_input']
+
+SPLITS = ('train', 'validation', 'test')
+
+
+class Loaders(NamedTuple):
+    train: DataLoader
+    validation: DataLoader
+    test: DataLoader
+    # decoded batches (uint8) to model input on the device; None when the loaders already give model input (pil)
+    preprocess: Optional[BatchPreprocess]
+    unreadable: int = 0  # images of the splits that did not decode (only the decoded path finds them here)
+
+
+def default_workers(num_processes: int) -> int:
+    """Worker processes of a PIL loader: the cores this process may use, but one left for the training itself,
+    and at most 8 (timm's and Accelerate's examples' range)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+    return max(0, min(8, cores // max(1, num_processes) - 1))
+
+
+def build_loaders(cfg: TrainConfig, splits: DataSplits, model: nn.Module, accelerator: Accelerator) -> Loaders:
+    """The train (shuffled), validation and test loaders of `splits` for `model`'s input (its resolved data
+    config). On CUDA, batches are pinned and copied without blocking, in channels-last layout."""
+    data_config = resolve_data_config(model=model)
+    cuda = accelerator.device.type == 'cuda'
+    if cfg.loader == DECODED:
+        settings = DecodeSettings.from_data_config(data_config)
+        root = cache_root(cfg.cache_dir)
+        with accelerator.main_process_first():  # one process decodes; the others find the entries it wrote
+            decoded = {name: decode_split(getattr(splits, name), settings, root, splits.source_key,
+                                          name=f'{splits.kind}-{name}') for name in SPLITS}
+        common = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers or 0, collate_fn=keep_batch,
+                      pin_memory=cuda)
+        preprocess = BatchPreprocess.for_model(dataset_spec(splits.kind).augmentation, data_config,
+                                               channels_last=cuda).to(accelerator.device)
+        return Loaders(DataLoader(decoded['train'], shuffle=True, **common),
+                       DataLoader(decoded['validation'], **common), DataLoader(decoded['test'], **common),
+                       preprocess, sum(d.unreadable for d in decoded.values()))
+    workers = default_workers(accelerator.num_processes) if cfg.num_workers is None else cfg.num_workers
+    common = dict(batch_size=cfg.batch_size, num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0)
+    transforms = {train: build_transform(splits.kind, data_config, train=train) for train in (True, False)}
+    return Loaders(
+        DataLoader(ImageClassificationDataset(splits.train, transforms[True]), shuffle=True, **common),
+        DataLoader(ImageClassificationDataset(splits.validation, transforms[False]), **common),
+        DataLoader(ImageClassificationDataset(splits.test, transforms[False]), **common),
+        None)
+
+
+def model_input(images: torch.Tensor, preprocess: Optional[BatchPreprocess], train: bool) -> torch.Tensor:
+    """A loader's batch as the model takes it."""
+    return images if preprocess is None else preprocess(images, train=train)
+
