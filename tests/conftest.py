@@ -1,6 +1,7 @@
 import os
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -51,6 +52,17 @@ def _outside_the_checkout(tmp_path_factory, monkeypatch):
     """Every test runs in a temporary working directory, so relative defaults (e.g. train.py's --output-dir
     runs/digits) never read or write the checkout."""
     monkeypatch.chdir(tmp_path_factory.mktemp('cwd'))
+
+
+@pytest.fixture(scope='session', autouse=True)
+def decoded_cache(tmp_path_factory) -> Iterator[Path]:
+    """The decoded cache of the tests (and of the programs they start) lives in the session's temporary folder,
+    shared by its tests as a user's runs share theirs, never in ~/.cache. Session-scoped, so that module-scoped
+    fixtures that train see it too."""
+    folder = tmp_path_factory.mktemp('decoded-cache')
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv('PATCHCONVNET_CACHE', str(folder))
+        yield folder
 
 
 if str(ROOT) not in sys.path:  # train.py lives at the top of the repo

@@ -1,6 +1,7 @@
 """Training for real on small real data: learning, outputs, resume after a kill, two processes, presets, errors."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,6 +50,33 @@ def test_training_learns_and_writes_every_output(digits_run):
     assert metrics['config']['model'] == 'patchconvnet_ti12_p4' and metrics['environment']['num_processes'] == 1
     assert (digits_run / 'attention.png').stat().st_size > 10_000
     assert (digits_run / 'state' / 'latest').read_text() == 'epoch-0003'
+    assert metrics['config']['loader'] == 'decoded'  # the default: from the decoded cache of the session
+
+
+def test_the_decoded_cache_holds_the_runs_splits(digits_run, decoded_cache):
+    names = sorted(p.name.rsplit('-', 1)[0] for p in decoded_cache.iterdir() if p.name.startswith('digits-'))
+    assert {'digits-train', 'digits-validation', 'digits-test'} <= set(names)
+
+
+def test_the_pil_loader_trains_too(tmp_path):
+    assert train_cli.main([*FAST, '--loader', 'pil', '--epochs', '2', '--lr', '1e-2', '--sched', 'constant',
+                           '--output-dir', str(tmp_path)]) == 0
+    metrics = _metrics(tmp_path)
+    assert metrics['history'][-1]['validation_loss'] < metrics['history'][0]['validation_loss']
+    assert metrics['config']['loader'] == 'pil' and metrics['test']['accuracy'] > 0.2  # chance is 0.1
+
+
+def test_resume_takes_options_newer_than_the_saved_run(tmp_path):
+    """A run saved before --loader existed resumes (the option takes this command's value); a changed option that
+    the saved run has is refused."""
+    from timm_patchconvnet.training.loop import Progress, TrainingError
+    key = {'model': 'patchconvnet_test_p4', 'loader': 'decoded', 'num_processes': 1}
+    older = Progress({k: v for k, v in key.items() if k != 'loader'}).state_dict()
+    progress = Progress(key)
+    progress.load_state_dict(older)
+    assert progress.run_key == key
+    with pytest.raises(TrainingError, match="'model': \\('patchconvnet_ti12_p4'"):
+        Progress(key).load_state_dict({**older, 'run_key': {**older['run_key'], 'model': 'patchconvnet_ti12_p4'}})
 
 
 def test_the_output_folder_is_a_timm_local_dir(digits_run):
@@ -115,6 +143,22 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tmp_path):
         assert torch.equal(tensor, weights[name]), name
 
 
+def test_compile_trains_the_same_model(tmp_path, monkeypatch):
+    """--compile (inductor, fullgraph) gives the losses of the eager run and saves the plain model's weights."""
+    monkeypatch.setenv('TORCHINDUCTOR_CACHE_DIR', str(tmp_path / 'inductor'))  # not /tmp/torchinductor_<user>
+    args = [*FAST, '--epochs', '2', '--lr', '1e-2', '--max-steps-per-epoch', '5']
+    runs = {}
+    for name, extra in (('eager', []), ('compiled', ['--compile'])):
+        process = _train_process(*args, *extra, '--output-dir', str(tmp_path / name))
+        assert process.wait(timeout=600) == 0, process.stdout.read()
+        runs[name] = _metrics(tmp_path / name)
+    for eager, compiled in zip(runs['eager']['history'], runs['compiled']['history']):
+        assert compiled['train_loss'] == pytest.approx(eager['train_loss'], abs=1e-4)
+        assert compiled['validation_loss'] == pytest.approx(eager['validation_loss'], abs=1e-4)
+    weights = load_file(tmp_path / 'compiled' / 'model.safetensors')
+    assert set(weights) == set(load_file(tmp_path / 'eager' / 'model.safetensors'))  # no '_orig_mod.' prefixes
+
+
 def test_two_cpu_processes_gather_the_same_metrics_as_one(tmp_path, capsys):
     out = tmp_path / 'ddp'
     # Accelerate 1.15 starts one process for `--cpu --num_processes 2`; --multi_gpu starts two, on CPUs here
@@ -160,6 +204,7 @@ def test_every_preset_runs_a_few_steps(name, preset_data, tmp_path):
     if preset['dataset'] == 'idc':
         assert metrics['data']['patient_level'] and metrics['data']['skipped_images'] == 1
         assert {'sensitivity', 'specificity', 'roc_auc', 'balanced_accuracy', 'f1'} <= set(metrics['test'])
+    shutil.rmtree(tmp_path)  # an S60 model and its optimizer state: 390 MB for each of the presets
 
 
 @pytest.mark.parametrize('args, message', [

@@ -74,12 +74,14 @@ class Progress:
                 isinstance(state[k], (int, float) if kind is float else kind) for k, kind in fields.items()):
             raise TrainingError(f'Cannot resume: the saved progress is not what this version writes (fields and types '
                                 f'of {sorted(fields)}). Start a new run with --overwrite.')
-        if state['run_key'] != self.run_key:
-            saved = state['run_key']
-            changed = {k: (saved.get(k), v) for k, v in self.run_key.items() if saved.get(k) != v}
+        saved, current = state['run_key'], self.run_key
+        # an option newer than the saved run (e.g. --loader, 0.3) is not in its key: it takes this command's value
+        changed = {k: (saved[k], v) for k, v in current.items() if k in saved and saved[k] != v}
+        if changed:
             raise TrainingError(f'--resume with other settings than the saved run (saved, now): {changed}. '
                                 'Resume with the same settings, or start a new run in another --output-dir.')
         vars(self).update(state)
+        self.run_key = current
 
 
 def create_training_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
@@ -189,15 +191,15 @@ def _predict(model: nn.Module, loader: DataLoader, accelerator: Accelerator,
              preprocess: Optional[BatchPreprocess]) -> Tuple[np.ndarray, np.ndarray, float]:
     """Labels, class probabilities and mean loss over a whole split, gathered from every process."""
     model.eval()
-    labels, probs, loss_sum = [], [], 0.
-    for images, targets in loader:
-        logits = model(model_input(images, preprocess, train=False))
-        logits, targets = accelerator.gather_for_metrics((logits.float(), targets))
-        loss_sum += F.cross_entropy(logits, targets, reduction='sum').item()
-        labels.append(targets.cpu())
-        probs.append(logits.softmax(-1).cpu())
-    labels, probs = torch.cat(labels).numpy(), torch.cat(probs).numpy()
-    return labels, probs, loss_sum / max(1, len(labels))
+    labels, logits = [], []
+    for images, targets in loader:  # kept on the device until the end: reading each batch would wait for it
+        batch_logits, targets = accelerator.gather_for_metrics(
+            (model(model_input(images, preprocess, train=False)).float(), targets))
+        labels.append(targets)
+        logits.append(batch_logits)
+    labels, logits = torch.cat(labels), torch.cat(logits)
+    loss = F.cross_entropy(logits, labels).item() if len(labels) else 0.
+    return labels.cpu().numpy(), logits.softmax(-1).cpu().numpy(), loss
 
 
 def _loaders(cfg: TrainConfig, splits: DataSplits, model: nn.Module, accelerator: Accelerator) -> Loaders:
