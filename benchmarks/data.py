@@ -176,7 +176,8 @@ def main(argv: List[str] = None) -> None:
     try:
         if args.idc:
             cold, warm = (run('listing', data_dir=args.idc, cache=cache) for _ in range(2))
-            rows.append(('IDC listing, check and split: cold / warm', f'{cold["seconds"]:.1f} s / {warm["seconds"]:.1f} s',
+            rows.append(('IDC listing, check and split: cold / warm',
+                         f'{cold["seconds"]:.1f} s / {warm["seconds"]:.1f} s',
                          f'{cold["train"]:,} train patches, {cold["skipped"]} unreadable'))
         for dataset, folder, size in (('cifar10', args.cifar10, 32), ('idc', args.idc, 50)):
             if not folder:
@@ -214,7 +215,8 @@ def main(argv: List[str] = None) -> None:
                              'the model alone (pil: main process only)'))
         if args.idc:
             push = run('push_idc', data_dir=args.idc, cache=cache)
-            rows.append(('patchconvnet-push-idc --dry-run', f'{push["seconds"]:.0f} s', f'{push["gib"]:.2f} GiB written'))
+            rows.append(('patchconvnet-push-idc --dry-run', f'{push["seconds"]:.0f} s',
+                         f'{push["gib"]:.2f} GiB written'))
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     import torch

@@ -11,8 +11,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from .dataset_specs import DATASETS, PUBLISHED_SPLITS, SEEDED
 
-__all__ = ['CIFAR10_HUB_ID', 'DECODED', 'LOADERS', 'PIL', 'TORCH_OPTIMIZER_LAMB', 'Option', 'TrainConfig', 'check_settings', 'describe_range',
-           'options', 'public_command', 'public_value', 'resume_key']
+__all__ = ['CIFAR10_HUB_ID', 'DECODED', 'LOADERS', 'PIL', 'TORCH_OPTIMIZER_LAMB', 'Option', 'TrainConfig',
+           'check_settings', 'describe_range', 'options', 'public_command', 'public_value', 'resume_key']
 
 CIFAR10_HUB_ID = DATASETS['cifar10'].hub_id
 TORCH_OPTIMIZER_LAMB = 'lamb_torch_optimizer'

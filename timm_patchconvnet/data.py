@@ -27,7 +27,8 @@ from .images import exact_size_transform, to_rgb
 from .model_folder import atomic_write_json
 from .pretrained import HUB_NAMESPACE
 from .slides import IDC_PATCH_NAME
-from .splits import SplitError, column, hold_out, published_patient_split, split_by_patient, stratification, three_way_split
+from .splits import (
+    SplitError, column, hold_out, published_patient_split, split_by_patient, stratification, three_way_split)
 
 __all__ = ['DataError', 'DataSplits', 'ImageClassificationDataset', 'build_transform', 'load_idc_patches',
            'load_splits', 'read_idc_kaggle_folder']
@@ -321,7 +322,8 @@ def _read_idc_kaggle_folder(root: Path, cache: Optional[Path] = None) -> _IdcFol
         'x': pa.array([int(m['x']) for m in matches], pa.int32()),
         'y': pa.array([int(m['y']) for m in matches], pa.int32()),
     })
-    data = datasets.Dataset(InMemoryTable(table.cast(features.arrow_schema)), info=datasets.DatasetInfo(features=features))
+    data = datasets.Dataset(InMemoryTable(table.cast(features.arrow_schema)),
+                            info=datasets.DatasetInfo(features=features))
     return _IdcFolder(data, len(unreadable), len(ignored), listing_key)
 
 

@@ -11,8 +11,8 @@ import datasets
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-__all__ = ['SplitError', 'column', 'hold_out', 'published_patient_split', 'split_by_patient', 'split_indices', 'stratification',
-           'three_way_indices', 'three_way_split']
+__all__ = ['SplitError', 'column', 'hold_out', 'published_patient_split', 'split_by_patient', 'split_indices',
+           'stratification', 'three_way_indices', 'three_way_split']
 
 _logger = logging.getLogger(__name__)
 
