@@ -183,7 +183,7 @@ def main(argv: List[str] = None) -> None:
             if not folder:
                 continue
             data = dict(common, dataset=dataset, data_dir=folder, model='patchconvnet_ti12_p4')
-            pil = run('loader', **data, loader='pil', images=args.loader_images // 10)
+            pil = run('loader', **data, loader='pil', num_workers=0, images=args.loader_images // 10)
             pil2 = run('loader', **data, loader='pil', num_workers=2, images=args.loader_images // 10)
             cold = run('loader', **data, loader='decoded', images=args.loader_images)
             warm = run('loader', **data, loader='decoded', images=args.loader_images)
@@ -191,7 +191,7 @@ def main(argv: List[str] = None) -> None:
             rows.append((f'{dataset} ({size} px): time to first batch, pil / decoded cold / decoded warm',
                          f'{pil["first_batch"]:.1f} s / {cold["first_batch"]:.1f} s / {warm["first_batch"]:.1f} s',
                          'cold: the decoded cache of the three splits is built'))
-            rows.append((f'{dataset} ({size} px): loader img/s, pil (default workers / 2 workers) vs decoded',
+            rows.append((f'{dataset} ({size} px): loader img/s, pil (no worker / 2 workers) vs decoded',
                          f'{pil["images_per_second"]:,.0f} / {pil2["images_per_second"]:,.0f} vs '
                          f'{warm["images_per_second"]:,.0f}',
                          f'{warm["images_per_second"] / best_pil:.0f}x the better PIL; {args.device}'))
@@ -204,9 +204,10 @@ def main(argv: List[str] = None) -> None:
                 alone = run('train', **train, loader='none')
                 results = {loader: run('train', **train, loader=loader) for loader in ('pil', 'decoded')}
                 images = 50_000 if dataset == 'cifar10' else 89_107  # a CIFAR-10 epoch; the published IDC split's train
-                rows.append((f'{dataset}: {model} training img/s, model alone / pil / decoded',
+                rows.append((f'{dataset}: {model} training img/s, model alone / pil (default workers) / decoded',
                              ' / '.join(f'{r["images_per_second"]:,.0f}' for r in (alone, *results.values())),
-                             f'epoch of {images:,}: {images / results["decoded"]["images_per_second"]:,.0f} s decoded, '
+                             f'{steps} timed steps; an epoch of {images:,} at these rates: '
+                             f'{images / results["decoded"]["images_per_second"]:,.0f} s decoded, '
                              f'{images / results["pil"]["images_per_second"]:,.0f} s pil; data share of step time '
                              f'{results["pil"]["data_share"]:.0%} pil, {results["decoded"]["data_share"]:.0%} decoded'))
                 rows.append((f'{dataset}: {model} peak RSS, model alone / pil / decoded',

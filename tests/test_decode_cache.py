@@ -202,3 +202,13 @@ def test_an_unwritable_cache_folder_is_a_clear_error(tmp_path):
     blocker.write_text('not a folder')
     with pytest.raises(DecodeCacheError, match='Cannot create the decoded cache'):
         decode_split(tiny_split(), SETTINGS, blocker / 'cache')
+
+
+@pytest.mark.parametrize('cores, processes, cuda, expected', [
+    (2, 1, False, 0), (16, 1, False, 4), (64, 1, False, 8), (16, 4, False, 1),
+    (2, 1, True, 1), (16, 1, True, 8), (16, 4, True, 3), (1, 1, True, 0),
+])
+def test_pil_workers_follow_the_cores_and_the_device(cores, processes, cuda, expected, monkeypatch):
+    from timm_patchconvnet.training.loaders import default_workers
+    monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: set(range(cores)))
+    assert default_workers(processes, cuda) == expected

@@ -84,8 +84,9 @@ class TrainConfig:
     loader: str = option(DECODED, f"'{DECODED}': each split decoded once into a cached uint8 array (see --cache-dir), "
                                    'augmented and normalised in batches on the training device; '
                                    f"'{PIL}': PIL transforms per image in worker processes", choices=LOADERS)
-    num_workers: Optional[int] = option(None, f'data-loading worker processes (default: with --loader {PIL}, one '
-                                              f'per core of this process but one, at most 8; with {DECODED}, 0)',
+    num_workers: Optional[int] = option(None, f'data-loading worker processes (default: with --loader {PIL}, on a '
+                                              'GPU one per core of this process but one, at most 8, on a CPU none '
+                                              f'below 4 cores, else a quarter of them; with {DECODED}, 0)',
                                         kind=int, range=(0, None, True, True), fixed_on_resume=False, public=False)
     cache_dir: Optional[str] = option(None, 'where decoded splits and the check of an IDC folder are kept, shared by '
                                             'runs and processes (default: $PATCHCONVNET_CACHE or '
