@@ -212,7 +212,7 @@ def main(argv: List[str] = None) -> None:
                              f'{results["pil"]["data_share"]:.0%} pil, {results["decoded"]["data_share"]:.0%} decoded'))
                 rows.append((f'{dataset}: {model} peak RSS, model alone / pil / decoded',
                              ' / '.join(f'{r["peak_rss_gib"]:.2f}' for r in (alone, *results.values())) + ' GiB',
-                             f'decoded: +{results["decoded"]["peak_rss_gib"] - alone["peak_rss_gib"]:.2f} GiB over '
+                             f'decoded: {results["decoded"]["peak_rss_gib"] - alone["peak_rss_gib"]:+.2f} GiB over '
                              'the model alone (pil: main process only)'))
         if args.idc:
             push = run('push_idc', data_dir=args.idc, cache=cache)

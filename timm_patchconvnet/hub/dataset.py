@@ -19,6 +19,7 @@ from huggingface_hub import DatasetCard, DatasetCardData, HfApi
 
 from ..data import IDC_LABEL_NAMES, SPLIT_NAMES, load_splits, read_idc_kaggle_folder
 from ..dataset_specs import SEEDED
+from ..splits import column
 from .cards import render_card
 from .upload import CARD_FILE, HubError, UploadOptions, check_repo_id, new_export_folder, publish
 
@@ -148,8 +149,8 @@ def build_idc_dataset_card(
     DatasetInfosDict({'default': info}).to_dataset_card_data(card_data)
     MetadataConfigs({'default': {'data_files': [{'split': name, 'path': f'data/{name}-*'} for name in splits]}}
                     ).to_dataset_card_data(card_data)
-    patient_ids = [set(split['patient_id']) for split in splits.values()]
-    positives = [sum(split['label']) for split in splits.values()]
+    patient_ids = [set(column(split, 'patient_id').tolist()) for split in splits.values()]
+    positives = [int(column(split, 'label').sum()) for split in splits.values()]
     return render_card(
         DatasetCard, 'dataset_card.md', card_data, total=total, patients=len(set().union(*patient_ids)),
         positives=sum(positives), kaggle_id=IDC_KAGGLE_ID, skipped_images=skipped_images,
