@@ -17,7 +17,8 @@ from PIL import Image
 from timm_patchconvnet.data import build_transform, load_splits
 from timm_patchconvnet.dataset_specs import DATASETS
 from timm_patchconvnet.decode_cache import (
-    CACHE_VERSION, DecodeCacheError, DecodeSettings, DecodedImages, decode_split, keep_batch)
+    CACHE_VERSION, DecodeCacheError, DecodeSettings, DecodedImages, ImageReadError, decode_split, keep_batch,
+    readable_files)
 from timm_patchconvnet.device_transforms import BatchPreprocess
 
 from datagen import IDC_EDGE_PATCH, write_cifar10_parquet, write_idc_kaggle_folder
@@ -139,14 +140,31 @@ def test_a_foreign_or_damaged_entry_is_rebuilt(tmp_path, damage, caplog):
 
 
 def test_unreadable_images_are_left_out_and_counted(tmp_path):
+    """A broken image in the middle: left out, and every image after it still comes with its own label."""
     good = tiny_split(6)
     features = datasets.Features(image=datasets.Image(decode=False), label=datasets.ClassLabel(names=['a', 'b']))
     broken = datasets.Dataset.from_dict({'image': [{'bytes': b'not an image', 'path': None}], 'label': [1]},
                                         features=features).cast_column('image', datasets.Image())
-    split = datasets.concatenate_datasets([good, broken])
+    split = datasets.concatenate_datasets([good.select(range(3)), broken, good.select(range(3, 6))])
     decoded = decode_split(split, SETTINGS, tmp_path)
     assert decoded.unreadable == 1 and len(decoded) == 6
-    assert decoded.labels.tolist() == [0, 1, 0, 1, 0, 1]
+    images, labels = decoded.__getitems__([5, 2, 3])
+    assert labels.tolist() == [good[5]['label'], good[2]['label'], good[3]['label']]
+    for image, index in zip(images, (5, 2, 3)):
+        assert torch.equal(image, torch.from_numpy(np.asarray(good[index]['image'])).permute(2, 0, 1))
+
+
+def test_a_file_that_cannot_be_read_is_an_error_not_a_broken_image(tmp_path):
+    """A missing file (deleted after listing; likewise no permission, an I/O error) may be fixed: it stops the
+    run with its name and is never recorded as unreadable."""
+    features = datasets.Features(image=datasets.Image(), label=datasets.ClassLabel(names=['a', 'b']))
+    split = datasets.Dataset.from_dict({'image': [str(tmp_path / 'gone.png')] * 2, 'label': [0, 1]},
+                                       features=features)
+    with pytest.raises(ImageReadError, match='Cannot read .*gone.png: No such file'):
+        decode_split(split, SETTINGS, tmp_path / 'cache')
+    assert entries(tmp_path / 'cache') == []
+    with pytest.raises(ImageReadError, match='gone.png'):
+        readable_files([tmp_path / 'gone.png'])
 
 
 RUN_DECODE = textwrap.dedent('''
@@ -154,18 +172,20 @@ RUN_DECODE = textwrap.dedent('''
     from pathlib import Path
     sys.path.insert(0, {tests!r})
     from test_decode_cache import SETTINGS, tiny_split
-    from timm_patchconvnet.decode_cache import DecodeCacheError, decode_split
+    import timm_patchconvnet.decode_cache as decode_cache
+    builds, build = [], decode_cache._build
+    decode_cache._build = lambda *args: (builds.append(1), build(*args))  # counts the builds of this process
     split = tiny_split({n})
     limit = {limit}
     if limit:  # files may not grow past `limit` bytes: writing more fails as on a full disk
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     time.sleep(max(0, {start} - time.time()))
     try:
-        entry = decode_split(split, SETTINGS, Path({root!r}))
-    except DecodeCacheError as err:
+        entry = decode_cache.decode_split(split, SETTINGS, Path({root!r}))
+    except decode_cache.DecodeCacheError as err:
         print('ERROR', err)
     else:
-        print('OK', entry.folder.name, len(entry))
+        print('OK', entry.folder.name, len(entry), len(builds))
 ''')
 
 
@@ -193,6 +213,7 @@ def test_two_builders_at_once_end_with_one_entry(tmp_path):
     outputs = [out.split() for out, _ in results]
     assert all(o[0] == 'OK' and o[2] == '3000' for o in outputs), results
     assert outputs[0][1] == outputs[1][1] and entries(tmp_path) == [outputs[0][1]]
+    assert sorted(int(o[3]) for o in outputs) == [0, 1]  # one decoded, the other waited for it and read it
     assert DecodedImages(tmp_path / outputs[0][1]).meta['unreadable'] == 0
     assert not list(tmp_path.glob('*.tmp-*'))
 

@@ -59,11 +59,11 @@ def test_the_decoded_cache_holds_the_runs_splits(digits_run, decoded_cache):
 
 
 def test_the_pil_loader_trains_too(tmp_path):
-    assert train_cli.main([*FAST, '--loader', 'pil', '--epochs', '2', '--lr', '1e-2', '--sched', 'constant',
+    assert train_cli.main([*FAST, '--loader', 'pil', '--epochs', '4', '--lr', '1e-2', '--sched', 'constant',
                            '--output-dir', str(tmp_path)]) == 0
     metrics = _metrics(tmp_path)
     assert metrics['history'][-1]['validation_loss'] < metrics['history'][0]['validation_loss']
-    assert metrics['config']['loader'] == 'pil' and metrics['test']['accuracy'] > 0.2  # chance is 0.1
+    assert metrics['config']['loader'] == 'pil' and metrics['test']['accuracy'] > 0.25  # chance is 0.1 (4 epochs: 0.40)
 
 
 def test_resume_takes_options_newer_than_the_saved_run(tmp_path):
@@ -221,6 +221,24 @@ def test_bad_input_is_a_clear_error(args, message, tmp_path, capsys):
     assert train_cli.main([*args, '--output-dir', str(tmp_path / 'out')]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / 'out' / 'metrics.json').exists()
+
+
+def test_without_kornia_the_decoded_loader_says_what_to_do(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'kornia', None)  # what `import kornia` meets where it is not installed
+    monkeypatch.setitem(sys.modules, 'kornia.augmentation', None)
+    assert train_cli.main([*FAST, '--epochs', '1', '--output-dir', str(tmp_path / 'out')]) == 2
+    err = capsys.readouterr().err
+    assert 'augments with kornia, which is not installed' in err and '--loader pil' in err
+
+
+def test_a_channels_last_model_is_saved_in_the_default_layout(tmp_path):
+    """Training on CUDA makes the model channels-last; safetensors refuses such strided weights."""
+    from timm_patchconvnet.model_folder import save_model_folder
+    model = timm.create_model('patchconvnet_test_p4', num_classes=3).to(memory_format=torch.channels_last)
+    save_model_folder(model, tmp_path, ['a', 'b', 'c'])
+    saved = load_file(tmp_path / 'model.safetensors')
+    assert all(torch.equal(saved[name], tensor) for name, tensor in model.state_dict().items())
+    assert model.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)  # as it was
 
 
 def test_folder_errors(tmp_path, capsys):

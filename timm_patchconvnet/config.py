@@ -15,9 +15,9 @@ __all__ = ['CIFAR10_HUB_ID', 'DECODED', 'LOADERS', 'PIL', 'TORCH_OPTIMIZER_LAMB'
            'check_settings', 'describe_range', 'options', 'public_command', 'public_value', 'resume_key']
 
 CIFAR10_HUB_ID = DATASETS['cifar10'].hub_id
-TORCH_OPTIMIZER_LAMB = 'lamb_torch_optimizer'
+TORCH_OPTIMIZER_LAMB = 'lamb_torch_optimizer'  # --opt value for torch-optimizer's Lamb, the seed paper's optimizer
 DECODED, PIL = 'decoded', 'pil'  # --loader
-LOADERS = (DECODED, PIL)  # --opt value for torch-optimizer's Lamb, the seed paper's optimizer
+LOADERS = (DECODED, PIL)
 
 Range = Tuple[float, Optional[float], bool, bool]  # lowest, highest (None: unbounded), whether each end is allowed
 

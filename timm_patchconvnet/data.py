@@ -21,7 +21,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from torchvision import transforms
 
-from .decode_cache import CACHE_VERSION, cache_root, open_rgb, readable_files
+from .decode_cache import CACHE_VERSION, ImageReadError, cache_root, open_rgb, readable_files
 from .dataset_specs import DATASETS, GENERIC, SEEDED, DatasetSpec, dataset_spec, published_split
 from .images import exact_size_transform, to_rgb
 from .model_folder import atomic_write_json
@@ -334,13 +334,17 @@ def _listing(root: Path) -> Dict[str, Tuple[int, int]]:
     skip = len(str(root)) + 1
     folders = [str(root)]
     while folders:
-        with os.scandir(folders.pop()) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=True):
-                    folders.append(entry.path)
-                elif entry.is_file(follow_symlinks=True):
-                    stat = entry.stat()
-                    files[entry.path[skip:]] = (stat.st_size, stat.st_mtime_ns)
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):  # as os.walk: linked folders are not followed
+                        folders.append(entry.path)
+                    elif entry.is_file():
+                        stat = entry.stat()
+                        files[entry.path[skip:]] = (stat.st_size, stat.st_mtime_ns)
+        except OSError as err:
+            _logger.warning('Skipped %s: %s.', folder, err.strerror or err)
     return dict(sorted(files.items()))
 
 
@@ -356,7 +360,10 @@ def _unreadable(root: Path, paths: Sequence[str], listing_key: str, cache: Path)
         pass
     _logger.info('Checking that the %d IDC patches of %s decode (once: the result is cached in %s).', len(paths),
                  root, record.parent)
-    ok = readable_files([root / path for path in paths])
+    try:
+        ok = readable_files([root / path for path in paths])
+    except ImageReadError as err:
+        raise DataError(str(err)) from err
     unreadable = [path for path, good in zip(paths, ok) if not good]
     try:
         record.parent.mkdir(parents=True, exist_ok=True)

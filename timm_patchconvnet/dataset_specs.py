@@ -49,7 +49,8 @@ class Augmentation:
         """The recipe on float batches (B, 3, H, W) in [0, 1], on any device, each image with its own random
         parameters (kornia.augmentation); None when there is nothing to do. Like `pil_transforms`: nearest-pixel
         resampling, zeros outside, rotation and affine always applied, each flip with probability 1/2, and
-        torchvision's colour jitter (a random factor per property in [1 - v, 1 + v], applied in a random order)."""
+        torchvision's colour jitter (a random factor per property in [1 - v, 1 + v], applied in a random order,
+        drawn per batch rather than per image). It runs on images already at the model's input size."""
         import kornia.augmentation as K  # the train extra's; only training on decoded batches needs it
         steps: List[torch.nn.Module] = []
         if self.hflip:

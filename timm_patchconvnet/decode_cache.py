@@ -12,6 +12,7 @@ an entry whose recorded key or files do not match is rebuilt. Entries are built 
 folder and renamed into place, so processes building the same entry at once end with one whole entry, and a failed
 build (a full disk) leaves none.
 """
+import errno
 import hashlib
 import io
 import json
@@ -37,20 +38,27 @@ from torchvision import transforms
 from .images import to_rgb
 from .splits import column
 
-__all__ = ['CACHE_ENV', 'DecodeCacheError', 'DecodeSettings', 'DecodedImages', 'cache_root', 'decode_split',
-           'keep_batch', 'open_rgb', 'readable_files']
+__all__ = ['CACHE_ENV', 'DecodeCacheError', 'DecodeSettings', 'DecodedImages', 'ImageReadError', 'cache_root',
+           'decode_split', 'keep_batch', 'open_rgb', 'readable_files']
 
 _logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 1  # bump when the stored layout or the decoding changes: older entries are then rebuilt
 CACHE_ENV = 'PATCHCONVNET_CACHE'
 IMAGES_FILE, LABELS_FILE, READABLE_FILE, META_FILE = 'images.npy', 'labels.npy', 'readable.npy', 'meta.json'
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)  # how PIL reports broken files
+# how PIL reports a broken file (its OSErrors carry no errno; those that do are the file system's: see open_rgb)
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 CHUNK = 512  # images per task of the decoding threads
 
 
 class DecodeCacheError(OSError):
     """The decoded cache cannot be written or read: the message says where and what to do."""
+
+
+class ImageReadError(OSError):
+    """An image file cannot be read at all (missing, no permission, an I/O error): not a broken image, so it is
+    not skipped and never recorded as unreadable."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +146,7 @@ def decode_split(split: datasets.Dataset, settings: DecodeSettings, root: Path, 
         entry = _valid_entry(folder, key)  # another process may have built it while this one waited
         if entry is not None:
             return entry
-        if folder.exists():
+        if folder.exists():  # a damaged or foreign entry
             _logger.warning('The decoded cache %s does not match its key (another version, or damaged): rebuilding '
                             'it.', folder)
             shutil.rmtree(folder)
@@ -160,6 +168,11 @@ def open_rgb(file: Union[str, Path, BinaryIO]) -> Optional[Image.Image]:
             if image.width == 0 or image.height == 0:
                 return None
             return to_rgb(image)  # raises for NaN pixels, which would train on an arbitrary gray
+    except OSError as err:
+        if err.errno is not None:  # a passing or fixable failure: caching it as a broken image would hide it for good
+            raise ImageReadError(f'Cannot read {err.filename or getattr(file, "name", file)}: {err.strerror}. Fix '
+                                 'the file or its permissions; nothing was recorded about it.') from err
+        return None
     except DECODE_ERRORS:
         return None
 
@@ -199,8 +212,8 @@ def _build(split: datasets.Dataset, settings: DecodeSettings, folder: Path, key:
         readable = np.zeros(len(split), dtype=bool)
         with open(staging / IMAGES_FILE, 'wb') as out, ThreadPoolExecutor(_threads()) as pool:
             np.lib.format.write_array_header_1_0(out, {'descr': '|u1', 'fortran_order': False, 'shape': shape})
-            # the space is claimed first, so that a full disk fails here and not as a crash halfway
-            os.posix_fallocate(out.fileno(), 0, out.tell() + int(np.prod(shape)))
+            if hasattr(os, 'posix_fallocate'):  # the space claimed first: a full disk fails here, not halfway
+                os.posix_fallocate(out.fileno(), 0, out.tell() + int(np.prod(shape)))
             starts = range(0, len(split), CHUNK)
 
             def decode_chunk(start: int) -> np.ndarray:
@@ -217,18 +230,22 @@ def _build(split: datasets.Dataset, settings: DecodeSettings, folder: Path, key:
             os.fsync(out.fileno())
         np.save(staging / LABELS_FILE, column(split, 'label').astype(np.int64))
         np.save(staging / READABLE_FILE, np.flatnonzero(readable))
-        (staging / META_FILE).write_text(json.dumps({'key': key, 'unreadable': int((~readable).sum())}, indent=1))
+        (staging / META_FILE).write_text(json.dumps(
+            {'key': key, 'unreadable': int((~readable).sum()), 'built_by_pid': os.getpid()}, indent=1))
         try:
             staging.rename(folder)
         except OSError:  # another builder without our lock (another machine on a shared disk) was first
             if _valid_entry(folder, key) is None:
                 raise
+    except ImageReadError:
+        raise
     except OSError as err:
         need = int(np.prod(shape)) / 2 ** 30
+        advice = 'free space, ' if err.errno in DISK_FULL else 'check the folder\'s permissions, '
         raise DecodeCacheError(
-            f'Cannot write the decoded cache {folder} ({err.strerror or err}; it needs {need:.2f} GiB): free space, '
-            'set --cache-dir (or $PATCHCONVNET_CACHE) to another disk, or use --loader pil. Nothing half-written '
-            'was kept.') from err
+            f'Cannot write the decoded cache {folder} ({err.strerror or err}; it needs {need:.2f} GiB): {advice}set '
+            '--cache-dir (or $PATCHCONVNET_CACHE) to another disk, or use --loader pil. Nothing half-written was '
+            'kept.') from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if previous_handler is not None:

@@ -8,9 +8,11 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Sequence
+from typing import Any, Callable, Dict, Iterator, Sequence
 
+import torch
 import torch.nn as nn
 from timm.models import save_for_hf
 
@@ -60,7 +62,8 @@ def save_model_folder(model: nn.Module, folder: Path, label_names: Sequence[str]
     folder.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder, prefix='.staging.'))
     try:
-        save_for_hf(model, staging, model_config={'label_names': list(label_names)}, safe_serialization=True)
+        with _default_layout(model):
+            save_for_hf(model, staging, model_config={'label_names': list(label_names)}, safe_serialization=True)
         write_model_config(staging / 'config.json', json.loads((staging / 'config.json').read_text()))
         for name in ('model.safetensors', 'config.json'):  # weights first: config.json marks a complete model
             _fsync(staging / name)
@@ -68,6 +71,22 @@ def save_model_folder(model: nn.Module, folder: Path, label_names: Sequence[str]
             os.replace(staging / name, folder / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def _default_layout(model: nn.Module) -> Iterator[None]:
+    """The model's weights in the default (contiguous) layout for the duration: safetensors refuses the strided
+    tensors of a channels-last model, as training on CUDA makes it; channels-last again afterwards."""
+    channels_last = any(not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)
+                        for p in model.parameters() if p.dim() == 4)
+    if not channels_last:
+        yield
+        return
+    model.to(memory_format=torch.contiguous_format)
+    try:
+        yield
+    finally:
+        model.to(memory_format=torch.channels_last)
 
 
 def portable_model_config(config: Dict[str, Any]) -> Dict[str, Any]:

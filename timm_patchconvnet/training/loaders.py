@@ -50,15 +50,19 @@ def build_loaders(cfg: TrainConfig, splits: DataSplits, model: nn.Module, accele
     data_config = resolve_data_config(model=model)
     cuda = accelerator.device.type == 'cuda'
     if cfg.loader == DECODED:
+        try:  # before minutes of decoding
+            preprocess = BatchPreprocess.for_model(dataset_spec(splits.kind).augmentation, data_config,
+                                                   channels_last=cuda).to(accelerator.device)
+        except ImportError as err:
+            raise ImportError(f'--loader {DECODED} augments with kornia, which is not installed ({err}): install the '
+                              "train extra (pip install 'timm-patchconvnet[train]') or use --loader pil.") from err
         settings = DecodeSettings.from_data_config(data_config)
         root = cache_root(cfg.cache_dir)
-        with accelerator.main_process_first():  # one process decodes; the others find the entries it wrote
-            decoded = {name: decode_split(getattr(splits, name), settings, root, splits.source_key,
-                                          name=f'{splits.kind}-{name}') for name in SPLITS}
+        # every process asks; the entry's file lock lets one decode while the others wait (no collective timeout)
+        decoded = {name: decode_split(getattr(splits, name), settings, root, splits.source_key,
+                                      name=f'{splits.kind}-{name}') for name in SPLITS}
         common = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers or 0, collate_fn=keep_batch,
                       pin_memory=cuda)
-        preprocess = BatchPreprocess.for_model(dataset_spec(splits.kind).augmentation, data_config,
-                                               channels_last=cuda).to(accelerator.device)
         return Loaders(DataLoader(decoded['train'], shuffle=True, **common),
                        DataLoader(decoded['validation'], **common), DataLoader(decoded['test'], **common),
                        preprocess, sum(d.unreadable for d in decoded.values()))

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..config import TORCH_OPTIMIZER_LAMB, TrainConfig, resume_key
 from ..data import DataSplits, build_transform, load_splits
-from ..decode_cache import DecodeCacheError
+from ..decode_cache import DecodeCacheError, ImageReadError
 from ..device_transforms import BatchPreprocess
 from ..dataset_specs import dataset_spec
 from ..model_folder import atomic_write_json, save_model_folder
@@ -198,8 +198,7 @@ def _predict(model: nn.Module, loader: DataLoader, accelerator: Accelerator,
         labels.append(targets)
         logits.append(batch_logits)
     labels, logits = torch.cat(labels), torch.cat(logits)
-    loss = F.cross_entropy(logits, labels).item() if len(labels) else 0.
-    return labels.cpu().numpy(), logits.softmax(-1).cpu().numpy(), loss
+    return labels.cpu().numpy(), logits.softmax(-1).cpu().numpy(), F.cross_entropy(logits, labels).item()
 
 
 def _loaders(cfg: TrainConfig, splits: DataSplits, model: nn.Module, accelerator: Accelerator) -> Loaders:
@@ -208,7 +207,7 @@ def _loaders(cfg: TrainConfig, splits: DataSplits, model: nn.Module, accelerator
                             'lower it or use more data.')
     try:
         loaders = build_loaders(cfg, splits, model, accelerator)
-    except DecodeCacheError as err:
+    except (DecodeCacheError, ImageReadError, ImportError) as err:
         raise TrainingError(str(err)) from err
     if loaders.unreadable:
         splits.skipped_images += loaders.unreadable
