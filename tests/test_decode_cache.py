@@ -151,7 +151,7 @@ def test_unreadable_images_are_left_out_and_counted(tmp_path):
     images, labels = decoded.__getitems__([5, 2, 3])
     assert labels.tolist() == [good[5]['label'], good[2]['label'], good[3]['label']]
     for image, index in zip(images, (5, 2, 3)):
-        assert torch.equal(image, torch.from_numpy(np.asarray(good[index]['image'])).permute(2, 0, 1))
+        assert torch.equal(image, torch.from_numpy(np.array(good[index]['image'])).permute(2, 0, 1))
 
 
 def test_a_file_that_cannot_be_read_is_an_error_not_a_broken_image(tmp_path):
