@@ -10,7 +10,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import datasets
 import numpy as np
@@ -386,10 +386,6 @@ def _warn_unreadable(unreadable: Sequence[Union[Path, str]], root: Path) -> None
                         len(unreadable), root, unreadable[0])
 
 
-def _decodes(file: Union[Path, str, BinaryIO]) -> bool:
-    return open_rgb(file) is not None
-
-
 def _load_folder(
         folder: Path, seed: int, val_fraction: float, test_fraction: float, cache_dir: Optional[str],
 ) -> DataSplits:
@@ -407,7 +403,11 @@ def _without_unreadable_images(source: datasets.DatasetDict, folder: Path) -> Tu
     kept, unreadable = {}, []
     for name, split in source.items():
         files = split.cast_column('image', datasets.Image(decode=False))['image']  # {'path', 'bytes'}, not decoded
-        readable = [_decodes(f['path'] if f['bytes'] is None else io.BytesIO(f['bytes'])) for f in files]
+        try:
+            readable = [open_rgb(f['path'] if f['bytes'] is None else io.BytesIO(f['bytes'])) is not None
+                        for f in files]
+        except ImageReadError as err:
+            raise DataError(str(err)) from err
         unreadable += [f['path'] for f, ok in zip(files, readable) if not ok]
         kept[name] = split if all(readable) else split.select(np.flatnonzero(readable))
     if all(len(split) == 0 for split in kept.values()):

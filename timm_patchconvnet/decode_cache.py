@@ -46,8 +46,8 @@ _logger = logging.getLogger(__name__)
 CACHE_VERSION = 1  # bump when the stored layout or the decoding changes: older entries are then rebuilt
 CACHE_ENV = 'PATCHCONVNET_CACHE'
 IMAGES_FILE, LABELS_FILE, READABLE_FILE, META_FILE = 'images.npy', 'labels.npy', 'readable.npy', 'meta.json'
-# how PIL reports a broken file (its OSErrors carry no errno; those that do are the file system's: see open_rgb)
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+# how PIL reports a broken file besides an OSError without errno (one with an errno is the file system's: open_rgb)
+DECODE_ERRORS = (SyntaxError, ValueError, Image.DecompressionBombError)
 DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 CHUNK = 512  # images per task of the decoding threads
 
