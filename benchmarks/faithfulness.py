@@ -3,7 +3,7 @@
     python benchmarks/faithfulness.py run --checkpoint runs/digits --out /tmp/faithfulness/digits
     python benchmarks/faithfulness.py run --checkpoint runs/idc --data-dir IDC_FOLDER --out /tmp/faithfulness/idc
     python benchmarks/faithfulness.py run --official-tiny --out /tmp/faithfulness/official_tiny
-    python benchmarks/faithfulness.py train-per-class --out /tmp/digits-per-class      # ~1 min on 2 cores
+    python train.py --dataset digits --class-tokens per_class --epochs 20 --output-dir /tmp/digits-per-class
     python benchmarks/faithfulness.py run --checkpoint runs/digits --per-class /tmp/digits-per-class --out ...
 
 On the test images of a trained model (the held-out split its training run recorded in metrics.json, or, for the
@@ -49,8 +49,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_grad_cam.metrics.road import ROADCombined
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_data_config
-from timm.optim import create_optimizer_v2
+from timm.data import resolve_data_config
 from torchvision.transforms.functional import gaussian_blur
 
 from timm_patchconvnet import get_attention_map, gradcam_map  # the import registers the models
@@ -109,50 +108,6 @@ def load_official_tiny(count: int, size: int, seed: int) -> Tuple[torch.nn.Modul
     images = (torch.stack(crops) - mean) / std
     return model, images, None, (f'official tiny fixture (untrained weights): {count} random {size}x{size} crops of '
                            f"scikit-learn's china.jpg and flower.jpg")
-
-
-def train_per_class(out: Path, epochs: int, seed: int) -> None:
-    """A per-class-token patchconvnet_ti12_p4 on the digits split of the README's run (same seed and fractions),
-    trained as train.py trains (LAMB, lr 3e-3, weight decay 0.01, cosine, batch 64, the digits augmentation)."""
-    from torch.utils.data import DataLoader
-
-    from timm_patchconvnet.data import ImageClassificationDataset, build_transform, load_splits
-
-    torch.manual_seed(seed)
-    splits = load_splits('digits', seed=seed)
-    model = timm.create_model('patchconvnet_ti12_p4', num_classes=len(splits.label_names), class_tokens='per_class')
-    # the preprocessing train.py gives a digits model trained from scratch
-    model.pretrained_cfg.update(input_size=(3, 32, 32), crop_pct=1.0, mean=IMAGENET_DEFAULT_MEAN,
-                                std=IMAGENET_DEFAULT_STD, label_names=tuple(splits.label_names), tag=None,
-                                pool_size=None)
-    config = resolve_data_config(model=model)
-    train = DataLoader(ImageClassificationDataset(splits.train, build_transform(splits.kind, config, True)),
-                       batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(seed))
-    optimizer = create_optimizer_v2(model, 'lamb', lr=3e-3, weight_decay=.01)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * len(train))
-    started = time.perf_counter()
-    for epoch in range(epochs):
-        model.train()
-        for x, y in train:
-            loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-        print(f'epoch {epoch + 1}: loss {loss.item():.3f}', flush=True)
-    test = ImageClassificationDataset(splits.test, build_transform(splits.kind, config, False))
-    x, y = map(torch.stack, zip(*[(image, torch.tensor(label)) for image, label in test]))
-    with torch.no_grad():
-        accuracy = (model.eval()(x).argmax(-1) == y).float().mean().item()
-    out.mkdir(parents=True, exist_ok=True)
-    # the training-folder layout `load_run` reads: timm's save_for_hf files and the split in metrics.json
-    timm.models.save_for_hf(model, out, model_args=dict(class_tokens='per_class'), safe_serialization=True)
-    metrics = dict(test=dict(accuracy=accuracy, num_samples=len(y)), seconds=time.perf_counter() - started,
-                   config=dict(dataset='digits', data_dir=None, hub_id=None, seed=seed, val_fraction=.1,
-                               test_fraction=.2, model='patchconvnet_ti12_p4', class_tokens='per_class',
-                               epochs=epochs))
-    (out / 'metrics.json').write_text(json.dumps(metrics, indent=1))
-    print(f'test accuracy {accuracy:.4f} ({len(y)} images) in {metrics["seconds"]:.0f} s; model in {out}')
 
 
 # --- maps -----------------------------------------------------------------------------------------------------
@@ -480,7 +435,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     source.add_argument('--official-tiny', action='store_true', help='the official tiny fixture on photo crops')
     bench.add_argument('--data-dir', help="the data folder, when not where the training run's metrics.json says")
     bench.add_argument('--per-class', metavar='DIR', help='a per-class-token model of the same data, for class '
-                                                          'specificity (see train-per-class)')
+                                                          'specificity (train.py --class-tokens per_class)')
     bench.add_argument('--out', required=True, help='folder for faithfulness.md, results.json, deletion_curves.png')
     bench.add_argument('--images', type=int, help='use the first N test images (default: all; 300 crops for '
                                                   '--official-tiny)')
@@ -490,19 +445,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                        help="what the measures follow: the predicted class's softmax probability (default), or its "
                             'logit, for a model whose probabilities hardly move (e.g. the untrained fixture)')
     bench.add_argument('--seed', type=int, default=0)
-    train = commands.add_parser('train-per-class', help='train a per-class-token digits model for --per-class')
-    train.add_argument('--out', required=True)
-    train.add_argument('--epochs', type=int, default=8)
-    train.add_argument('--seed', type=int, default=0)
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = parse_args(argv)
-    if args.command == 'train-per-class':
-        train_per_class(Path(args.out), args.epochs, args.seed)
-        return 0
-    return run(args)
+    return run(parse_args(argv))
 
 
 if __name__ == '__main__':

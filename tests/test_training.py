@@ -216,6 +216,8 @@ def test_every_preset_runs_a_few_steps(name, preset_data, tmp_path):
     (['--dataset', 'digits', '--opt', 'sgd', '--lr', '1e30', '--model', 'patchconvnet_test_p4'], 'not finite'),
     (['--resume', '--dataset', 'digits'], 'Nothing to resume'),
     (['--eval-only', '--dataset', 'digits'], '--eval-only needs --pretrained'),
+    (['--dataset', 'digits', '--model', 'resnet18', '--class-tokens', 'per_class'],
+     '--class-tokens per_class needs a PatchConvNet model (patchconvnet_*), not resnet18'),
 ])
 def test_bad_input_is_a_clear_error(args, message, tmp_path, capsys):
     assert train_cli.main([*args, '--output-dir', str(tmp_path / 'out')]) == 2
@@ -272,3 +274,30 @@ def test_a_single_threaded_cpu_run_says_how_to_use_every_core(tmp_path, capsys, 
     monkeypatch.setattr(torch, 'get_num_threads', lambda: 1)
     assert train_cli.main([*FAST, '--epochs', '1', '--max-steps-per-epoch', '1', '--output-dir', str(tmp_path)]) == 0
     assert '--num_cpu_threads_per_process' in capsys.readouterr().out
+
+
+def test_per_class_tokens_train_reload_and_transfer(digits_run, tmp_path, capsys):
+    """--class-tokens per_class: one token and map per class, from scratch and from single-token weights."""
+    from timm_patchconvnet import get_attention_map
+    scratch = tmp_path / 'scratch'
+    assert train_cli.main([*FAST, '--class-tokens', 'per_class', '--epochs', '15', '--lr', '1e-2', '--sched',
+                           'constant', '--output-dir', str(scratch)]) == 0  # 6 s
+    metrics = _metrics(scratch)
+    assert metrics['history'][-1]['validation_loss'] < metrics['history'][0]['validation_loss']
+    assert metrics['test']['accuracy'] > 0.5 and metrics['config']['class_tokens'] == 'per_class'  # chance 0.1; 0.89
+    model = timm.create_model(f'local-dir:{scratch}', pretrained=True).eval()
+    assert model.class_tokens == 'per_class' and model.cls_token.shape[1] == 10
+    maps = [get_attention_map(model, torch.rand(1, 3, 32, 32), class_index=c) for c in (3, 7)]
+    assert not torch.allclose(maps[0], maps[1])  # each class has its own map
+
+    idc = write_idc_kaggle_folder(tmp_path / 'idc')
+    base = ['--dataset', 'idc', '--data-dir', str(idc), '--num-classes', '2', '--epochs', '1',
+            '--max-steps-per-epoch', '1', '--batch-size', '8']
+    # the single-token run's weights, its token copied to each class
+    assert train_cli.main([*base, '--pretrained', f'local-dir:{digits_run}', '--class-tokens', 'per_class',
+                           '--output-dir', str(tmp_path / 'transfer')]) == 0
+    transfer = timm.create_model(f'local-dir:{tmp_path / "transfer"}', pretrained=True)
+    assert transfer.class_tokens == 'per_class' and transfer.cls_token.shape[1] == 2
+    # a per-class model is not silently trained as a single-token one
+    assert train_cli.main([*base, '--pretrained', f'local-dir:{scratch}', '--output-dir', str(tmp_path / 'b')]) == 2
+    assert 'is a model with per_class class tokens: pass --class-tokens per_class' in capsys.readouterr().err

@@ -10,6 +10,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from .dataset_specs import DATASETS, PUBLISHED_SPLITS, SEEDED
+from .patchconvnet import CLASS_TOKENS
 
 __all__ = ['CIFAR10_HUB_ID', 'DECODED', 'LOADERS', 'PIL', 'TORCH_OPTIMIZER_LAMB', 'Option', 'TrainConfig',
            'check_settings', 'describe_range', 'options', 'public_command', 'public_value', 'resume_key']
@@ -68,6 +69,10 @@ class TrainConfig:
                                   range=(0, None, True, True))
     label_smoothing: float = option(0., 'label smoothing of the training loss', range=SHARE)
     drop_path: float = option(0., 'stochastic depth rate', range=SHARE)
+    class_tokens: str = option(CLASS_TOKENS[0], "PatchConvNet's class tokens: 'single' (the paper's) or 'per_class': "
+                                                'one token, attention map and output unit per class (the seed '
+                                                "paper's proposed next step; pretrained weights' token is copied to "
+                                                'each class)', choices=CLASS_TOKENS)
     patience: int = option(10, 'stop after this many epochs without a lower validation loss', range=POSITIVE,
                            fixed_on_resume=False)
     seed: int = option(0, 'seed of the split, the initialisation and the data order',

@@ -90,11 +90,18 @@ def create_training_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     if cfg.num_classes is not None and cfg.num_classes != num_classes:
         raise TrainingError(f'--num-classes {cfg.num_classes} does not match the data, which has {num_classes} '
                             'classes.')
-    extra = dict(drop_path_rate=cfg.drop_path) if cfg.drop_path else {}
+    extra: Dict[str, Any] = dict(drop_path_rate=cfg.drop_path) if cfg.drop_path else {}
+    if cfg.class_tokens != 'single':
+        extra['class_tokens'] = cfg.class_tokens
     try:
         if not cfg.pretrained:
             return timm.create_model(cfg.model, num_classes=num_classes, **extra)
         model = _create_pretrained(cfg, extra)
+    except TypeError as err:
+        if 'class_tokens' in str(err):  # a model without PatchConvNet's keyword
+            raise TrainingError(f'--class-tokens {cfg.class_tokens} needs a PatchConvNet model (patchconvnet_*), '
+                                f'not {cfg.model}.') from err
+        raise
     except RuntimeError as err:
         if 'Unknown model' in str(err):
             raise TrainingError(f'{err}. Models: any timm model, e.g. resnet50, or one of '
@@ -103,6 +110,9 @@ def create_training_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
             raise TrainingError(f'--pretrained {cfg.pretrained} does not fit --model {cfg.model} (weights of another '
                                 f'architecture or size?): {_first_words(err)}') from err
         raise
+    if getattr(model, 'class_tokens', 'single') != cfg.class_tokens:
+        raise TrainingError(f'--pretrained {cfg.pretrained} is a model with {model.class_tokens} class tokens: pass '
+                            f'--class-tokens {model.class_tokens}.')
     if model.num_classes != num_classes:
         if cfg.num_classes is None:
             raise TrainingError(
