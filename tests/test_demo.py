@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from conftest import ROOT
+from datagen import write_idc_slides
 from timm_patchconvnet.model_folder import save_model_folder
 from timm_patchconvnet.hub.space import MODELS_VARIABLE, export_space_folder
 
@@ -281,6 +283,64 @@ def test_in_a_real_browser_upload_explain_and_see_the_heatmap(browser, server, i
     page.locator('input[type=file]').first.set_input_files(str(images['gray']))
     page.get_by_role('button', name='Explain').click()
     expect(page.locator('#notes')).to_contain_text('The image was L', timeout=60_000)
+    page.close()
+
+
+@pytest.fixture(scope='module')
+def slide_server(tmp_path_factory):
+    """The demo serving a two-class model with `--slide-data`: a Kaggle-layout IDC folder of two patients."""
+    root = tmp_path_factory.mktemp('slides')
+    write_idc_slides(root / 'IDC', ['30001', '30002'], grid=3)
+    model = timm.create_model('patchconvnet_test_p4', num_classes=2, init_values=1.0)
+    save_model_folder(model, root / 'idc-model', ['no IDC', 'IDC'])
+    command = [sys.executable, str(ROOT / 'demo' / 'app.py'), '--model', str(root / 'idc-model'),
+               '--slide-data', str(root / 'IDC')]
+    with _serving(command, tmp_path_factory.mktemp('slide-cwd'), {}) as url:
+        yield {'url': url, 'data': root / 'IDC'}
+
+
+def test_in_a_real_browser_the_whole_slide_tab_draws_an_upload_a_patient_and_refuses_a_hostile_zip(
+        browser, slide_server, tmp_path):
+    from playwright.sync_api import expect
+
+    patient_zip, hostile_zip = tmp_path / 'patient-30001.zip', tmp_path / 'escape.zip'
+    with zipfile.ZipFile(patient_zip, 'w') as archive:
+        for png in sorted((slide_server['data'] / '30001').rglob('*.png')):
+            archive.write(png, png.name)
+        archive.writestr('notes.txt', 'not a patch')
+    with zipfile.ZipFile(hostile_zip, 'w') as archive:
+        archive.writestr('../../30001_idx5_x1_y1_class0.png', b'not read')
+
+    page = browser.new_page(viewport={'width': 1280, 'height': 1000})
+
+    def open_tab():
+        page.goto(slide_server['url'])
+        page.get_by_role('tab', name='Whole slide').click()
+
+    def slide_width() -> int:
+        return page.locator('#slide img').evaluate('img => img.naturalWidth')
+
+    open_tab()
+    page.locator('#slide-zip input[type=file]').set_input_files(str(patient_zip))
+    page.get_by_role('button', name='Draw the slide').click()
+    notes = page.locator('#slide-notes')
+    expect(notes).to_contain_text('Patient 30001: 9 patches', timeout=60_000)
+    expect(notes).to_contain_text('1 file(s) outside the naming pattern skipped: notes.txt')
+    assert slide_width() > 500
+    page.screenshot(path=str(tmp_path / 'slide.png'), full_page=True)
+
+    open_tab()  # a patient of the data set the demo was started with: its annotated region gives Dice and IoU
+    page.get_by_label('...or a patient of the loaded data set').click()
+    page.get_by_role('option', name='30002').click()
+    page.get_by_role('button', name='Draw the slide').click()
+    expect(notes).to_contain_text('Patient 30002: 9 patches', timeout=60_000)
+    expect(notes).to_contain_text('Dice')
+    assert slide_width() > 500
+
+    open_tab()
+    page.locator('#slide-zip input[type=file]').set_input_files(str(hostile_zip))
+    page.get_by_role('button', name='Draw the slide').click()
+    expect(page.get_by_text('points outside the archive').first).to_be_visible(timeout=60_000)
     page.close()
 
 
