@@ -19,6 +19,7 @@ import train as train_cli
 from conftest import OFFICIAL_S60_KEYS, ROOT
 from datagen import write_cifar10_parquet, write_idc_kaggle_folder, write_idc_patients
 from timm_patchconvnet.training.presets import PRESETS
+from timm_patchconvnet.config import public_command
 from timm_patchconvnet.training import TrainConfig
 from test_parity import _official_s60_state_dict
 
@@ -276,7 +277,7 @@ def test_a_single_threaded_cpu_run_says_how_to_use_every_core(tmp_path, capsys, 
     assert '--num_cpu_threads_per_process' in capsys.readouterr().out
 
 
-def test_per_class_tokens_train_reload_and_transfer(digits_run, tmp_path, capsys):
+def test_per_class_tokens_train_reload_and_transfer(digits_run, tmp_path):
     """--class-tokens per_class: one token and map per class, from scratch and from single-token weights."""
     from timm_patchconvnet import get_attention_map
     scratch = tmp_path / 'scratch'
@@ -285,6 +286,7 @@ def test_per_class_tokens_train_reload_and_transfer(digits_run, tmp_path, capsys
     metrics = _metrics(scratch)
     assert metrics['history'][-1]['validation_loss'] < metrics['history'][0]['validation_loss']
     assert metrics['test']['accuracy'] > 0.5 and metrics['config']['class_tokens'] == 'per_class'  # chance 0.1; 0.89
+    assert '--class-tokens per_class' in public_command(metrics['config'])  # the model card's command
     model = timm.create_model(f'local-dir:{scratch}', pretrained=True).eval()
     assert model.class_tokens == 'per_class' and model.cls_token.shape[1] == 10
     maps = [get_attention_map(model, torch.rand(1, 3, 32, 32), class_index=c) for c in (3, 7)]
@@ -298,6 +300,10 @@ def test_per_class_tokens_train_reload_and_transfer(digits_run, tmp_path, capsys
                            '--output-dir', str(tmp_path / 'transfer')]) == 0
     transfer = timm.create_model(f'local-dir:{tmp_path / "transfer"}', pretrained=True)
     assert transfer.class_tokens == 'per_class' and transfer.cls_token.shape[1] == 2
-    # a per-class model is not silently trained as a single-token one
-    assert train_cli.main([*base, '--pretrained', f'local-dir:{scratch}', '--output-dir', str(tmp_path / 'b')]) == 2
-    assert 'is a model with per_class class tokens: pass --class-tokens per_class' in capsys.readouterr().err
+    # unset, the pretrained model keeps its tokens; set, they are fitted: per-class back to one, averaged
+    assert train_cli.main([*base, '--pretrained', f'local-dir:{scratch}', '--output-dir', str(tmp_path / 'as')]) == 0
+    assert timm.create_model(f'local-dir:{tmp_path / "as"}').cls_token.shape[1] == 2
+    assert train_cli.main([*base, '--pretrained', f'local-dir:{scratch}', '--class-tokens', 'single',
+                           '--output-dir', str(tmp_path / 'single')]) == 0
+    single = timm.create_model(f'local-dir:{tmp_path / "single"}')
+    assert single.class_tokens == 'single' and single.cls_token.shape[1] == 1

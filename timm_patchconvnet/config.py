@@ -69,10 +69,10 @@ class TrainConfig:
                                   range=(0, None, True, True))
     label_smoothing: float = option(0., 'label smoothing of the training loss', range=SHARE)
     drop_path: float = option(0., 'stochastic depth rate', range=SHARE)
-    class_tokens: str = option(CLASS_TOKENS[0], "PatchConvNet's class tokens: 'single' (the paper's) or 'per_class': "
-                                                'one token, attention map and output unit per class (the seed '
-                                                "paper's proposed next step; pretrained weights' token is copied to "
-                                                'each class)', choices=CLASS_TOKENS)
+    class_tokens: Optional[str] = option(
+        None, "PatchConvNet's class tokens: 'single' (the paper's) or 'per_class', one token, attention map and output "
+              "unit per class (the seed paper's proposed next step); pretrained tokens are averaged or copied to fit. "
+              'Unset: single for a new model, as they are for --pretrained', kind=str, choices=CLASS_TOKENS)
     patience: int = option(10, 'stop after this many epochs without a lower validation loss', range=POSITIVE,
                            fixed_on_resume=False)
     seed: int = option(0, 'seed of the split, the initialisation and the data order',

@@ -91,7 +91,7 @@ def create_training_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
         raise TrainingError(f'--num-classes {cfg.num_classes} does not match the data, which has {num_classes} '
                             'classes.')
     extra: Dict[str, Any] = dict(drop_path_rate=cfg.drop_path) if cfg.drop_path else {}
-    if cfg.class_tokens != 'single':
+    if cfg.class_tokens is not None:
         extra['class_tokens'] = cfg.class_tokens
     try:
         if not cfg.pretrained:
@@ -110,9 +110,6 @@ def create_training_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
             raise TrainingError(f'--pretrained {cfg.pretrained} does not fit --model {cfg.model} (weights of another '
                                 f'architecture or size?): {_first_words(err)}') from err
         raise
-    if getattr(model, 'class_tokens', 'single') != cfg.class_tokens:
-        raise TrainingError(f'--pretrained {cfg.pretrained} is a model with {model.class_tokens} class tokens: pass '
-                            f'--class-tokens {model.class_tokens}.')
     if model.num_classes != num_classes:
         if cfg.num_classes is None:
             raise TrainingError(
