@@ -116,12 +116,12 @@ def images(tmp_path_factory) -> dict:
     return paths
 
 
-def _explain(client, image, model, class_name=demo_app.PREDICTED, colormap='jet', opacity=0.5):
+def explain(client, image, model, class_name=demo_app.PREDICTED, colormap='jet', opacity=0.5):
     return client.predict(handle_file(str(image)), model, class_name, colormap, opacity, api_name='/explain')
 
 
 def test_predict_returns_probabilities_and_a_heatmap_of_the_inputs_size(client, server, images):
-    label, overlay_path, grid_path, probabilities, notes = _explain(client, images['rgb'],
+    label, overlay_path, grid_path, probabilities, notes = explain(client, images['rgb'],
                                                                     server['models']['single'])
     assert set(probabilities) == set(DIGIT_LABELS)  # the label names saved by the training run
     assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
@@ -138,20 +138,20 @@ def test_predict_returns_probabilities_and_a_heatmap_of_the_inputs_size(client, 
 
 def test_per_class_tokens_show_the_chosen_class(client, server, images):
     model = server['models']['per_class']
-    predicted = _explain(client, images['rgb'], model)
+    predicted = explain(client, images['rgb'], model)
     assert predicted[0]['label'] in PER_CLASS_LABELS
-    grids = {name: np.asarray(Image.open(_explain(client, images['rgb'], model, name)[2]), dtype=np.float32)
+    grids = {name: np.asarray(Image.open(explain(client, images['rgb'], model, name)[2]), dtype=np.float32)
              for name in PER_CLASS_LABELS}
-    assert 'of "dog"' in _explain(client, images['rgb'], model, 'dog')[-1]
+    assert 'of "dog"' in explain(client, images['rgb'], model, 'dog')[-1]
     assert np.abs(grids['cat'] - grids['bird']).max() > 0  # each class token has its own map
     with pytest.raises(AppError, match='not a class of'):
-        _explain(client, images['rgb'], model, 'zebra')
+        explain(client, images['rgb'], model, 'zebra')
 
 
 def test_the_map_toggle_serves_grad_cam(client, server, images):
     pytest.importorskip('pytorch_grad_cam', reason='optional: Grad-CAM needs the explain extra (pip install grad-cam)')
     single, per_class = server['models']['single'], server['models']['per_class']
-    attention = _explain(client, images['rgb'], single)  # the map parameter left out: attention, as before
+    attention = explain(client, images['rgb'], single)  # the map parameter left out: attention, as before
     gradcam = client.predict(handle_file(str(images['rgb'])), single, demo_app.PREDICTED, 'jet', 0.5,
                              demo_app.GRADCAM, api_name='/explain')
     assert gradcam[3] == attention[3]  # the same prediction
@@ -172,8 +172,8 @@ def test_the_map_toggle_serves_grad_cam(client, server, images):
 ])
 def test_bad_uploads_get_a_clear_message_and_the_server_goes_on(client, server, images, kind, message):
     with pytest.raises(AppError, match=message):
-        _explain(client, images[kind], server['models']['single'])
-    probabilities = _explain(client, images['digit'], server['models']['single'])[3]
+        explain(client, images[kind], server['models']['single'])
+    probabilities = explain(client, images['digit'], server['models']['single'])[3]
     assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
 
 
@@ -184,7 +184,7 @@ def test_no_image_asks_for_one(client, server):
 
 @pytest.mark.parametrize('kind, mode', [('gray', 'L'), ('rgba', 'RGBA')])
 def test_grayscale_and_rgba_images_are_explained_as_rgb(client, server, images, kind, mode):
-    _, overlay_path, _, _, notes = _explain(client, images[kind], server['models']['single'])
+    _, overlay_path, _, _, notes = explain(client, images[kind], server['models']['single'])
     assert f'The image was {mode}' in notes
     assert Image.open(overlay_path).size == (64, 48)
 
@@ -194,7 +194,7 @@ def test_concurrent_requests_queue_behind_one_model_run(client, server, images, 
     explain_fn = next(fn for fn in app.fns.values() if fn.api_name == 'explain')
     assert explain_fn.concurrency_limit == 1 and explain_fn.queue
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda _: _explain(client, images['digit'], server['models']['single']),
+        results = list(pool.map(lambda _: explain(client, images['digit'], server['models']['single']),
                                 range(4)))
     assert len({r[0]['label'] for r in results}) == 1  # same answer for every queued request
 

@@ -14,7 +14,7 @@ pytest.importorskip('gradio', reason='the demo extra is not installed')
 from gradio_client import Client  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from test_demo import _explain, checkpoints, client, images, server  # noqa: E402,F401  (the same fixtures)
+from test_demo import checkpoints, client, explain, images, server  # noqa: E402,F401  (the same fixtures)
 from timm_patchconvnet import demo as demo_app  # noqa: E402
 from timm_patchconvnet.images import to_rgb  # noqa: E402
 
@@ -40,7 +40,7 @@ def test_memory_does_not_grow_with_large_uploads_from_new_sessions(server, tmp_p
     rss = []
     for _ in range(REQUESTS):
         client.reset_session()  # a session of its own each time, never closed: as many clients (or an attacker)
-        overlay = _explain(client, tmp_path / 'big.png', server['models']['single'])[1]
+        overlay = explain(client, tmp_path / 'big.png', server['models']['single'])[1]
         rss.append(_rss_mb(server['pid']))
     assert max(Image.open(overlay).size) <= demo_app.DISPLAY_SIDE  # drawn at display size
     growth = rss[-1] - rss[WARM_UP - 1]
@@ -56,7 +56,7 @@ def test_a_16_bit_image_is_scaled_not_clipped_and_the_note_says_so(client, serve
     with Image.open(path) as original:
         assert original.mode.startswith('I')  # a real 16-bit grayscale PNG
         expected = np.asarray(to_rgb(original), dtype=np.float32)
-    _, overlay_path, _, _, notes = _explain(client, path, server['models']['single'], opacity=0.0)
+    _, overlay_path, _, _, notes = explain(client, path, server['models']['single'], opacity=0.0)
     shown = np.asarray(Image.open(overlay_path).convert('RGB'), dtype=np.float32)
     assert shown.mean() < 200 and shown.std() > 30  # not all white: the ramp from black to white is kept
     assert np.abs(shown - expected).max() <= 1
@@ -70,8 +70,8 @@ def test_a_truncated_png_gets_a_clear_message_and_the_next_request_is_served(cli
     with Image.open(path) as header:
         assert header.size == (64, 48)  # the header is intact: only decoding the pixels fails
     with pytest.raises(AppError, match='damaged or truncated'):
-        _explain(client, path, server['models']['single'])
-    probabilities = _explain(client, images['digit'], server['models']['single'])[3]
+        explain(client, path, server['models']['single'])
+    probabilities = explain(client, images['digit'], server['models']['single'])[3]
     assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
 
 

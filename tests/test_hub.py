@@ -73,7 +73,7 @@ class StubHfApi:
         self._record('upload_folder', **kwargs)
         if self.upload_error is not None:
             raise self.upload_error
-        self.uploaded = _folder_contents(Path(kwargs['folder_path']))
+        self.uploaded = folder_contents(Path(kwargs['folder_path']))
         return 'https://huggingface.co/commit/0'
 
     def add_space_variable(self, *args, **kwargs) -> None:
@@ -85,7 +85,7 @@ class StubHfApi:
         return matches[0]
 
 
-def _folder_contents(folder: Path) -> Dict[str, bytes]:
+def folder_contents(folder: Path) -> Dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}
 
 
@@ -137,11 +137,11 @@ def model_export(cifar_run, tmp_path_factory) -> Path:
     return out
 
 
-def _fill_hf_cache(cache: Path, repo_id: str, folder: Path) -> str:
+def fill_hf_cache(cache: Path, repo_id: str, folder: Path) -> str:
     """Lay `folder` into `cache` as huggingface_hub's downloads do: blobs named by content hash, snapshots/<commit>/
     of relative symlinks to them, refs/main naming the commit. Returns the commit."""
     repo = cache / f'models--{repo_id.replace("/", "--")}'
-    commit = hashlib.sha1(b''.join(_folder_contents(folder).values())).hexdigest()
+    commit = hashlib.sha1(b''.join(folder_contents(folder).values())).hexdigest()
     for file in folder.iterdir():
         blob = repo / 'blobs' / hashlib.sha256(file.read_bytes()).hexdigest()
         blob.parent.mkdir(parents=True, exist_ok=True)
@@ -170,7 +170,7 @@ def test_a_published_model_loads_by_tag_and_hf_hub_offline(cifar_run, model_expo
     with pytest.raises(PretrainedWeightsUnavailableError):  # offline, and nothing cached yet
         timm.create_model(TAG, pretrained=True)
 
-    commit = _fill_hf_cache(offline_hub_cache, REPO_ID, model_export)
+    commit = fill_hf_cache(offline_hub_cache, REPO_ID, model_export)
     cached = {repo.repo_id: repo for repo in scan_cache_dir(offline_hub_cache).repos}
     assert set(cached) == {REPO_ID} and set(cached[REPO_ID].refs) == {'main'}  # huggingface_hub reads the layout
     assert {r.commit_hash for r in cached[REPO_ID].revisions} == {commit}
@@ -275,8 +275,8 @@ def test_push_uploads_exactly_the_dry_run_folder(cifar_run, model_export, tmp_pa
     upload = api.call('upload_folder')
     assert (upload['repo_id'], upload['repo_type'], upload['revision'], upload['commit_message']) == (
         REPO_ID, 'model', 'v1', 'Ti12 on CIFAR-10')
-    assert api.uploaded == _folder_contents(model_export)  # the dry run wrote exactly what is uploaded
-    _assert_token_nowhere(capsys, caplog, tmp_path)
+    assert api.uploaded == folder_contents(model_export)  # the dry run wrote exactly what is uploaded
+    assert_token_nowhere(capsys, caplog, tmp_path)
 
 
 def test_the_command_line_pushes_with_the_token_from_the_environment(cifar_run, monkeypatch, tmp_path, capsys,
@@ -291,7 +291,7 @@ def test_the_command_line_pushes_with_the_token_from_the_environment(cifar_run, 
     assert api.call('upload_folder')['commit_message'] == 'Upload patchconvnet_ti12_p4 trained with timm-patchconvnet'
     assert api.call('upload_folder')['token'] == FAKE_TOKEN and 'README.md' in api.uploaded
     assert not list(tmp_path.glob('patchconvnet-model-*'))  # the temporary export is gone after the upload
-    _assert_token_nowhere(capsys, caplog, tmp_path)
+    assert_token_nowhere(capsys, caplog, tmp_path)
 
 
 @pytest.mark.parametrize('error', [_server_error(), httpx2.ConnectError('[Errno 111] Connection refused')],
@@ -306,16 +306,16 @@ def test_a_hub_error_mid_upload_keeps_the_local_export(cifar_run, tmp_path, erro
     assert type(error).__name__ in message and '\n' not in message
     assert (export / 'model.safetensors').is_file() and (export / 'README.md').is_file()
     assert FAKE_TOKEN not in message
-    _assert_token_nowhere(capsys, caplog, tmp_path)
+    assert_token_nowhere(capsys, caplog, tmp_path)
 
 
 def test_the_real_hf_api_offline_fails_cleanly_and_keeps_the_export(model_export, monkeypatch, capsys, caplog):
     monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)  # every request raises, as with no network
-    before = _folder_contents(model_export)
+    before = folder_contents(model_export)
     with pytest.raises(hub.HubError, match=f'Could not create the repo .*The local export in {model_export} is kept'):
         hub.push_folder(str(model_export), 'someone/ti12', 'model', token=FAKE_TOKEN)  # a real HfApi
-    assert _folder_contents(model_export) == before
-    _assert_token_nowhere(capsys, caplog, model_export)
+    assert folder_contents(model_export) == before
+    assert_token_nowhere(capsys, caplog, model_export)
 
 
 def test_the_command_line_reports_a_failed_upload_in_one_line(cifar_run, monkeypatch, tmp_path, capsys, caplog):
@@ -325,10 +325,10 @@ def test_the_command_line_reports_a_failed_upload_in_one_line(cifar_run, monkeyp
     err = capsys.readouterr().err
     assert err.startswith('error: Could not upload') and err.count('\n') == 1 and f'{export} is kept' in err
     assert (export / 'config.json').is_file()
-    _assert_token_nowhere(capsys, caplog, tmp_path)
+    assert_token_nowhere(capsys, caplog, tmp_path)
 
 
-def _assert_token_nowhere(capsys, caplog, folder: Path) -> None:
+def assert_token_nowhere(capsys, caplog, folder: Path) -> None:
     captured = capsys.readouterr()
     assert FAKE_TOKEN not in captured.out + captured.err + caplog.text
     for path in folder.rglob('*'):
@@ -471,8 +471,8 @@ def test_the_idc_push_goes_to_a_dataset_repo(kaggle_idc, tmp_path, capsys, caplo
     assert url == 'https://huggingface.co/datasets/someone/idc'
     assert api.call('create_repo')['repo_type'] == 'dataset' and api.call('upload_folder')['repo_type'] == 'dataset'
     assert api.call('upload_folder')['commit_message'] == 'Upload the IDC patches with patient ids'
-    assert api.uploaded == _folder_contents(tmp_path / 'export') and 'README.md' in api.uploaded
-    _assert_token_nowhere(capsys, caplog, tmp_path)
+    assert api.uploaded == folder_contents(tmp_path / 'export') and 'README.md' in api.uploaded
+    assert_token_nowhere(capsys, caplog, tmp_path)
 
 
 def test_idc_export_errors(tmp_path, capsys):
@@ -520,11 +520,11 @@ def test_the_space_push_creates_a_gradio_space_and_names_its_checkpoints(tmp_pat
     assert url == f'https://huggingface.co/spaces/{SPACE_ID}'
     assert [name for name, _ in api.calls] == ['create_repo', 'upload_folder', 'add_space_variable']
     assert api.call('create_repo')['repo_type'] == 'space' and api.call('create_repo')['space_sdk'] == 'gradio'
-    assert api.uploaded == _folder_contents(export)
+    assert api.uploaded == folder_contents(export)
     variable = api.call('add_space_variable')
     assert (variable['repo_id'], variable['key'], variable['value']) == (
         SPACE_ID, hub_space.CHECKPOINTS_VARIABLE, ','.join(SPACE_CHECKPOINTS))
-    _assert_token_nowhere(capsys, caplog, tmp_path)
+    assert_token_nowhere(capsys, caplog, tmp_path)
 
 
 def test_a_space_cannot_serve_a_local_folder(cifar_run, tmp_path, capsys):

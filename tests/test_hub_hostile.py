@@ -16,7 +16,7 @@ from huggingface_hub.utils import _http
 
 import train as train_cli
 from conftest import ROOT
-from test_hub import FAKE_TOKEN, REPO_ID, SPACE_ID, StubHfApi, _assert_token_nowhere, _folder_contents
+from test_hub import FAKE_TOKEN, REPO_ID, SPACE_ID, StubHfApi, assert_token_nowhere, folder_contents
 from test_hub import push_model_cli, push_space_cli
 from timm_patchconvnet import hub
 from timm_patchconvnet.hub import space as hub_space
@@ -144,7 +144,7 @@ def test_an_upload_answered_with_junk_is_one_error_line_and_keeps_the_export(dig
     err = _one_error_line(capsys)
     _assert_failed_upload_kept(export, err, 'upload')
     assert 'a proxy or captive portal in the way?' in err
-    _assert_token_nowhere(capsys, caplog, tmp_path)
+    assert_token_nowhere(capsys, caplog, tmp_path)
 
 
 def test_a_repo_url_that_is_not_a_url_is_one_error_line(digits_run, monkeypatch, tmp_path, capsys):
@@ -184,7 +184,7 @@ def test_a_captive_portal_answering_200_html_is_one_error_line(digits_run, capti
     err = _one_error_line(capsys)
     _assert_failed_upload_kept(export, err, 'create the repo')
     assert 'JSONDecodeError' in err and any('/api/repos/create' in r for r in captive_portal)
-    _assert_token_nowhere(capsys, caplog, tmp_path)
+    assert_token_nowhere(capsys, caplog, tmp_path)
 
 
 def test_a_space_variable_answered_with_junk_is_one_error_line(captive_portal, monkeypatch, tmp_path, capsys):
@@ -249,11 +249,11 @@ def test_the_space_export_is_an_allow_list(hostile_demo, hostile_package, tmp_pa
                                                package_dir=str(hostile_package))
     modules = sorted(p.name for p in (ROOT / 'timm_patchconvnet').glob('*.py'))
     images = sorted(p.name for p in (ROOT / 'demo' / 'examples').glob('*.png'))
-    assert sorted(_folder_contents(folder)) == sorted(
+    assert sorted(folder_contents(folder)) == sorted(
         ['README.md', 'app.py', 'requirements.txt', *(f'examples/{name}' for name in images),
          *(f'timm_patchconvnet/{name}' for name in modules)])
     assert not any(p.is_symlink() for p in folder.rglob('*'))
-    for content in _folder_contents(folder).values():
+    for content in folder_contents(folder).values():
         assert FAKE_TOKEN.encode() not in content and b'SECRET-HOST' not in content
     skipped = sorted(r.getMessage().split(':')[0] for r in caplog.records)
     assert skipped == sorted(f'skipped {path}' for path in (
@@ -267,7 +267,7 @@ def test_the_space_command_exports_no_dotfile_or_link_of_the_demo(hostile_demo, 
     assert push_space_cli.main([SPACE_ID, '--checkpoint', f'hf-hub:{REPO_ID}', '--demo-dir', str(hostile_demo),
                                 '--dry-run', str(out)]) == 0
     assert 'nothing uploaded' in capsys.readouterr().out
-    exported = set(_folder_contents(out))
+    exported = set(folder_contents(out))
     assert not {'examples/.env', 'examples/hostname.png', 'examples/hostname', 'examples/notes.txt'} & exported
     assert not any('__pycache__' in name or name.startswith('timm_patchconvnet/cli') for name in exported)
 

@@ -68,7 +68,7 @@ def test_the_fused_inference_model_still_matches_official(official_tiny):
     torch.testing.assert_close(raw_maps, ref['attn_patches'], **TOL)
 
 
-def _official_s60_state_dict(keys_file, **overrides):
+def official_s60_state_dict(keys_file, **overrides):
     shapes = json.loads(keys_file.read_text())
     generator = torch.Generator().manual_seed(0)
     state_dict = {k: torch.randn(shape, generator=generator) for k, shape in shapes.items()}
@@ -78,7 +78,7 @@ def _official_s60_state_dict(keys_file, **overrides):
 
 @pytest.mark.parametrize('variant', ['patchconvnet_s60_p16', 'patchconvnet_s60_p8', 'patchconvnet_s60_p4'])
 def test_official_s60_checkpoint_loads_strictly_for_every_patch_size(official_s60_keys, variant):
-    state_dict = _official_s60_state_dict(official_s60_keys)
+    state_dict = official_s60_state_dict(official_s60_keys)
     assert len(state_dict) == 807
     model = timm.create_model(variant, num_classes=1000)
     model.load_state_dict(checkpoint_filter_fn({'model': state_dict}, model), strict=True)
@@ -91,7 +91,7 @@ def test_official_s60_checkpoint_loads_strictly_for_every_patch_size(official_s6
 
 def test_official_s60_file_loads_through_create_model_with_a_new_head(official_s60_keys, tmp_path):
     """Fine-tuning start: the 1000-class S60 file, a 10-class /4 model (the head is left to train)."""
-    state_dict = _official_s60_state_dict(official_s60_keys)
+    state_dict = official_s60_state_dict(official_s60_keys)
     path = tmp_path / 's60_224_1k.pth'
     torch.save({'model': state_dict}, path)
     model = timm.create_model('patchconvnet_s60_p4', num_classes=10, pretrained=True,
@@ -108,7 +108,7 @@ def test_official_s60_multi_checkpoint_loads_strictly(official_s60_keys):
     for i in range(1000):
         heads[f'head.{i}.weight'] = torch.randn(1, 384, generator=generator)
         heads[f'head.{i}.bias'] = torch.randn(1, generator=generator)
-    state_dict = _official_s60_state_dict(
+    state_dict = official_s60_state_dict(
         official_s60_keys, cls_token=torch.randn(1, 1000, 384, generator=generator))
     del state_dict['head.weight'], state_dict['head.bias']
     state_dict.update(heads)

@@ -21,7 +21,7 @@ from datagen import write_cifar10_parquet, write_idc_kaggle_folder, write_idc_pa
 from timm_patchconvnet.training.presets import PRESETS
 from timm_patchconvnet.config import public_command
 from timm_patchconvnet.training import TrainConfig
-from test_parity import _official_s60_state_dict
+from test_parity import official_s60_state_dict
 
 datasets.disable_progress_bars()
 FAST = ['--dataset', 'digits', '--model', 'patchconvnet_test_p4']
@@ -181,7 +181,7 @@ def test_two_cpu_processes_gather_the_same_metrics_as_one(tmp_path, capsys):
 def preset_data(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp('preset-data')
     official = root / 's60_224_1k.pth'
-    torch.save({'model': _official_s60_state_dict(OFFICIAL_S60_KEYS)}, official)
+    torch.save({'model': official_s60_state_dict(OFFICIAL_S60_KEYS)}, official)
     return dict(cifar10=write_cifar10_parquet(root / 'cifar10', num_train=40, num_test=10),
                 idc=write_idc_kaggle_folder(root / 'idc'), official=official)
 

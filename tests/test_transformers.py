@@ -113,10 +113,10 @@ def test_the_hub_export_loads_in_transformers_as_in_timm(digits_run, digits_expo
 def test_the_hub_export_loads_in_transformers_from_an_offline_cache(digits_export, tmp_path):
     """`from_pretrained('ORG/NAME')`, `pipeline(model='ORG/NAME')` and `hf-hub:ORG/NAME` with HF_HUB_OFFLINE=1, in
     a new process: huggingface_hub and transformers read the cache and offline settings when imported."""
-    from test_hub import _fill_hf_cache  # here: the subprocess imports this module, and needs none of test_hub
+    from test_hub import fill_hf_cache  # here: the subprocess imports this module, and needs none of test_hub
 
     cache = tmp_path / 'hf_cache'
-    _fill_hf_cache(cache, REPO_ID, digits_export)
+    fill_hf_cache(cache, REPO_ID, digits_export)
     env = dict(os.environ, HF_HUB_OFFLINE='1', HF_HUB_CACHE=str(cache), HF_HOME=str(tmp_path / 'hf_home'),
                PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / 'tests')]))
     result = tmp_path / 'result.json'  # not stdout, which libraries may print to

@@ -39,17 +39,9 @@ class DatasetExport:
 
 
 def export_idc_dataset(
-        kaggle_dir: str,
-        out_dir: str,
-        *,
-        repo_id: Optional[str] = None,
-        split_by_patient: bool = True,
-        split: str = SEEDED,
-        allow_missing_patients: bool = False,
-        seed: int = 0,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.2,
-        shard_size: int = 10_000,
+        kaggle_dir: str, out_dir: str, *, repo_id: Optional[str] = None, split_by_patient: bool = True,
+        split: str = SEEDED, allow_missing_patients: bool = False, seed: int = 0, val_fraction: float = 0.1,
+        test_fraction: float = 0.2, shard_size: int = 10_000,
 ) -> DatasetExport:
     """Convert the Kaggle IDC folder into a Hub-layout parquet data set in `out_dir` (new or empty): columns
     `image` (the PNG bytes, embedded), `label`, `patient_id`, `x`, `y`; shards of at most `shard_size` rows named
