@@ -313,6 +313,17 @@ def test_a_digits_run_is_refused_for_the_cifar10_tag_repo(digits_run, tmp_path, 
     assert api.calls == [] and not (tmp_path / 'e').exists()
 
 
+def test_a_run_with_per_class_tokens_is_refused_for_a_single_token_tag(digits_run, tmp_path, capsys):
+    """The tag builds a single-token model and averages a per-class run's tokens into it: it would load and answer
+    wrongly, so the tag's repo refuses it whatever else fits."""
+    run = _copy_run(digits_run, tmp_path / 'per-class')
+    config = json.loads((run / 'config.json').read_text())
+    config['model_args'] = {**config.get('model_args', {}), 'class_tokens': 'per_class'}
+    (run / 'config.json').write_text(json.dumps(config))
+    assert push_model_cli.main([str(run), REPO_ID, '--dry-run', str(tmp_path / 'out')]) == 2
+    assert "class tokens: run 'per_class', tag 'single'" in _one_error_line(capsys)
+
+
 def test_a_digits_run_goes_to_any_other_repo(digits_run, tmp_path, capsys):
     assert push_model_cli.main([str(digits_run), 'someone/ti12-digits', '--dry-run', str(tmp_path / 'out')]) == 0
     assert 'nothing uploaded' in capsys.readouterr().out

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 import timm
+import torch
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from timm.models import PretrainedCfg
 
@@ -56,7 +57,11 @@ def _check_fits_tag(run: TrainingRun, repo_id: str) -> None:
 def _tag_mismatches(run: TrainingRun, cfg: PretrainedCfg, architecture: str) -> List[str]:
     """How the run differs from the tag's pretrained cfg `cfg`, one phrase per difference ('run X, tag Y')."""
     ours = run.config['pretrained_cfg']
+    # a run with other class tokens behind a tag would load, its tokens averaged or copied, and answer wrongly
+    with torch.device('meta'):
+        tag_tokens = getattr(timm.create_model(architecture), 'class_tokens', 'single')
     pairs = [('architecture', run.config['architecture'], architecture),
+             ('class tokens', (run.config.get('model_args') or {}).get('class_tokens', 'single'), tag_tokens),
              ('classes', run.config['num_classes'], cfg.num_classes),
              ('input size', list(ours['input_size']), list(cfg.input_size))]
     if cfg.tag in DATASETS:  # the tags this project publishes are named after their data set
