@@ -18,9 +18,9 @@ from safetensors.torch import load_file
 import train as train_cli
 from conftest import OFFICIAL_S60_KEYS, ROOT
 from datagen import write_cifar10_parquet, write_idc_kaggle_folder, write_idc_patients
-from timm_patchconvnet.training.presets import PRESETS
 from timm_patchconvnet.config import public_command
 from timm_patchconvnet.training import TrainConfig
+from timm_patchconvnet.training.presets import PRESETS
 from test_parity import official_s60_state_dict
 
 datasets.disable_progress_bars()
@@ -68,8 +68,8 @@ def test_the_pil_loader_trains_too(tmp_path):
 
 
 def test_resume_takes_options_newer_than_the_saved_run(tmp_path):
-    """A run saved before --loader existed resumes (the option takes this command's value); a changed option that
-    the saved run has is refused."""
+    """A run saved before --loader existed resumes at the new option's default, not at another value; a changed
+    option that the saved run has is refused."""
     from timm_patchconvnet.training.loop import Progress, TrainingError
     key = {'model': 'patchconvnet_test_p4', 'loader': 'decoded', 'num_processes': 1}
     older = Progress({k: v for k, v in key.items() if k != 'loader'}).state_dict()
@@ -78,6 +78,9 @@ def test_resume_takes_options_newer_than_the_saved_run(tmp_path):
     assert progress.run_key == key
     with pytest.raises(TrainingError, match="'model': \\('patchconvnet_ti12_p4'"):
         Progress(key).load_state_dict({**older, 'run_key': {**older['run_key'], 'model': 'patchconvnet_ti12_p4'}})
+    # a newer option set away from its default would change what the saved run was: refused before any weight
+    with pytest.raises(TrainingError, match='--class-tokens did not exist when this run was saved'):
+        Progress({**key, 'class_tokens': 'per_class'}).load_state_dict(older)
 
 
 def test_the_output_folder_is_a_timm_local_dir(digits_run):
@@ -277,7 +280,7 @@ def test_a_single_threaded_cpu_run_says_how_to_use_every_core(tmp_path, capsys, 
     assert '--num_cpu_threads_per_process' in capsys.readouterr().out
 
 
-def test_per_class_tokens_train_reload_and_transfer(digits_run, tmp_path):
+def test_per_class_tokens_train_reload_and_transfer(digits_run, tmp_path, capsys):
     """--class-tokens per_class: one token and map per class, from scratch and from single-token weights."""
     from timm_patchconvnet import get_attention_map
     scratch = tmp_path / 'scratch'
@@ -292,14 +295,17 @@ def test_per_class_tokens_train_reload_and_transfer(digits_run, tmp_path):
     maps = [get_attention_map(model, torch.rand(1, 3, 32, 32), class_index=c) for c in (3, 7)]
     assert not torch.allclose(maps[0], maps[1])  # each class has its own map
 
+    # over the single-token run's weights: the same trunk, its one token copied to each class
+    from timm_patchconvnet.training import create_training_model
+    saved = load_file(digits_run / 'model.safetensors')
+    transfer = create_training_model(TrainConfig(pretrained=f'local-dir:{digits_run}', class_tokens='per_class'), 10)
+    assert transfer.class_tokens == 'per_class' and transfer.cls_token.shape[1] == 10
+    assert torch.equal(transfer.cls_token, saved['cls_token'].expand(-1, 10, -1))
+    assert all(torch.equal(transfer.state_dict()[k], v) for k, v in saved.items() if k.startswith(('stem', 'blocks')))
+
     idc = write_idc_kaggle_folder(tmp_path / 'idc')
     base = ['--dataset', 'idc', '--data-dir', str(idc), '--num-classes', '2', '--epochs', '1',
             '--max-steps-per-epoch', '1', '--batch-size', '8']
-    # the single-token run's weights, its token copied to each class
-    assert train_cli.main([*base, '--pretrained', f'local-dir:{digits_run}', '--class-tokens', 'per_class',
-                           '--output-dir', str(tmp_path / 'transfer')]) == 0
-    transfer = timm.create_model(f'local-dir:{tmp_path / "transfer"}', pretrained=True)
-    assert transfer.class_tokens == 'per_class' and transfer.cls_token.shape[1] == 2
     # unset, the pretrained model keeps its tokens; set, they are fitted: per-class back to one, averaged
     assert train_cli.main([*base, '--pretrained', f'local-dir:{scratch}', '--output-dir', str(tmp_path / 'as')]) == 0
     assert timm.create_model(f'local-dir:{tmp_path / "as"}').cls_token.shape[1] == 2
@@ -307,3 +313,7 @@ def test_per_class_tokens_train_reload_and_transfer(digits_run, tmp_path):
                            '--output-dir', str(tmp_path / 'single')]) == 0
     single = timm.create_model(f'local-dir:{tmp_path / "single"}')
     assert single.class_tokens == 'single' and single.cls_token.shape[1] == 1
+    # --eval-only takes the model as saved: a flag that would change it is refused
+    assert train_cli.main(['--eval-only', '--dataset', 'digits', '--pretrained', f'local-dir:{scratch}',
+                           '--class-tokens', 'single']) == 2
+    assert 'drop --class-tokens' in capsys.readouterr().err

@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         kind = (bounded(option) if option.range else tracker if option.name == 'report_to' else option.kind)
         allowed = f'; {describe_range(option.range)}' if option.range else ''
         parser.add_argument(option.flag, type=kind, default=option.default, choices=option.choices,
-                            help=f'{option.help} (default: {option.default}{allowed})')
+                            help=f"{option.help} (default: {'unset' if option.default is None else option.default}"
+                                 f'{allowed})')
     return parser
 
 
@@ -102,6 +103,8 @@ def main(argv=None) -> int:
         if args.eval_only:
             if not config.pretrained:
                 raise TrainingError('--eval-only needs --pretrained (e.g. local-dir:runs/digits).')
+            if config.class_tokens is not None:  # it would change the model evaluated
+                raise TrainingError('--eval-only evaluates the --pretrained model as it is: drop --class-tokens.')
             print(json.dumps(evaluate_pretrained(config)['test'], indent=2))
         else:
             result = train(config)

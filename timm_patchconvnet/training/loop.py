@@ -27,7 +27,7 @@ from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..config import TORCH_OPTIMIZER_LAMB, TrainConfig, resume_key
+from ..config import TORCH_OPTIMIZER_LAMB, TrainConfig, options, resume_key
 from ..data import DataSplits, build_transform, load_splits
 from ..decode_cache import DecodeCacheError, ImageReadError
 from ..device_transforms import BatchPreprocess
@@ -75,11 +75,16 @@ class Progress:
             raise TrainingError(f'Cannot resume: the saved progress is not what this version writes (fields and types '
                                 f'of {sorted(fields)}). Start a new run with --overwrite.')
         saved, current = state['run_key'], self.run_key
-        # an option newer than the saved run (e.g. --loader, 0.3) is not in its key: it takes this command's value
         changed = {k: (saved[k], v) for k, v in current.items() if k in saved and saved[k] != v}
         if changed:
             raise TrainingError(f'--resume with other settings than the saved run (saved, now): {changed}. '
                                 'Resume with the same settings, or start a new run in another --output-dir.')
+        # an option newer than the saved run (e.g. --loader, 0.3) is not in its key: it resumes at its default
+        newer = [o.flag for o in options()
+                 if o.name in current and o.name not in saved and current[o.name] != o.default]
+        if newer:
+            raise TrainingError(f'--resume: {", ".join(newer)} did not exist when this run was saved; resume it '
+                                'without them.')
         vars(self).update(state)
         self.run_key = current
 
@@ -100,7 +105,7 @@ def create_training_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     except TypeError as err:
         if 'class_tokens' in str(err):  # a model without PatchConvNet's keyword
             raise TrainingError(f'--class-tokens {cfg.class_tokens} needs a PatchConvNet model (patchconvnet_*), '
-                                f'not {cfg.model}.') from err
+                                f'not {cfg.pretrained or cfg.model}.') from err
         raise
     except RuntimeError as err:
         if 'Unknown model' in str(err):
