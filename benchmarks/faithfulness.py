@@ -393,6 +393,13 @@ def run(args: argparse.Namespace) -> int:
         title = Path(args.checkpoint).name
     if args.images:
         x, labels = x[:args.images], None if labels is None else labels[:args.images]
+    per_class = None
+    if args.per_class:  # checked before the long part
+        per_class_model, per_class_x, _, _ = load_run(Path(args.per_class), args.data_dir)
+        if getattr(per_class_model, 'class_tokens', None) != 'per_class':
+            print(f'error: --per-class {args.per_class} is not a per-class-token model', file=sys.stderr)
+            return 2
+        per_class = per_class_model, per_class_x[:len(x)]
     classes = predict(model, x).argmax(-1)
     accuracy = None if labels is None else float((classes == labels).float().mean())
     print(f'{description}; {len(x)} images, computing maps...', flush=True)
@@ -406,13 +413,7 @@ def run(args: argparse.Namespace) -> int:
         curves[method] = (deletion, insertion)
         print(f'{method}: done at {time.perf_counter() - started:.0f} s', flush=True)
     times = timings(model, x, min(args.timing_images, len(x)))
-    specificity = None
-    if args.per_class:
-        per_class_model, per_class_x, _, _ = load_run(Path(args.per_class), args.data_dir)
-        if per_class_model.class_tokens != 'per_class':
-            print(f'error: --per-class {args.per_class} is not a per-class-token model', file=sys.stderr)
-            return 2
-        specificity = class_specificity(per_class_model, per_class_x[:len(x)], args.seed)
+    specificity = None if per_class is None else class_specificity(*per_class, args.seed)
     seconds = time.perf_counter() - started
     description += f"; the measures follow the predicted class's {args.score}"
     table, record = report(title, description, len(x), accuracy, results, times, seconds, args.seed, specificity)
@@ -428,7 +429,7 @@ def run(args: argparse.Namespace) -> int:
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest='command', required=True)
+    commands = parser.add_subparsers(dest='command', required=True)  # one command, `run`, kept for old scripts
     bench = commands.add_parser('run', help='measure the maps of one model')
     source = bench.add_mutually_exclusive_group(required=True)
     source.add_argument('--checkpoint', help='a training folder (train.py --output-dir) with metrics.json')

@@ -317,8 +317,9 @@ def test_in_a_real_browser_the_whole_slide_tab_draws_an_upload_a_patient_and_ref
         page.goto(slide_server['url'])
         page.get_by_role('tab', name='Whole slide').click()
 
-    def slide_width() -> int:
-        return page.locator('#slide img').evaluate('img => img.naturalWidth')
+    def wait_for_the_slide() -> None:  # the note may come before the picture has loaded
+        page.wait_for_function("() => { const img = document.querySelector('#slide img'); "
+                               'return img && img.complete && img.naturalWidth > 500 }', timeout=60_000)
 
     open_tab()
     page.locator('#slide-zip input[type=file]').set_input_files(str(patient_zip))
@@ -326,7 +327,7 @@ def test_in_a_real_browser_the_whole_slide_tab_draws_an_upload_a_patient_and_ref
     notes = page.locator('#slide-notes')
     expect(notes).to_contain_text('Patient 30001: 9 patches', timeout=60_000)
     expect(notes).to_contain_text('1 file(s) outside the naming pattern skipped: notes.txt')
-    assert slide_width() > 500
+    wait_for_the_slide()
     page.screenshot(path=str(tmp_path / 'slide.png'), full_page=True)
 
     open_tab()  # a patient of the data set the demo was started with: its annotated region gives Dice and IoU
@@ -335,7 +336,7 @@ def test_in_a_real_browser_the_whole_slide_tab_draws_an_upload_a_patient_and_ref
     page.get_by_role('button', name='Draw the slide').click()
     expect(notes).to_contain_text('Patient 30002: 9 patches', timeout=60_000)
     expect(notes).to_contain_text('Dice')
-    assert slide_width() > 500
+    wait_for_the_slide()
 
     open_tab()
     page.locator('#slide-zip input[type=file]').set_input_files(str(hostile_zip))

@@ -1,7 +1,6 @@
 """benchmarks/faithfulness.py on two small models trained here for real: the single-token and per-class-token
 patchconvnet_test_p4 on scikit-learn's digits (15 epochs each, about 6 s; about 0.9 test accuracy)."""
 import json
-from pathlib import Path
 
 import pytest
 
@@ -40,7 +39,8 @@ def test_the_benchmark_ranks_the_attention_map_above_chance_and_measures_class_s
     assert results['seconds_per_map']['attention']['batch1'] > 0
     chance = results['class_specificity']['random']['iou'][0]
     assert 0.08 < chance < 0.15  # two random top-20% regions: 0.2 / 1.8 = 0.11 expected
-    assert results['class_specificity']['attention']['iou'][0] > chance
+    # each class its own map: overlapping more than chance (0.71 here), yet not one map for every class (IoU 1)
+    assert chance < results['class_specificity']['attention']['iou'][0] < 0.95
     table = (out / 'faithfulness.md').read_text()
     assert '| attention |' in table and 'Class specificity' in table
     assert (out / 'deletion_curves.png').stat().st_size > 10_000
