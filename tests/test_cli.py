@@ -20,6 +20,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from conftest import ROOT
+from timm_patchconvnet.cli import push_idc_dataset as push_idc_cli, train as train_cli
 
 BIN = Path(sys.executable).parent  # the scripts folder of the environment the tests run in
 COMMANDS = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']['scripts']
@@ -96,6 +97,24 @@ def test_a_training_error_is_one_line_and_exit_code_2(command, tmp_path):
 def test_a_push_error_is_one_line_and_exit_code_2(tmp_path):
     result = _run([BIN / 'patchconvnet-push-model', tmp_path, 'someone/model', '--dry-run', tmp_path / 'out'])
     assert 'is not a training output folder' in _one_error_line(result)
+
+
+@pytest.mark.parametrize('flags, named', [
+    (['--val-fraction', '1.5'], '--val-fraction'),
+    (['--val-fraction', '0.6', '--test-fraction', '0.5'], '--val-fraction/--test-fraction'),
+    (['--split', 'cruz-roa'], '--split'),
+    (['--seed', '-1'], '--seed'),
+], ids=['fraction-range', 'fractions-sum', 'split-choice', 'seed-range'])
+def test_push_idc_checks_its_split_flags_as_training_does(flags, named, tmp_path, capsys):
+    # one description of the split options (config.TrainConfig) for both commands: the same refusals, one line each
+    for main, positionals in ((push_idc_cli.main, [str(tmp_path), 'someone/idc', '--dry-run', str(tmp_path / 'o')]),
+                              (train_cli.main, ['--output-dir', str(tmp_path / 'run')])):
+        with pytest.raises(SystemExit) as stopped:
+            main([*positionals, *flags])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert stopped.value.code == 2 and len(lines) == 1, lines
+        assert lines[0].startswith(f'error: argument {named}'), lines
+    assert not (tmp_path / 'o').exists() and not (tmp_path / 'run').exists()
 
 
 def test_the_demo_command_refuses_a_missing_examples_folder(tmp_path):

@@ -7,9 +7,65 @@ imports what its extra provides only inside `main`, and says which extra to inst
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable, Tuple
+from typing import Callable, Collection, Mapping, Optional, Tuple, Union
 
-__all__ = ['missing_dependency', 'run_upload_command', 'upload_parser', 'wrote_folder']
+from ..config import Option, describe_range, options
+
+__all__ = ['OneLineErrorParser', 'add_option_arguments', 'check_fractions', 'missing_dependency',
+           'run_upload_command', 'upload_parser', 'wrote_folder']
+
+Number = Union[int, float]
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one `error:` line (exit code 2) like every other failure of a command."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f'error: {message} (see {self.prog} --help)\n')
+
+
+def bounded(option: Option) -> Callable[[str], Number]:
+    """An argparse `type` reading the option's number within its range; argparse names the flag in its message."""
+    kind = option.kind
+
+    def parse(text: str) -> Number:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'} "
+                                             f'{describe_range(option.range)}, got {text!r}') from None
+        problem = option.problem(value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+    parse.__name__ = kind.__name__  # what argparse calls the type in its own messages
+    return parse
+
+
+def add_option_arguments(parser: argparse.ArgumentParser, names: Optional[Collection[str]] = None, *,
+                         types: Mapping[str, Callable[[str], object]] = {},
+                         helps: Mapping[str, str] = {}) -> None:
+    """A flag for each training option of `config.TrainConfig` (those named in `names`, else all), with the
+    field's help, choices and range; `types` and `helps` replace a field's own where a command needs another."""
+    for option in options():
+        if names is not None and option.name not in names:
+            continue
+        help_text = helps.get(option.name, option.help)
+        if option.kind is bool:
+            parser.add_argument(option.flag, action='store_true', help=help_text)
+            continue
+        kind = types.get(option.name) or (bounded(option) if option.range else option.kind)
+        allowed = f'; {describe_range(option.range)}' if option.range else ''
+        parser.add_argument(option.flag, type=kind, default=option.default, choices=option.choices,
+                            help=f"{help_text} (default: {'unset' if option.default is None else option.default}"
+                                 f'{allowed})')
+
+
+def check_fractions(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--val-fraction and --test-fraction together must leave data to train on."""
+    if args.val_fraction + args.test_fraction >= 1:
+        parser.error(f'argument --val-fraction/--test-fraction: must sum to < 1, got {args.val_fraction} + '
+                     f'{args.test_fraction}')
 
 
 def missing_dependency(err: ModuleNotFoundError, task: str, extras: str) -> int:
@@ -28,7 +84,7 @@ def upload_parser(doc: str, *positionals: Tuple[str, str]) -> argparse.ArgumentP
     (name, help) pairs, then the upload options of `hub.add_upload_arguments`; the command adds its own after."""
     from ..hub.upload import add_upload_arguments  # the hub extra: imported only when a command runs
 
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrorParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name, help_text in positionals:
         parser.add_argument(name, help=help_text)
     add_upload_arguments(parser)

@@ -16,8 +16,9 @@ with one `error:` line and exit code 2; a failed upload keeps the local export.
 import argparse
 import sys
 
-from ..dataset_specs import PUBLISHED_SPLITS, SEEDED
-from . import missing_dependency, run_upload_command, upload_parser
+from . import add_option_arguments, check_fractions, missing_dependency, run_upload_command, upload_parser
+
+SPLIT_OPTIONS = ('split', 'allow_missing_patients', 'seed', 'val_fraction', 'test_fraction')  # as training splits
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,14 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
                            ('repo_id', 'the data set repo, ORG/NAME'))
     parser.add_argument('--no-split', action='store_true',
                         help='one train split with every patch instead of train/validation/test split by patient')
-    parser.add_argument('--split', choices=(SEEDED, *PUBLISHED_SPLITS), default=SEEDED,
-                        help="'seeded' (by patient, --seed and the fractions) or 'janowczyk': the published patient "
-                             'lists of Janowczyk & Madabhushi 2016 (84/29/49 patients; others left out)')
-    parser.add_argument('--allow-missing-patients', action='store_true',
-                        help='with a published --split, go on when listed patients are not in the folder')
-    parser.add_argument('--seed', type=int, default=0, help='seed of the patient-level split (default: 0)')
-    parser.add_argument('--val-fraction', type=float, default=0.1, help='share of patients for validation (0.1)')
-    parser.add_argument('--test-fraction', type=float, default=0.2, help='share of patients for test (0.2)')
+    add_option_arguments(parser, SPLIT_OPTIONS, helps=dict(
+        seed='seed of the patient-level split',
+        allow_missing_patients='with a published --split, go on (with a warning) when listed patients are not in '
+                               'the folder'))
     parser.add_argument('--shard-size', type=int, default=10_000, help='rows per parquet file (default: 10000)')
     return parser
 
@@ -44,7 +41,9 @@ def main(argv=None) -> int:
         from ..hub.dataset import export_idc_dataset, push_idc_dataset
     except ModuleNotFoundError as err:
         return missing_dependency(err, 'publishing the IDC data set', 'hub,train')
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_fractions(parser, args)
     split = dict(split_by_patient=not args.no_split, split=args.split,
                  allow_missing_patients=args.allow_missing_patients, seed=args.seed, val_fraction=args.val_fraction,
                  test_fraction=args.test_fraction, shard_size=args.shard_size)

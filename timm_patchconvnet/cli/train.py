@@ -11,38 +11,11 @@
 import argparse
 import json
 import sys
-from typing import Callable, Union
 
-from ..config import Option, TrainConfig, describe_range, options
+from ..config import TrainConfig
 from ..pretrained import PretrainedWeightsUnavailableError
 from ..training.presets import PRESETS, preset_settings
-from . import missing_dependency
-
-Number = Union[int, float]
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse, but a bad command line is one `error:` line (exit code 2) like every other failure of the command."""
-
-    def error(self, message: str) -> None:
-        self.exit(2, f'error: {message} (see {self.prog} --help)\n')
-
-
-def bounded(option: Option) -> Callable:
-    """An argparse `type` reading the option's number within its range; argparse names the flag in its message."""
-    kind = option.kind
-
-    def parse(text: str) -> Number:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'} "
-                                             f'{describe_range(option.range)}, got {text!r}') from None
-        problem = option.problem(value)
-        if problem:
-            raise argparse.ArgumentTypeError(problem)
-        return value
-    parse.__name__ = kind.__name__  # what argparse calls the type in its own messages
-    return parse
+from . import OneLineErrorParser, add_option_arguments, check_fractions, missing_dependency
 
 
 def tracker(text: str) -> str:
@@ -62,15 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--preset', choices=sorted(PRESETS), help='one of the seed paper runs; flags override it')
     parser.add_argument('--list-presets', action='store_true', help='list the presets with the paper figures')
     parser.add_argument('--eval-only', action='store_true', help='only evaluate --pretrained on the test split')
-    for option in options():
-        if option.kind is bool:
-            parser.add_argument(option.flag, action='store_true', help=option.help)
-            continue
-        kind = (bounded(option) if option.range else tracker if option.name == 'report_to' else option.kind)
-        allowed = f'; {describe_range(option.range)}' if option.range else ''
-        parser.add_argument(option.flag, type=kind, default=option.default, choices=option.choices,
-                            help=f"{option.help} (default: {'unset' if option.default is None else option.default}"
-                                 f'{allowed})')
+    add_option_arguments(parser, types={'report_to': tracker})
     return parser
 
 
@@ -80,9 +45,7 @@ def parse_config(argv=None) -> argparse.Namespace:
     if args.preset:  # the preset's values become defaults, so explicit flags still win
         parser.set_defaults(**preset_settings(args.preset))
         args = parser.parse_args(argv)
-    if args.val_fraction + args.test_fraction >= 1:
-        parser.error(f'argument --val-fraction/--test-fraction: must sum to < 1, got {args.val_fraction} + '
-                     f'{args.test_fraction}')
+    check_fractions(parser, args)
     return args
 
 
