@@ -20,7 +20,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from conftest import ROOT
-from timm_patchconvnet.cli import push_idc_dataset as push_idc_cli, train as train_cli
+from timm_patchconvnet.cli import push_idc_dataset as push_idc_cli, slides as slides_cli, train as train_cli
 
 BIN = Path(sys.executable).parent  # the scripts folder of the environment the tests run in
 COMMANDS = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']['scripts']
@@ -115,6 +115,17 @@ def test_push_idc_checks_its_split_flags_as_training_does(flags, named, tmp_path
         assert stopped.value.code == 2 and len(lines) == 1, lines
         assert lines[0].startswith(f'error: argument {named}'), lines
     assert not (tmp_path / 'o').exists() and not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize('flags, named', [(['--batch-size', '0'], '--batch-size'),
+                                         (['--threshold', '1.5'], '--threshold'),
+                                         (['--hub-id', 'someone/idc'], '--hub-id')],
+                         ids=['batch-size', 'threshold', 'two-sources'])
+def test_a_bad_slides_command_line_is_one_error_line(flags, named, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        slides_cli.main(['--model', str(tmp_path), '--data-dir', str(tmp_path), '--patient', '1', *flags])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert stopped.value.code == 2 and len(lines) == 1 and lines[0].startswith(f'error: argument {named}'), lines
 
 
 def test_the_demo_command_refuses_a_missing_examples_folder(tmp_path):

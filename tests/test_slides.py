@@ -135,10 +135,11 @@ def test_the_slides_command_draws_a_patient_of_a_run(idc_slide_run, tmp_path):
     root, result = idc_slide_run
     patient = result['data']['test_patients'][0]
     command = [BIN / 'patchconvnet-slides', '--model', root / 'run', '--data-dir', root / 'IDC', '--patient', patient,
-               '--out', tmp_path / 'maps']
+               '--cache-dir', tmp_path / 'cache', '--out', tmp_path / 'maps']
     done = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert f'{patient}.png: 36 patches; Dice ' in done.stdout and (tmp_path / 'maps' / f'{patient}.png').is_file()
+    assert any((tmp_path / 'cache' / 'timm_patchconvnet').iterdir())  # the folder's check, kept where asked
     bad = subprocess.run([str(c) for c in command[:-4]] + ['--patient', 'nobody'], capture_output=True, text=True,
                          timeout=600)
     assert bad.returncode == 2 and bad.stderr.startswith("error: No patches of patient 'nobody'")

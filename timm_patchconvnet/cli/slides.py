@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from . import missing_dependency
+from . import OneLineErrorParser, add_option_arguments, missing_dependency
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrorParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--model', required=True, help='a training output folder, local-dir:DIR, hf-hub:ORG/NAME or '
                                                        'a timm name with tag')
     source = parser.add_mutually_exclusive_group(required=True)
@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--out', default='slides', help='folder of the maps, one PNG per patient (default: slides)')
     parser.add_argument('--threshold', type=float, help="IDC probability threshold (default: the run's, else 0.5)")
     parser.add_argument('--batch-size', type=int, default=256, help='patches per forward pass (default: 256)')
+    add_option_arguments(parser, ('cache_dir',), helps=dict(
+        cache_dir="where the check of an IDC folder's files is kept, shared with patchconvnet-train (default: "
+                  "$PATCHCONVNET_CACHE or ~/.cache/timm_patchconvnet); also datasets' cache_dir"))
     return parser
 
 
@@ -43,7 +46,10 @@ def run_threshold(model: str) -> Optional[float]:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f'argument --batch-size: must be >= 1, got {args.batch_size}')
     try:
         import timm
 
@@ -54,12 +60,11 @@ def main(argv=None) -> int:
         return missing_dependency(err, 'whole-slide maps', 'train')
     threshold = args.threshold if args.threshold is not None else run_threshold(args.model) or 0.5
     if not 0 <= threshold <= 1:
-        print(f'error: --threshold must be in [0, 1], got {threshold}', file=sys.stderr)
-        return 2
+        parser.error(f'argument --threshold: must be in [0, 1], got {threshold}')
     try:
         spec = f'local-dir:{args.model}' if Path(args.model).is_dir() else args.model
         model = timm.create_model(spec, pretrained=True).eval()
-        patches = load_idc_patches(args.data_dir, args.hub_id)
+        patches = load_idc_patches(args.data_dir, args.hub_id, args.cache_dir)
         missing = [c for c in ('patient_id', 'x', 'y') if c not in patches.column_names]
         if missing:
             raise SlideError(f'The data has no {", ".join(missing)} column: slides need patient ids and positions '
