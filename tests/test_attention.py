@@ -47,7 +47,10 @@ def test_tensor_batches_and_options(model):
         tokens, cls = model._pool_inputs(features)
         self_weight = model.attn_pool.attention(tokens, cls)[:, 0, 0, 0]
     torch.testing.assert_close(raw.sum((-2, -1)) + self_weight, torch.ones(3))
-    torch.testing.assert_close(get_attention_map(model, batch[1]), maps[1], rtol=1e-4, atol=1e-4)  # batch-size numerics
+    # one image alone maps as in a batch; compared unscaled, as scaling a nearly flat random-weight map to [0, 1]
+    # amplifies the last bits in which batch sizes differ
+    torch.testing.assert_close(get_attention_map(model, batch[1], normalize=False),
+                               get_attention_map(model, batch, normalize=False)[1], rtol=1e-5, atol=0)
 
 
 def test_maps_leave_the_model_as_it_was(model):

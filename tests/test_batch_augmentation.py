@@ -26,9 +26,9 @@ def batch_path(augmentation: Augmentation, image: np.ndarray, n: int = N) -> tor
     return batch if transform is None else transform(batch)
 
 
-def both(augmentation: Augmentation, image: np.ndarray):
+def both(augmentation: Augmentation, image: np.ndarray, n: int = N):
     torch.manual_seed(0)
-    return pil_path(augmentation, image), batch_path(augmentation, image)
+    return pil_path(augmentation, image, n), batch_path(augmentation, image, n)
 
 
 def test_flip_rates_match():
@@ -105,14 +105,15 @@ def test_each_recipe_averages_alike(name):
     a recipe missing a step (which shows the comparison can fail)."""
     spec = DATASETS[name]
     image = structured_image(spec.img_size)
-    pil, batch = both(spec.augmentation, image)
+    # 4000 copies: over seeds 0-5 the difference was at most 0.0068 (1000 copies: up to 0.0122, at the bound)
+    pil, batch = both(spec.augmentation, image, n=4000)
     difference = (pil.mean(0) - batch.mean(0)).abs().mean().item()
     assert difference < 0.012, difference
     steps = spec.augmentation.__dict__
     weaker = Augmentation(**{**steps, 'affine': None, 'rotation': 0}) if spec.augmentation.affine or \
         spec.augmentation.rotation else Augmentation(**{**steps, 'hflip': False})
     torch.manual_seed(0)
-    assert (pil.mean(0) - batch_path(weaker, image).mean(0)).abs().mean().item() > 3 * max(difference, 0.004)
+    assert (pil.mean(0) - batch_path(weaker, image, n=4000).mean(0)).abs().mean().item() > 3 * max(difference, 0.004)
 
 
 def test_batch_preprocess_normalises_on_the_device_dtype_checked():

@@ -87,7 +87,7 @@ def test_every_option_trains(options):
         row, col = divmod(label, 2)
         x[i, :, 16 * row:16 * (row + 1), 16 * col:16 * (col + 1)] += 1
     losses = []
-    for _ in range(25):
+    for _ in range(50):  # seeds 0-15: 25 steps left 11 of 112 (option, seed) pairs above half the first loss, 50 none
         loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad()
         loss.backward()
@@ -258,9 +258,11 @@ def test_pretrained_tag_on_the_hub_fails_loudly_offline(monkeypatch):
 
 
 @pytest.mark.parametrize('fuse', [False, True], ids=['train', 'fused-eval'])
-def test_torch_compile_takes_the_whole_model_in_one_graph(fuse):
+def test_torch_compile_takes_the_whole_model_in_one_graph(fuse, tmp_path, monkeypatch):
     """fullgraph=True fails on any graph break; training (forward and backward, with gradient checkpointing) and
     the fused inference model both compile and compute what eager computes."""
+    # a fresh inductor cache: kernels cached by another run for another CPU (AVX-512 against AVX2) gave NaN
+    monkeypatch.setenv('TORCHINDUCTOR_CACHE_DIR', str(tmp_path / 'inductor'))
     model = timm.create_model('patchconvnet_test_p4', num_classes=4, init_values=0.5)
     x = torch.randn(2, 3, 32, 32)
     if fuse:

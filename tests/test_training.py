@@ -60,11 +60,13 @@ def test_the_decoded_cache_holds_the_runs_splits(digits_run, decoded_cache):
 
 
 def test_the_pil_loader_trains_too(tmp_path):
-    assert train_cli.main([*FAST, '--loader', 'pil', '--epochs', '4', '--lr', '1e-2', '--sched', 'constant',
-                           '--output-dir', str(tmp_path)]) == 0
+    # no worker processes whatever the cores: each worker draws its own augmentations, so their number changes the
+    # run; 8 epochs: over seeds 0-5 test accuracy was 0.35-0.80 (4 epochs: as low as 0.17)
+    assert train_cli.main([*FAST, '--loader', 'pil', '--num-workers', '0', '--epochs', '8', '--lr', '1e-2', '--sched',
+                           'constant', '--output-dir', str(tmp_path)]) == 0
     metrics = _metrics(tmp_path)
     assert metrics['history'][-1]['validation_loss'] < metrics['history'][0]['validation_loss']
-    assert metrics['config']['loader'] == 'pil' and metrics['test']['accuracy'] > 0.25  # chance is 0.1 (4 epochs: 0.40)
+    assert metrics['config']['loader'] == 'pil' and metrics['test']['accuracy'] > 0.25  # chance is 0.1
 
 
 def test_resume_takes_options_newer_than_the_saved_run(tmp_path):
@@ -118,24 +120,26 @@ def _train_process(*args) -> subprocess.Popen:
 
 
 def test_resume_after_a_kill_ends_like_an_uninterrupted_run(tmp_path):
-    args = [*FAST, '--epochs', '3', '--lr', '1e-2']
+    args = [*FAST, '--epochs', '5', '--lr', '1e-2']  # 5 epochs: the kill lands well before the end
     whole = _train_process(*args, '--output-dir', str(tmp_path / 'whole'))
     assert whole.wait(timeout=300) == 0, whole.stdout.read()
 
     killed = _train_process(*args, '--output-dir', str(tmp_path / 'killed'))
     latest = tmp_path / 'killed' / 'state' / 'latest'
     deadline = time.time() + 300
-    while not (latest.exists() and latest.read_text() == 'epoch-0001') and time.time() < deadline:
+    while not latest.exists() and time.time() < deadline:  # killed as soon as the first epoch is saved
         assert killed.poll() is None, 'the run ended before it could be killed'
         time.sleep(0.01)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     assert not (tmp_path / 'killed' / 'metrics.json').exists()
+    saved = int(latest.read_text().removeprefix('epoch-'))  # what the run saved before the signal landed
+    assert 1 <= saved < 5
 
     resumed = _train_process(*args, '--output-dir', str(tmp_path / 'killed'), '--resume')
     output = resumed.communicate(timeout=300)[0]
     assert resumed.returncode == 0, output
-    assert 'resumed from' in output and 'after epoch 1' in output
+    assert 'resumed from' in output and f'after epoch {saved}' in output
     expected, got = _metrics(tmp_path / 'whole'), _metrics(tmp_path / 'killed')
     assert got['test'] == expected['test']
 
