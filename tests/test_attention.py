@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from PIL import Image
 
 from timm_patchconvnet import explain_image, get_attention_map, overlay_attention
-from timm_patchconvnet.attention import scale_to_unit
 
 
 @pytest.fixture(scope='module')

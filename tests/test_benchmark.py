@@ -4,7 +4,6 @@ The official tests need a checkout of github.com/facebookresearch/deit: set DEIT
 """
 import json
 import mmap
-import os
 import subprocess
 import sys
 import warnings

@@ -43,18 +43,18 @@ def bounded(option: Option) -> Callable[[str], Number]:
 
 
 def add_option_arguments(parser: argparse.ArgumentParser, names: Optional[Collection[str]] = None, *,
-                         types: Mapping[str, Callable[[str], object]] = {},
-                         helps: Mapping[str, str] = {}) -> None:
+                         types: Optional[Mapping[str, Callable[[str], object]]] = None,
+                         helps: Optional[Mapping[str, str]] = None) -> None:
     """A flag for each training option of `config.TrainConfig` (those named in `names`, else all), with the
     field's help, choices and range; `types` and `helps` replace a field's own where a command needs another."""
     for option in options():
         if names is not None and option.name not in names:
             continue
-        help_text = helps.get(option.name, option.help)
+        help_text = (helps or {}).get(option.name, option.help)
         if option.kind is bool:
             parser.add_argument(option.flag, action='store_true', help=help_text)
             continue
-        kind = types.get(option.name) or (bounded(option) if option.range else option.kind)
+        kind = (types or {}).get(option.name) or (bounded(option) if option.range else option.kind)
         allowed = f'; {describe_range(option.range)}' if option.range else ''
         parser.add_argument(option.flag, type=kind, default=option.default, choices=option.choices,
                             help=f"{help_text} (default: {'unset' if option.default is None else option.default}"
