@@ -1,6 +1,7 @@
 """benchmarks/benchmark.py: a real tiny run's table, its bookkeeping, its option checks and the official path.
 
-The official tests need a checkout of github.com/facebookresearch/deit: set DEIT_CHECKOUT to its folder.
+The official tests need a checkout of github.com/facebookresearch/deit: set DEIT_CHECKOUT to its folder (without
+it they are deselected, see conftest.py).
 """
 import json
 import mmap
@@ -209,7 +210,7 @@ def test_a_failing_worker_is_reported_with_its_error():
 # The official implementation
 
 
-# deit_checkout: the optional checkout of facebookresearch/deit (conftest.py); these tests skip without it
+# deit_checkout: the opt-in checkout of facebookresearch/deit (conftest.py); these tests are deselected without it
 
 
 def test_importing_the_official_file_leaves_timm_as_it_was(deit_checkout):
