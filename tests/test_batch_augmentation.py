@@ -7,7 +7,7 @@ from PIL import Image
 from torchvision import transforms
 
 from timm_patchconvnet.dataset_specs import DATASETS, Augmentation
-from timm_patchconvnet.device_transforms import BatchPreprocess
+from timm_patchconvnet.data.device_transforms import BatchPreprocess
 
 N = 1000  # augmented copies per path
 

@@ -16,10 +16,10 @@ from PIL import Image
 
 from timm_patchconvnet.data import build_transform, load_splits
 from timm_patchconvnet.dataset_specs import DATASETS
-from timm_patchconvnet.decode_cache import (
+from timm_patchconvnet.data.decode_cache import (
     CACHE_VERSION, DecodeCacheError, DecodeSettings, DecodedImages, ImageReadError, decode_split, keep_batch,
     readable_files)
-from timm_patchconvnet.device_transforms import BatchPreprocess
+from timm_patchconvnet.data.device_transforms import BatchPreprocess
 
 from datagen import IDC_EDGE_PATCH, write_cifar10_parquet, write_idc_kaggle_folder
 
@@ -172,7 +172,7 @@ RUN_DECODE = textwrap.dedent('''
     from pathlib import Path
     sys.path.insert(0, {tests!r})
     from test_decode_cache import SETTINGS, tiny_split
-    import timm_patchconvnet.decode_cache as decode_cache
+    import timm_patchconvnet.data.decode_cache as decode_cache
     builds, build = [], decode_cache._build
     decode_cache._build = lambda *args: (builds.append(1), build(*args))  # counts the builds of this process
     split = tiny_split({n})

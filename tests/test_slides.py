@@ -186,7 +186,7 @@ def _png(colour=(200, 100, 150), size=(50, 50)) -> bytes:
 
 
 def test_a_zip_of_one_patient_becomes_its_slide_and_hostile_zips_are_refused(tmp_path):
-    from timm_patchconvnet.slide_upload import read_patient_zip
+    from timm_patchconvnet.slides.upload import read_patient_zip
 
     write_idc_slides(tmp_path / 'IDC', ['30001'], grid=3)
     files = {str(p.relative_to(tmp_path)): p.read_bytes() for p in sorted((tmp_path / 'IDC').rglob('*.png'))}
@@ -221,7 +221,7 @@ def test_a_zip_of_one_patient_becomes_its_slide_and_hostile_zips_are_refused(tmp
 def test_the_whole_slide_tab_draws_an_upload_and_explains_refusals(tmp_path):
     gr = pytest.importorskip('gradio')
     from timm_patchconvnet.demo import DemoModel
-    from timm_patchconvnet.demo_slides import draw_slide
+    from timm_patchconvnet.slides.demo_tab import draw_slide
 
     write_idc_slides(tmp_path / 'IDC', ['30001'], grid=3)
     files = {p.name: p.read_bytes() for p in (tmp_path / 'IDC').rglob('*.png')}

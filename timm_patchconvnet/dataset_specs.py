@@ -6,6 +6,7 @@ one) all read this table. Adding a data set is adding an entry to `DATASETS`: a 
 `image`/`label` layout needs no other change.
 """
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -14,7 +15,8 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import transforms
 
-__all__ = ['Augmentation', 'DATASETS', 'DatasetSpec', 'GENERIC', 'IMAGENET_MEAN_STD', 'PUBLISHED_SPLITS', 'SEEDED',
+__all__ = ['Augmentation', 'DATASETS', 'DatasetSpec', 'GENERIC', 'IDC_PATCH_NAME', 'IMAGENET_MEAN_STD', 'PUBLISHED_SPLITS',
+           'SEEDED',
            'dataset_spec', 'published_split']
 
 MeanStd = Tuple[Tuple[float, float, float], Tuple[float, float, float]]
@@ -135,6 +137,9 @@ DATASETS: Dict[str, DatasetSpec] = {spec.name: spec for spec in (
         # Janowczyk & Madabhushi 2016 (J Pathol Inform 7:29): 84/29/49 cases, Cruz-Roa et al. 2014's split
         published_splits={'janowczyk': 'idc_janowczyk_split.json'}, project_hub_copy='IDC'),
 )}
+
+# an IDC patch's file name in the Kaggle folder: its patient, the slide pixel of its top-left corner, its class
+IDC_PATCH_NAME = re.compile(r'(?P<patient>\d+)_idx5_x(?P<x>\d+)_y(?P<y>\d+)_class(?P<label>[01])\.png')
 
 # any other source: a `hub:<repo_id>` data set or a local folder, in datasets' image-classification layout
 GENERIC = DatasetSpec(name='generic', title='image classification data', short_title='images', reader='hub',

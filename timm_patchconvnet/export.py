@@ -9,11 +9,11 @@ from timm.data import resolve_model_data_config
 from torch import nn
 
 from .attention import eval_mode
+from .errors import install_hint
 from .patchconvnet import PatchConvNet
 
 __all__ = ['export_onnx']
 
-INSTALL_HINT = "pip install 'timm-patchconvnet[onnx]' (or: pip install onnx onnxscript onnxruntime)"
 # The ONNX file format is one protobuf message, which cannot exceed 2 GiB: larger weights go to a file beside it.
 _PROTOBUF_LIMIT = 2 ** 31 - 2 ** 26  # with room for the graph itself
 
@@ -40,7 +40,7 @@ def _require_onnx() -> None:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError as err:
-        raise ImportError(f'export_onnx needs the onnx and onnxscript packages ({err}): {INSTALL_HINT}') from err
+        raise ImportError(f'export_onnx needs the onnx and onnxscript packages ({err}): {install_hint("onnx")}') from err
 
 
 def _example_size(model: nn.Module, img_size: Optional[Union[int, Tuple[int, int]]]) -> Tuple[int, int, int]:

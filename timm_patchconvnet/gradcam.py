@@ -13,11 +13,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .attention import ImageExplanation, ImageInput, eval_mode, model_input, place_in_image, scale_to_unit
+from .errors import install_hint
 from .patchconvnet import PatchConvNet
 
-__all__ = ['gradcam_explanation', 'gradcam_map']
+__all__ = ['GRADCAM_NEEDS', 'gradcam_explanation', 'gradcam_map']
 
-INSTALL_HINT = "Grad-CAM maps need pytorch-grad-cam: pip install 'timm-patchconvnet[explain]' (or pip install grad-cam)"
+GRADCAM_NEEDS = f'Grad-CAM maps need pytorch-grad-cam: {install_hint("explain")}'
 # GradCAM hooks the model's own last block: two calls at once on one model (a demo serving requests in threads)
 # would each record the other's activations
 _LOCK = threading.Lock()
@@ -30,7 +31,7 @@ def _grid_gradcam() -> Tuple[Type, Type]:
         from pytorch_grad_cam import GradCAM
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     except ImportError as err:
-        raise ImportError(INSTALL_HINT) from err
+        raise ImportError(GRADCAM_NEEDS) from err
 
     class GridGradCAM(GradCAM):
         """GradCAM as the library computes it (ReLU of the gradient-weighted channel sum, scaled to [0, 1]), with

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Collection, Mapping, Optional, Tuple, Union
 
 from ..config import Option, describe_range, options
+from ..errors import install_hint, one_line
 
 __all__ = ['OneLineErrorParser', 'add_option_arguments', 'check_fractions', 'missing_dependency',
            'run_upload_command', 'upload_parser', 'wrote_folder']
@@ -74,8 +75,8 @@ def missing_dependency(err: ModuleNotFoundError, task: str, extras: str) -> int:
     package = (err.name or '').split('.')[0]
     if not package or package == __name__.split('.')[0]:
         raise err
-    print(f"error: {task} needs the Python package {package!r}, which is not installed: "
-          f"pip install 'timm-patchconvnet[{extras}]'", file=sys.stderr)
+    print(f'error: {task} needs the Python package {package!r}, which is not installed: {install_hint(extras)}',
+          file=sys.stderr)
     return 2
 
 
@@ -105,7 +106,7 @@ def run_upload_command(args, errors, export: Callable[[str], str], push: Callabl
             print(f'uploaded to {url}')
     except (*(errors if isinstance(errors, tuple) else (errors,)), OSError) as err:
         # OSError too: the export folder cannot be written (permissions, a full disk)
-        print(f'error: {" ".join(str(err).split())}', file=sys.stderr)  # one line, whatever the message holds
+        print(f'error: {one_line(err)}', file=sys.stderr)  # one line, whatever the message holds
         return 2
     return 0
 

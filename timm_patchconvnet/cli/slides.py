@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from ..errors import one_line
 from . import OneLineErrorParser, add_option_arguments, missing_dependency
 
 
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
                       else '')
             print(f'{path}: {len(slide.patches)} patches{region}')
     except (DataError, SlideError, PretrainedWeightsUnavailableError, RuntimeError, OSError) as err:
-        print('error: ' + ' '.join(str(err).split()), file=sys.stderr)
+        print(f'error: {one_line(err)}', file=sys.stderr)
         return 2
     return 0
 

@@ -13,6 +13,7 @@ import json
 import sys
 
 from ..config import TrainConfig
+from ..errors import one_line
 from ..pretrained import PretrainedWeightsUnavailableError
 from ..training.presets import PRESETS, preset_settings
 from . import OneLineErrorParser, add_option_arguments, check_fractions, missing_dependency
@@ -75,7 +76,7 @@ def main(argv=None) -> int:
             print(f"test accuracy {test['accuracy']:.4f} (best epoch {result['best_epoch']}); "
                   f"metrics in {config.output_dir}/metrics.json")
     except (DataError, TrainingError, PretrainedWeightsUnavailableError) as err:
-        print('error: ' + ' '.join(str(err).split()), file=sys.stderr)  # one line, whatever a library said
+        print(f'error: {one_line(err)}', file=sys.stderr)  # one line, whatever a library said
         return 2
     return 0
 

@@ -19,7 +19,7 @@ from huggingface_hub import DatasetCard, DatasetCardData, HfApi
 
 from ..data import IDC_LABEL_NAMES, SPLIT_NAMES, load_splits, read_idc_kaggle_folder
 from ..dataset_specs import SEEDED
-from ..splits import column
+from ..data.splits import column
 from .cards import render_card
 from .upload import CARD_FILE, HubError, UploadOptions, check_repo_id, new_export_folder, publish
 

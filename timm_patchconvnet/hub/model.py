@@ -15,6 +15,7 @@ from timm.models import PretrainedCfg
 
 from ..config import public_command, public_value
 from ..dataset_specs import DATASETS, GENERIC
+from ..errors import one_line
 from ..model_folder import MODEL_FILES, portable_model_config, write_model_config
 from ..pretrained import HUB_NAMESPACE
 from ..slides import SLIDES_DIR
@@ -111,7 +112,7 @@ def build_model_card(run_dir: str, repo_id: str, *, dataset_id: Optional[str] = 
         # load_training_run checks what every card reads; the optional details (per-class accuracies, sizes,
         # recipe) are read as train.py writes them, and a hand-edited metrics.json gets a message, not a traceback
         raise HubError(f'{run.folder / "metrics.json"} is not as train.py writes it: building the model card '
-                       f'failed with {type(err).__name__}: {" ".join(str(err).split())}.') from err
+                       f'failed with {type(err).__name__}: {one_line(err)}.') from err
 
 
 def _model_card(run: TrainingRun, repo_id: str, dataset_id: Optional[str]) -> ModelCard:

@@ -27,6 +27,7 @@ CHECKPOINTS_VARIABLE = MODELS_VARIABLE  # its name before 0.2
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # the example images the demo shows (demo.EXAMPLE_SUFFIXES, not imported: demo.py imports Gradio)
 EXAMPLE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp')
+SPACE_SUBPACKAGES = ('demo', 'slides')  # what the demo runs besides the top-level modules
 # gradio comes from the Space's sdk_version; torch and torchvision are the Space's CPU build of the latest release
 REQUIREMENTS = ('torch', 'torchvision', f'timm>={timm.__version__}', 'safetensors', 'huggingface_hub', 'pillow',
                 'numpy', 'matplotlib', 'scikit-learn', 'grad-cam')
@@ -95,9 +96,10 @@ def space_files(demo: Path, package: Path) -> Dict[Path, str]:
     for source in _plain_files(demo / 'examples'):
         if source.suffix.lower() in EXAMPLE_SUFFIXES:
             files[source] = f'examples/{source.name}'
-    for source in _plain_files(package):
-        if source.suffix == '.py':
-            files[source] = f'{PACKAGE_DIR.name}/{source.name}'  # the name app.py imports
+    for subfolder in ('', *SPACE_SUBPACKAGES):
+        for source in _plain_files(package / subfolder):
+            if source.suffix == '.py':
+                files[source] = '/'.join(filter(None, (PACKAGE_DIR.name, subfolder, source.name)))  # what app.py imports
     return files
 
 

@@ -18,6 +18,8 @@ from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import HFValidationError, HfHubHTTPError
 from huggingface_hub.utils import validate_repo_id
 
+from ..errors import one_line
+
 __all__ = ['CARD_FILE', 'HubError', 'UploadOptions', 'add_upload_arguments', 'brief', 'check_repo_id', 'hub_errors',
            'new_export_folder', 'publish', 'push_folder', 'resolve_token']
 
@@ -112,7 +114,7 @@ def hub_errors(what: str, token: Optional[str], advice: str = '') -> Iterator[No
     except HUB_ERRORS as err:
         hint = (" (an answer that is not the Hub's: a proxy or captive portal in the way?)"
                 if isinstance(err, MALFORMED_ANSWER_ERRORS) else '')
-        message = f'{what}: {type(err).__name__}: {" ".join(str(err).split())}{hint}.{" " + advice if advice else ""}'
+        message = f'{what}: {type(err).__name__}: {one_line(err)}{hint}.{" " + advice if advice else ""}'
         # server messages never echo the token, but an error text is the one place it could leak from
         raise HubError(message.replace(token, '***') if token else message) from err
 

@@ -14,10 +14,11 @@ from timm.data import resolve_data_config
 from torch.utils.data import DataLoader
 
 from ..config import DECODED, TrainConfig
+from ..errors import install_hint
 from ..data import DataSplits, ImageClassificationDataset, build_transform
 from ..dataset_specs import dataset_spec
-from ..decode_cache import DecodeSettings, cache_root, decode_split, keep_batch
-from ..device_transforms import BatchPreprocess
+from ..data.decode_cache import DecodeSettings, cache_root, decode_split, keep_batch
+from ..data.device_transforms import BatchPreprocess
 
 __all__ = ['Loaders', 'build_loaders', 'default_workers', 'model_input']
 
@@ -55,7 +56,7 @@ def build_loaders(cfg: TrainConfig, splits: DataSplits, model: nn.Module, accele
                                                    channels_last=cuda).to(accelerator.device)
         except ImportError as err:
             raise ImportError(f'--loader {DECODED} augments with kornia, which is not installed ({err}): install the '
-                              "train extra (pip install 'timm-patchconvnet[train]') or use --loader pil.") from err
+                              f'train extra ({install_hint("train")}) or use --loader pil.') from err
         settings = DecodeSettings.from_data_config(data_config)
         root = cache_root(cfg.cache_dir)
         # every process asks; the entry's file lock lets one decode while the others wait (no collective timeout)

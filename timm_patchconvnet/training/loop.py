@@ -4,7 +4,6 @@ import json
 import logging
 import math
 import os
-import pickle
 import shutil
 import time
 from contextlib import contextmanager
@@ -20,7 +19,6 @@ import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import RNG_STATE_NAME, TorchDynamoPlugin, load, set_seed
 from filelock import FileLock, Timeout
-from safetensors import SafetensorError
 from safetensors.torch import load_file
 from timm.data import resolve_data_config
 from timm.optim import create_optimizer_v2, param_groups_weight_decay
@@ -29,15 +27,16 @@ from tqdm.auto import tqdm
 
 from ..config import TORCH_OPTIMIZER_LAMB, TrainConfig, options, resume_key
 from ..data import DataSplits, build_transform, load_splits
-from ..decode_cache import DecodeCacheError, ImageReadError
-from ..device_transforms import BatchPreprocess
-from ..dataset_specs import dataset_spec
+from ..data.decode_cache import DecodeCacheError, ImageReadError
+from ..data.device_transforms import BatchPreprocess
+from ..data.splits import column
+from ..errors import one_line
 from ..model_folder import atomic_write_json, save_model_folder
 from ..patchconvnet import PatchConvNet
-from ..splits import column
 from ..slides import SLIDES_DIR, predict_slide, render_slide, slide_from_rows
 from .loaders import Loaders, build_loaders, model_input
 from .metrics import classification_metrics, patient_results
+from .model import FIRST_WORDS, TrainingError, create_training_model, fit_to_data
 from .run_files import PROGRESS_FILE, RUN_OUTPUTS, latest_training_state, remove_leftovers, save_training_state
 from .visualize import save_attention_grid
 
@@ -45,11 +44,8 @@ __all__ = ['TrainingError', 'create_training_model', 'evaluate_checkpoint', 'eva
 
 _logger = logging.getLogger(__name__)
 
+
 LOG_EVERY = 50  # steps between reads of the training loss (each read waits for the device)
-
-
-class TrainingError(RuntimeError):
-    """A run cannot go on: the message says why and what to do; files already saved are kept."""
 
 
 class Progress:
@@ -87,95 +83,6 @@ class Progress:
                                 'without them.')
         vars(self).update(state)
         self.run_key = current
-
-
-def create_training_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
-    """The model to train: random, or pretrained (a tag, `local-dir:`/`hf-hub:`, or a weights file) with its
-    head replaced for `num_classes` when `--num-classes` says so."""
-    if cfg.num_classes is not None and cfg.num_classes != num_classes:
-        raise TrainingError(f'--num-classes {cfg.num_classes} does not match the data, which has {num_classes} '
-                            'classes.')
-    extra: Dict[str, Any] = dict(drop_path_rate=cfg.drop_path) if cfg.drop_path else {}
-    if cfg.class_tokens is not None:
-        extra['class_tokens'] = cfg.class_tokens
-    try:
-        if not cfg.pretrained:
-            return timm.create_model(cfg.model, num_classes=num_classes, **extra)
-        model = _create_pretrained(cfg, extra)
-    except TypeError as err:
-        if 'class_tokens' in str(err):  # a model without PatchConvNet's keyword
-            raise TrainingError(f'--class-tokens {cfg.class_tokens} needs a PatchConvNet model (patchconvnet_*), '
-                                f'not {cfg.pretrained or cfg.model}.') from err
-        raise
-    except RuntimeError as err:
-        if 'Unknown model' in str(err):
-            raise TrainingError(f'{err}. Models: any timm model, e.g. resnet50, or one of '
-                                f'{timm.list_models("patchconvnet_*")}.') from err
-        if cfg.pretrained and 'state_dict' in str(err):  # load_state_dict's missing keys or size mismatch
-            raise TrainingError(f'--pretrained {cfg.pretrained} does not fit --model {cfg.model} (weights of another '
-                                f'architecture or size?): {_first_words(err)}') from err
-        raise
-    if model.num_classes != num_classes:
-        if cfg.num_classes is None:
-            raise TrainingError(
-                f'The pretrained model has {model.num_classes} classes and the data {num_classes}: pass '
-                f'--num-classes {num_classes} to train a new head on the pretrained features.')
-        model.reset_classifier(num_classes)
-    return model
-
-
-WEIGHTS_FILE_SUFFIXES = ('.safetensors', '.pth', '.pt', '.bin', '.tar', '.ckpt')
-
-
-def _create_pretrained(cfg: TrainConfig, extra: Dict[str, Any]) -> nn.Module:
-    """`--pretrained`'s model; what cannot be read (no such file or folder, a truncated file, the Hub offline) is a
-    TrainingError naming the value."""
-    source = cfg.pretrained
-    try:
-        if source.startswith('local-dir:'):
-            if not (Path(source[len('local-dir:'):]) / 'config.json').is_file():
-                raise TrainingError(f'--pretrained {source}: no such folder with a config.json (a train.py output '
-                                    "folder or timm's save_for_hf layout).")
-            return timm.create_model(source, pretrained=True, **extra)
-        if source.startswith('hf-hub:'):
-            return timm.create_model(source, pretrained=True, **extra)
-        if os.path.isfile(source):
-            file_classes = _head_size(timm.models.load_state_dict(source))
-            overlay = dict(file=source, num_classes=file_classes)
-            return timm.create_model(cfg.model, pretrained=True, num_classes=file_classes,
-                                     pretrained_cfg_overlay=overlay, **extra)
-        if '/' in source or os.sep in source or source.lower().endswith(WEIGHTS_FILE_SUFFIXES):  # a path, not a tag
-            raise TrainingError(f'--pretrained {source}: no such file.')
-        name = cfg.model if source == 'default' else f'{cfg.model}.{source}'  # a tag of --model
-        return timm.create_model(name, pretrained=True, **extra)
-    except (OSError, SafetensorError, pickle.UnpicklingError, EOFError) as err:
-        raise TrainingError(f'--pretrained {source} cannot be read ({type(err).__name__}: {_first_words(err)}). '
-                            'Check the file, or for hf-hub: the network and HF_HUB_OFFLINE.') from err
-
-
-def fit_to_data(model: nn.Module, cfg: TrainConfig, splits: DataSplits) -> None:
-    """Make the model's pretrained cfg describe this training: the data's image size, classes and label names,
-    and the normalisation of its pretrained weights (or, from scratch, of the data). Training, evaluation and
-    the saved config.json all read the preprocessing from it."""
-    pretrained_cfg = model.pretrained_cfg  # the same dict as model.default_cfg: update in place
-    spec = dataset_spec(splits.kind)
-    # the data set's size, so that a model's default tag (e.g. 224 for ImageNet weights) does not decide it
-    size = cfg.img_size or spec.img_size or pretrained_cfg['input_size'][-1]
-    pretrained_cfg.update(input_size=(3, size, size), crop_pct=1.0, num_classes=len(splits.label_names),
-                          label_names=tuple(splits.label_names), pool_size=None)
-    if not cfg.pretrained:
-        mean, std = spec.mean_std
-        pretrained_cfg.update(mean=mean, std=std, tag=None)
-
-
-def _head_size(state_dict: Dict[str, torch.Tensor]) -> int:
-    if 'head.weight' in state_dict:
-        return state_dict['head.weight'].shape[0]
-    per_class_units = [k for k in state_dict if k.startswith('head.') and k.endswith('.weight')]
-    if per_class_units:  # the official multi-class-token head, one Linear(dim, 1) per class
-        return len(per_class_units)
-    raise TrainingError('Cannot tell the number of classes of the --pretrained file (no head.weight): is it a '
-                        'checkpoint of another architecture?')
 
 
 def _create_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -296,11 +203,6 @@ def _clear_previous_run(out: Path) -> None:
         shutil.rmtree(out / folder, ignore_errors=True)
 
 
-def _first_words(err: Exception, limit: int = 300) -> str:
-    """The start of a library's message on one line (torch's weights_only refusal spans a dozen)."""
-    return ' '.join(str(err).split())[:limit]
-
-
 @contextmanager
 def _writing(out: Path) -> Iterator[None]:
     """A full disk or a folder made read-only mid-run: one clear error. Every file is replaced atomically, so what
@@ -334,7 +236,7 @@ def _load_accelerate_state(accelerator: Accelerator, state: Path) -> None:
         accelerator.load_state(str(state), load_kwargs={'weights_only': True})
     except Exception as err:  # a truncated or altered file fails in many ways (safetensors, torch.load, shapes)
         raise TrainingError(f'Cannot resume: the saved state in {state} is unreadable or does not fit the model '
-                            f'({type(err).__name__}: {_first_words(err)}). Start a new run with --overwrite.') from err
+                            f'({type(err).__name__}: {one_line(err, FIRST_WORDS)}). Start a new run with --overwrite.') from err
 
 
 def train(cfg: TrainConfig) -> Dict[str, Any]:

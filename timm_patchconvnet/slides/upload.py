@@ -13,7 +13,8 @@ from typing import List, NamedTuple
 
 from PIL import Image
 
-from .slides import IDC_PATCH_NAME, Slide, SlideError, make_slide
+from ..dataset_specs import IDC_PATCH_NAME
+from .patches import Slide, SlideError, make_slide
 
 __all__ = ['MAX_ENTRIES', 'MAX_ENTRY_BYTES', 'MAX_TOTAL_BYTES', 'UploadedSlide', 'read_patient_zip']
 

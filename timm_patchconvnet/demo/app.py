@@ -38,18 +38,20 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from timm.data import ImageNetInfo, infer_imagenet_subset
 
-from .attention import ImageExplanation, explain_image, overlay_attention
-from .demo_slides import load_slide_data, whole_slide_tab
-from .gradcam import INSTALL_HINT, gradcam_explanation
-from .images import is_high_bit_depth, to_rgb
-from .patchconvnet import PatchConvNet
-from .pretrained import PretrainedWeightsUnavailableError
-from .slides import SlideError
+from ..attention import ImageExplanation, explain_image, overlay_attention
+from ..errors import install_hint, one_line
+from ..gradcam import GRADCAM_NEEDS, gradcam_explanation
+from ..images import is_high_bit_depth, to_rgb
+from ..patchconvnet import PatchConvNet
+from ..pretrained import PretrainedWeightsUnavailableError
+from ..slides import SlideError
+from ..slides.demo_tab import load_slide_data, whole_slide_tab
 
 MIN_SIDE = 8  # pixels: below this an image has no shape to look at
 MAX_PIXELS = 40_000_000  # refused before decoding: a decompression bomb never reaches memory
 MAX_FILE_SIZE = '50mb'
 TOP_K = 5
+MESSAGE_LIMIT = 400  # characters of a model's load error shown: state-dict and Hub errors run long
 COLORMAPS = ('jet', 'turbo', 'viridis', 'inferno', 'magma')
 PREDICTED = 'predicted class'
 ATTENTION, GRADCAM = 'attention', 'Grad-CAM'  # the map sources: the pooling's weights, or Grad-CAM of the class
@@ -58,7 +60,7 @@ DEFAULT_MODELS = ('patchconvnet_s60_p16.fb_in1k',)
 MODELS_VARIABLES = ('PATCHCONVNET_MODELS', 'PATCHCONVNET_CHECKPOINTS')  # the second: its name before 0.2
 # the real digits shipped in a checkout's demo/examples/, there for `patchconvnet-demo` of an editable install;
 # demo/app.py (and the Space's app.py) passes the examples/ folder beside itself
-CHECKOUT_EXAMPLES = Path(__file__).resolve().parents[1] / 'demo' / 'examples'
+CHECKOUT_EXAMPLES = Path(__file__).resolve().parents[2] / 'demo' / 'examples'
 EXAMPLE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp')
 # what a session keeps to redraw its last result: the picture at display size, for an hour, so that memory does not
 # grow with the size of uploads nor with sessions never closed (API clients, scripts)
@@ -90,9 +92,9 @@ def load_model(spec: str, name: Optional[str] = None) -> DemoModel:
     try:
         model = timm.create_model(source, pretrained=True)
     except PretrainedWeightsUnavailableError as err:
-        raise DemoError(one_line(str(err))) from err
+        raise DemoError(one_line(err, MESSAGE_LIMIT)) from err
     except Exception as err:  # any failure to build the model (safetensors, Hub, state dict...) stops the start-up
-        raise DemoError(one_line(f'Cannot load model {spec!r}: {type(err).__name__}: {err}')) from err
+        raise DemoError(one_line(f'Cannot load model {spec!r}: {type(err).__name__}: {err}', MESSAGE_LIMIT)) from err
     if not isinstance(model, PatchConvNet) or model.attn_pool is None or model.num_classes == 0:
         raise DemoError(f'{spec!r} is not a PatchConvNet classifier with attention pooling: it has no map to show.')
     return DemoModel(name, model.eval(), class_names(model))
@@ -116,12 +118,6 @@ def display_name(spec: str) -> str:
     local = spec[len('local-dir:'):] if spec.startswith('local-dir:') else spec
     path = Path(local).expanduser()
     return (path.name or str(path)) if spec.startswith('local-dir:') or path.is_dir() else spec
-
-
-def one_line(message: str, limit: int = 400) -> str:
-    """A message fit for one `error:` line: state-dict and Hub errors span many lines."""
-    flat = ' '.join(message.split())
-    return flat if len(flat) <= limit else flat[:limit - 3] + '...'
 
 
 def class_names(model: PatchConvNet) -> List[str]:
@@ -235,7 +231,7 @@ def explain_map(model: PatchConvNet, image: Image.Image, class_index: Optional[i
     try:
         return gradcam_explanation(model, image, class_index=class_index)
     except ImportError as err:  # the `explain` extra is optional: say what to install, in the page
-        raise gr.Error(INSTALL_HINT) from err
+        raise gr.Error(GRADCAM_NEEDS) from err
 
 
 def mode_note(image: Image.Image) -> str:
@@ -414,10 +410,10 @@ def main(argv: Optional[Sequence[str]] = None, examples: Optional[Path] = None) 
         models = load_all(specs)
         slide_data = load_slide_data(args.slide_data) if args.slide_data else None
     except (DemoError, SlideError) as err:
-        print(f'error: {one_line(str(err))}', file=sys.stderr)
+        print(f'error: {one_line(err, MESSAGE_LIMIT)}', file=sys.stderr)
         return 2
     except ModuleNotFoundError as err:  # --slide-data reads with `datasets`, of the train extra
-        print(f"error: --slide-data needs {err.name!r}: pip install 'timm-patchconvnet[train]'", file=sys.stderr)
+        print(f'error: --slide-data needs {err.name!r}: {install_hint("train")}', file=sys.stderr)
         return 2
     private_temp_dir()
     app = build_app(models, args.concurrency, args.examples or examples, slide_data)

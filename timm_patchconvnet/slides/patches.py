@@ -6,7 +6,6 @@ Works from any source whose rows carry `image`, `label`, `patient_id`, `x` and `
 its file name, `<patient>_idx5_x<X>_y<Y>_class<k>.png`) is the slide pixel of its top-left corner, so the slide is
 rebuilt pixel for pixel: each patch lands at (x - min x, y - min y) of the canvas.
 """
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -17,18 +16,16 @@ import torch.nn.functional as F
 from PIL import Image
 from timm.data import resolve_data_config
 
-from .attention import attention_and_logits
-from .images import exact_size_transform, to_rgb
-from .model_folder import atomic_file
-from .patchconvnet import PatchConvNet
+from ..attention import attention_and_logits
+from ..images import exact_size_transform, to_rgb
+from ..model_folder import atomic_file
+from ..patchconvnet import PatchConvNet
 
-__all__ = ['IDC_PATCH_NAME', 'SLIDES_DIR', 'Slide', 'SlideError', 'SlidePrediction', 'make_slide', 'patch_layer',
+__all__ = ['SLIDES_DIR', 'Slide', 'SlideError', 'SlidePrediction', 'make_slide', 'patch_layer',
            'predict_slide', 'region_scores', 'render_slide', 'slide_from_rows', 'stitch']
 
 
 SLIDES_DIR = 'slides'  # in a training run's output folder: maps of a few test patients
-# an IDC patch's file name: its patient, the slide pixel of its top-left corner, its class
-IDC_PATCH_NAME = re.compile(r'(?P<patient>\d+)_idx5_x(?P<x>\d+)_y(?P<y>\d+)_class(?P<label>[01])\.png')
 
 
 class SlideError(ValueError):

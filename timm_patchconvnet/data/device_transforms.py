@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional
 import torch
 import torch.nn as nn
 
-from .dataset_specs import Augmentation
+from ..dataset_specs import Augmentation
 
 __all__ = ['BatchPreprocess']
 

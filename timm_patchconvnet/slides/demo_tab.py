@@ -8,8 +8,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import gradio as gr
 from PIL import Image
 
-from .slide_upload import read_patient_zip
-from .slides import SlideError, predict_slide, render_slide, slide_from_rows
+from .upload import read_patient_zip
+from .patches import SlideError, predict_slide, render_slide, slide_from_rows
 
 __all__ = ['draw_slide', 'load_slide_data', 'whole_slide_tab']
 
@@ -18,7 +18,7 @@ SKIPPED_SHOWN = 5
 
 def load_slide_data(folder: str) -> Any:
     """The patches of an IDC source (the Kaggle folder or parquet files with patient ids) for the patient menu."""
-    from .data import DataError, load_idc_patches  # `datasets`: only when the demo is started with --slide-data
+    from ..data import DataError, load_idc_patches  # `datasets`: only when the demo is started with --slide-data
 
     try:
         patches = load_idc_patches(folder)

@@ -22,11 +22,11 @@ from sklearn.datasets import load_digits
 from torchvision import transforms
 
 from .decode_cache import CACHE_VERSION, ImageReadError, cache_root, open_rgb, readable_files
-from .dataset_specs import DATASETS, GENERIC, SEEDED, DatasetSpec, dataset_spec, published_split
-from .images import exact_size_transform, to_rgb
-from .model_folder import atomic_write_json
-from .pretrained import HUB_NAMESPACE
-from .slides import IDC_PATCH_NAME
+from ..dataset_specs import DATASETS, GENERIC, SEEDED, DatasetSpec, dataset_spec, published_split
+from ..images import exact_size_transform, to_rgb
+from ..model_folder import atomic_write_json
+from ..pretrained import HUB_NAMESPACE
+from ..dataset_specs import IDC_PATCH_NAME
 from .splits import (
     SplitError, column, hold_out, published_patient_split, split_by_patient, stratification, three_way_split)
 

@@ -35,7 +35,7 @@ from PIL import Image
 from timm.data.transforms import str_to_interp_mode
 from torchvision import transforms
 
-from .images import to_rgb
+from ..images import to_rgb
 from .splits import column
 
 __all__ = ['CACHE_ENV', 'DecodeCacheError', 'DecodeSettings', 'DecodedImages', 'ImageReadError', 'cache_root',
