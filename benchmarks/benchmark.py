@@ -42,6 +42,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import timm_patchconvnet
 from timm_patchconvnet import checkpoint_filter_fn, export_onnx, fusion
+from timm_patchconvnet.errors import EXTRA_PACKAGES, install_hint
+from timm_patchconvnet.patchconvnet import STEM_STRIDES
 
 BASELINE = 'resnet50'  # the paper's comparison
 EVAL_CLASSES = 1000  # ImageNet heads for inference
@@ -56,12 +58,10 @@ OFFICIAL_SIZES = ('s60', 's120', 'b60', 'b120', 'l60', 'l120', 's60_multi')
 # The official ConvStem always strides 2 in its four convs (proj[0], [2], [4], [6]); our /8 and /4 stems are the
 # same convs with the last one or two at stride 1.
 OFFICIAL_STEM_CONVS = (0, 2, 4, 6)
-STEM_STRIDES = {16: (2, 2, 2, 2), 8: (2, 2, 2, 1), 4: (2, 2, 1, 1)}
 # How our models can run in the inference part: as created, after timm.utils.reparameterize_model, or exported to
 # ONNX (timm_patchconvnet.export_onnx) and run by onnxruntime on the CPU.
 RUNTIMES = ('eager', 'fused', 'fused-public', 'onnxruntime')
 FUSED = ('fused', 'fused-public')  # fused-public: reparameterized, without oneDNN's private fused convolutions
-ONNX_PACKAGES = ('onnx', 'onnxscript', 'onnxruntime')
 
 
 class BenchmarkError(RuntimeError):
@@ -71,7 +71,7 @@ class BenchmarkError(RuntimeError):
 @dataclass(frozen=True)
 class Entry:
     """One model in one part of the benchmark: everything a worker needs to build it."""
-    kind: str  # 'ours', 'official' or 'baseline'
+    implementation: str  # 'ours', 'official' or 'baseline'
     name: str  # a timm model name, or the official constructor ('S60', ...)
     part: str  # 'eval' or 'train'
     img_size: int
@@ -81,7 +81,7 @@ class Entry:
 
     @property
     def label(self) -> str:
-        if self.kind == 'official':
+        if self.implementation == 'official':
             return f'official {self.name}' + (f' /{self.patch} stem' if self.patch != 16 else '')
         runtime = '' if self.runtime == 'eager' else f' ({self.runtime})'
         return self.name + runtime + (' + grad checkpointing' if self.grad_checkpointing else '')
@@ -180,9 +180,9 @@ def usage_problem(args: argparse.Namespace) -> str | None:
     if 'onnxruntime' in eval_runtimes(args):
         if args.device != 'cpu' or args.dtype != 'float32':
             return '--runtimes onnxruntime runs float32 on the CPU: not with --device cuda or --dtype bfloat16'
-        missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+        missing = [name for name in EXTRA_PACKAGES['onnx'] if importlib.util.find_spec(name) is None]
         if missing:
-            return f"--runtimes onnxruntime needs {', '.join(missing)}: pip install 'timm-patchconvnet[onnx]'"
+            return f"--runtimes onnxruntime needs {', '.join(missing)}: {install_hint('onnx')}"
     names = sorted({name for names in part_models(args).values() for name in names})
     if args.official and not any(official_counterpart(name) for name in names):
         return (f'--official: none of {", ".join(names)} has an official counterpart '
@@ -263,7 +263,7 @@ def official_counterpart(name: str) -> tuple[str, int] | None:
 
 def build_model(entry: Entry, official: str | None) -> nn.Module:
     """The entry's model with fresh weights, on the default device."""
-    if entry.kind == 'official':
+    if entry.implementation == 'official':
         module = load_official(official)
         if not hasattr(module, entry.name):
             raise BenchmarkError(f'{module.__file__} defines no {entry.name}(): is {official} a deit checkout?')
@@ -616,9 +616,9 @@ def plan_part(part: str, names: list[str], args: argparse.Namespace) -> list[Ent
 def references(entry: Entry, entries: list[Entry]) -> dict[str, Entry | None]:
     """The rows `entry` is compared with: its official counterpart (ours only), resnet50 (all but resnet50) and
     the eager row of the same model (ours in another runtime)."""
-    counterpart = official_counterpart(entry.name) if entry.kind == 'ours' else None
-    official = next((e for e in entries if e.kind == 'official' and (e.name, e.patch) == counterpart), None)
-    baseline = next(e for e in entries if e.kind == 'baseline') if entry.kind != 'baseline' else None
+    counterpart = official_counterpart(entry.name) if entry.implementation == 'ours' else None
+    official = next((e for e in entries if e.implementation == 'official' and (e.name, e.patch) == counterpart), None)
+    baseline = next(e for e in entries if e.implementation == 'baseline') if entry.implementation != 'baseline' else None
     eager = replace(entry, runtime='eager')
     return {'official': official, 'baseline': baseline,
             'eager': eager if entry.runtime != 'eager' and eager in entries else None}

@@ -201,7 +201,7 @@ def test_onnxruntime_rows_need_the_onnx_extra(monkeypatch, capsys):
 
 def test_a_failing_worker_is_reported_with_its_error():
     args = benchmark.parse_args(TINY)
-    job = {'task': 'eval', 'entry': {'kind': 'ours', 'name': 'no_such_model', 'part': 'eval', 'img_size': 32}}
+    job = {'task': 'eval', 'entry': {'implementation': 'ours', 'name': 'no_such_model', 'part': 'eval', 'img_size': 32}}
     with pytest.raises(benchmark.BenchmarkError, match='no_such_model: the eval worker failed'):
         benchmark.run_in_worker(TINY, args, job)
 

@@ -264,6 +264,27 @@ class PerClassHead(nn.Module):
         return torch.einsum('bkc,kc->bk', x, self.weight) + self.bias
 
 
+def _check_arguments(embed_dim: int, depth: int, patch_size: int, num_classes: int, in_chans: int, num_heads: int,
+                     global_pool: str, class_tokens: str, trunk_norm: str, stem_type: str) -> None:
+    """A ValueError naming the first argument of `PatchConvNet` that cannot build a model."""
+    _check_choice('global_pool', global_pool, GLOBAL_POOLS)
+    _check_choice('class_tokens', class_tokens, CLASS_TOKENS)
+    _check_choice('trunk_norm', trunk_norm, TRUNK_NORMS)
+    _check_choice('stem_type', stem_type, STEM_TYPES)
+    if stem_type == 'conv':
+        _check_choice('patch_size', patch_size, tuple(STEM_STRIDES))
+        if embed_dim % 8:
+            raise ValueError(f'embed_dim={embed_dim} must be a multiple of 8 (the conv stem has widths d/8 .. d).')
+    elif patch_size < 1:
+        raise ValueError(f'patch_size={patch_size} must be positive.')
+    if depth < 1 or embed_dim < 1 or num_heads < 1 or in_chans < 1 or num_classes < 0:
+        raise ValueError('depth, embed_dim, num_heads and in_chans must be positive and num_classes >= 0.')
+    if embed_dim % num_heads:
+        raise ValueError(f'embed_dim={embed_dim} is not divisible by num_heads={num_heads}.')
+    if class_tokens == 'per_class' and global_pool == 'avg':
+        raise ValueError("class_tokens='per_class' needs global_pool='token': average pooling has no class tokens.")
+
+
 class PatchConvNet(nn.Module):
     """PatchConvNet: a columnar convnet trunk pooled by a class-attention block.
 
@@ -309,22 +330,8 @@ class PatchConvNet(nn.Module):
             dtype=None,
     ):
         super().__init__()
-        _check_choice('global_pool', global_pool, GLOBAL_POOLS)
-        _check_choice('class_tokens', class_tokens, CLASS_TOKENS)
-        _check_choice('trunk_norm', trunk_norm, TRUNK_NORMS)
-        _check_choice('stem_type', stem_type, STEM_TYPES)
-        if stem_type == 'conv':
-            _check_choice('patch_size', patch_size, tuple(STEM_STRIDES))
-            if embed_dim % 8:
-                raise ValueError(f'embed_dim={embed_dim} must be a multiple of 8 (the conv stem has widths d/8 .. d).')
-        elif patch_size < 1:
-            raise ValueError(f'patch_size={patch_size} must be positive.')
-        if depth < 1 or embed_dim < 1 or num_heads < 1 or in_chans < 1 or num_classes < 0:
-            raise ValueError('depth, embed_dim, num_heads and in_chans must be positive and num_classes >= 0.')
-        if embed_dim % num_heads:
-            raise ValueError(f'embed_dim={embed_dim} is not divisible by num_heads={num_heads}.')
-        if class_tokens == 'per_class' and global_pool == 'avg':
-            raise ValueError("class_tokens='per_class' needs global_pool='token': average pooling has no class tokens.")
+        _check_arguments(embed_dim, depth, patch_size, num_classes, in_chans, num_heads, global_pool, class_tokens,
+                         trunk_norm, stem_type)
         dd = {'device': device, 'dtype': dtype}
 
         self.num_classes = num_classes
@@ -352,15 +359,8 @@ class PatchConvNet(nn.Module):
             num_tokens = max(num_classes, 1) if class_tokens == 'per_class' else 1
             self.cls_token = nn.Parameter(torch.empty(1, num_tokens, embed_dim, **dd))
             self.attn_pool = AttentionPoolBlock(
-                embed_dim,
-                num_heads=num_heads,
-                mlp_ratio=mlp_ratio,
-                init_values=init_values,
-                class_token_in_keys=class_tokens == 'single',
-                proj_drop=proj_drop_rate,
-                attn_drop=attn_drop_rate,
-                **dd,
-            )
+                embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio, init_values=init_values,
+                class_token_in_keys=class_tokens == 'single', proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, **dd)
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6, **dd) if global_pool else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
         self.head = self._create_head(num_classes, **dd)
