@@ -23,13 +23,13 @@ LOADERS = (DECODED, PIL)
 Range = Tuple[float, Optional[float], bool, bool]  # lowest, highest (None: unbounded), whether each end is allowed
 
 
-def option(default: Any, help: str, *, kind: Optional[type] = None, choices: Optional[Tuple[str, ...]] = None,
+def option(default: Any, help: str, *, value_type: Optional[type] = None, choices: Optional[Tuple[str, ...]] = None,
            range: Optional[Range] = None, fixed_on_resume: bool = True, public: bool = True,
            placeholder: Optional[str] = None) -> Any:
-    """A TrainConfig field. `kind`: the type when the default is None; `fixed_on_resume`: `--resume` refuses to
+    """A TrainConfig field. `value_type`: the type when the default is None; `fixed_on_resume`: `--resume` refuses to
     continue a run saved with another value; `public`: shown in the command line of a model card, with
     `placeholder` instead of a value that is a path on the trainer's machine."""
-    return field(default=default, metadata=dict(help=help, kind=kind or type(default), choices=choices, range=range,
+    return field(default=default, metadata=dict(help=help, value_type=value_type or type(default), choices=choices, range=range,
                                                 fixed_on_resume=fixed_on_resume, public=public,
                                                 placeholder=placeholder))
 
@@ -44,16 +44,16 @@ class TrainConfig:
     dataset: str = option('digits', f"{', '.join(repr(n) for n in DATASETS)}, 'hub:<repo_id>' or a local folder "
                                      "(digits: scikit-learn's, offline)")
     data_dir: Optional[str] = option(None, 'local copy of the data: CIFAR-10 parquet (plain_text/*.parquet), the IDC '
-                                           'Kaggle folder or parquet', kind=str, placeholder='DATA_DIR')
-    hub_id: Optional[str] = option(None, 'a Hugging Face Hub data set id to read instead (cifar10, idc)', kind=str)
+                                           'Kaggle folder or parquet', value_type=str, placeholder='DATA_DIR')
+    hub_id: Optional[str] = option(None, 'a Hugging Face Hub data set id to read instead (cifar10, idc)', value_type=str)
     model: str = option('patchconvnet_ti12_p4', 'any timm model name, e.g. patchconvnet_s60_p4 or resnet50')
     pretrained: Optional[str] = option(
         None, "start from weights: a tag of --model (e.g. fb_in1k; 'default' alone: its default tag), "
-              'local-dir:DIR, hf-hub:ORG/REPO or a weights file', kind=str)
+              'local-dir:DIR, hf-hub:ORG/REPO or a weights file', value_type=str)
     num_classes: Optional[int] = option(None, 'train a new head of this size on pretrained weights with another '
-                                              'number of classes', kind=int, range=(2, None, True, True))
+                                              'number of classes', value_type=int, range=(2, None, True, True))
     img_size: Optional[int] = option(None, "input size (default: the data set's, e.g. 32 for digits and CIFAR-10, 50 "
-                                           "for IDC, else the model's)", kind=int, range=(8, None, True, True))
+                                           "for IDC, else the model's)", value_type=int, range=(8, None, True, True))
     epochs: int = option(10, 'maximum number of epochs', range=POSITIVE)
     batch_size: int = option(64, 'images per step and process', range=POSITIVE)
     grad_accum_steps: int = option(1, 'accumulate gradients over this many batches per optimizer step',
@@ -72,7 +72,7 @@ class TrainConfig:
     class_tokens: Optional[str] = option(
         None, "PatchConvNet's class tokens: 'single' (the paper's) or 'per_class', one token, attention map and output "
               "unit per class (the seed paper's proposed next step); pretrained tokens are averaged or copied to fit. "
-              'Unset: single for a new model, as they are for --pretrained', kind=str, choices=CLASS_TOKENS)
+              'Unset: single for a new model, as they are for --pretrained', value_type=str, choices=CLASS_TOKENS)
     patience: int = option(10, 'stop after this many epochs without a lower validation loss', range=POSITIVE,
                            fixed_on_resume=False)
     seed: int = option(0, 'seed of the split, the initialisation and the data order',
@@ -85,22 +85,22 @@ class TrainConfig:
     val_fraction: float = option(0.1, 'share of the data (or of the patients) held out for validation', range=FRACTION)
     test_fraction: float = option(0.2, 'share held out for testing (when the source has no test split)',
                                   range=FRACTION)
-    max_steps_per_epoch: Optional[int] = option(None, 'cut each epoch short (smoke tests)', kind=int, range=POSITIVE)
+    max_steps_per_epoch: Optional[int] = option(None, 'cut each epoch short (smoke tests)', value_type=int, range=POSITIVE)
     loader: str = option(DECODED, f"'{DECODED}': each split decoded once into a cached uint8 array (see --cache-dir), "
                                    'augmented and normalised in batches on the training device; '
                                    f"'{PIL}': PIL transforms per image in worker processes", choices=LOADERS)
     num_workers: Optional[int] = option(None, f'data-loading worker processes (default: with --loader {PIL}, on a '
                                               'GPU one per core of this process but one, at most 8, on a CPU none '
                                               f'below 4 cores, else a quarter of them; with {DECODED}, 0)',
-                                        kind=int, range=(0, None, True, True), fixed_on_resume=False, public=False)
+                                        value_type=int, range=(0, None, True, True), fixed_on_resume=False, public=False)
     cache_dir: Optional[str] = option(None, 'where decoded splits and the check of an IDC folder are kept, shared by '
                                             'runs and processes (default: $PATCHCONVNET_CACHE or '
-                                            '~/.cache/timm_patchconvnet); also datasets\' cache_dir', kind=str,
+                                            '~/.cache/timm_patchconvnet); also datasets\' cache_dir', value_type=str,
                                       fixed_on_resume=False, public=False)
     mixed_precision: str = option('no', "through Accelerate ('bf16' on a recent GPU)", choices=('no', 'fp16', 'bf16'))
     compile: bool = option(False, 'torch.compile the model (inductor, fullgraph): faster steps on a GPU after a '
                                   'minute of compiling', fixed_on_resume=False, public=False)
-    report_to: Optional[str] = option(None, "an Accelerate tracker: 'tensorboard', 'wandb', 'all', ...", kind=str,
+    report_to: Optional[str] = option(None, "an Accelerate tracker: 'tensorboard', 'wandb', 'all', ...", value_type=str,
                                       fixed_on_resume=False, public=False)
     output_dir: str = option('runs/digits', 'where the model, metrics.json, attention.png and the resumable state go',
                              fixed_on_resume=False, public=False)
@@ -115,7 +115,7 @@ class Option:
         self.name, self.default = name, default
         self.flag = '--' + name.replace('_', '-')
         self.help: str = metadata['help']
-        self.kind: type = metadata['kind']
+        self.value_type: type = metadata['value_type']
         self.choices: Optional[Tuple[str, ...]] = metadata['choices']
         self.range: Optional[Range] = metadata['range']
         self.fixed_on_resume: bool = metadata['fixed_on_resume']
@@ -126,9 +126,9 @@ class Option:
         """Why `value` is not allowed for this option (as argparse would say it after the flag), or None."""
         if value is None and self.default is None:
             return None
-        kinds = (int, float) if self.kind is float else (self.kind,)
-        if not isinstance(value, kinds) or (isinstance(value, bool) and self.kind is not bool):
-            return f'must be {self.kind.__name__}, got {value!r}'
+        types = (int, float) if self.value_type is float else (self.value_type,)
+        if not isinstance(value, types) or (isinstance(value, bool) and self.value_type is not bool):
+            return f'must be {self.value_type.__name__}, got {value!r}'
         if self.choices is not None and value not in self.choices:
             return f"must be one of {', '.join(self.choices)}, got {value!r}"
         if self.range is not None and not in_range(value, self.range):

@@ -27,19 +27,19 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 def bounded(option: Option) -> Callable[[str], Number]:
     """An argparse `type` reading the option's number within its range; argparse names the flag in its message."""
-    kind = option.kind
+    value_type = option.value_type
 
     def parse(text: str) -> Number:
         try:
-            value = kind(text)
+            value = value_type(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'} "
+            raise argparse.ArgumentTypeError(f"must be {'an integer' if value_type is int else 'a number'} "
                                              f'{describe_range(option.range)}, got {text!r}') from None
         problem = option.problem(value)
         if problem:
             raise argparse.ArgumentTypeError(problem)
         return value
-    parse.__name__ = kind.__name__  # what argparse calls the type in its own messages
+    parse.__name__ = value_type.__name__  # what argparse calls the type in its own messages
     return parse
 
 
@@ -52,12 +52,12 @@ def add_option_arguments(parser: argparse.ArgumentParser, names: Optional[Collec
         if names is not None and option.name not in names:
             continue
         help_text = (helps or {}).get(option.name, option.help)
-        if option.kind is bool:
+        if option.value_type is bool:
             parser.add_argument(option.flag, action='store_true', help=help_text)
             continue
-        kind = (types or {}).get(option.name) or (bounded(option) if option.range else option.kind)
+        parse = (types or {}).get(option.name) or (bounded(option) if option.range else option.value_type)
         allowed = f'; {describe_range(option.range)}' if option.range else ''
-        parser.add_argument(option.flag, type=kind, default=option.default, choices=option.choices,
+        parser.add_argument(option.flag, type=parse, default=option.default, choices=option.choices,
                             help=f"{help_text} (default: {'unset' if option.default is None else option.default}"
                                  f'{allowed})')
 
