@@ -19,6 +19,7 @@ from conftest import ROOT
 from test_hub import FAKE_TOKEN, REPO_ID, SPACE_ID, StubHfApi, assert_token_nowhere, folder_contents
 from test_hub import push_model_cli, push_space_cli
 from timm_patchconvnet import hub
+from timm_patchconvnet.demo.examples import example_images
 from timm_patchconvnet.hub import space as hub_space
 from timm_patchconvnet.hub import upload as hub_upload
 
@@ -286,9 +287,14 @@ def test_a_linked_app_or_examples_folder_is_not_followed(hostile_demo, tmp_path,
     assert not (tmp_path / 'a').exists()
 
 
-def test_the_space_takes_the_example_images_the_demo_shows():
-    demo = pytest.importorskip('timm_patchconvnet.demo')  # Gradio: hub_space keeps its own copy of the list
-    assert hub_space.EXAMPLE_SUFFIXES == demo.EXAMPLE_SUFFIXES
+def test_the_space_takes_the_example_images_the_demo_shows(hostile_demo, tmp_path):
+    for name in ('photo.JPG', 'photo.webp', 'scan.tiff'):
+        shutil.copyfile(hostile_demo / 'examples' / 'digit-3.png', hostile_demo / 'examples' / name)
+    folder = hub_space.export_space_folder(str(hostile_demo), str(tmp_path / 'space'), [f'hf-hub:{REPO_ID}'])
+    shown = [Path(path).name for path in example_images(hostile_demo / 'examples')
+             if Path(path).parent == hostile_demo / 'examples']  # scikit-learn's photos come with the Space's sklearn
+    assert sorted(p.name for p in (folder / 'examples').iterdir()) == sorted(set(shown) - {'hostname.png'})
+    assert {'photo.JPG', 'photo.webp'} <= set(shown) and 'scan.tiff' not in shown
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import timm
 from huggingface_hub import HfApi, SpaceCard, SpaceCardData
 
+from ..demo.examples import EXAMPLE_SUFFIXES
 from ..pretrained import HUB_NAMESPACE
 from .cards import render_card
 from .upload import CARD_FILE, HubError, UploadOptions, hub_errors, new_export_folder, publish
@@ -25,8 +26,6 @@ logger = logging.getLogger(__name__)
 MODELS_VARIABLE = 'PATCHCONVNET_MODELS'
 CHECKPOINTS_VARIABLE = MODELS_VARIABLE  # its name before 0.2
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
-# the example images the demo shows (demo.EXAMPLE_SUFFIXES, not imported: demo.py imports Gradio)
-EXAMPLE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp')
 SPACE_SUBPACKAGES = ('demo', 'slides')  # what the demo runs besides the top-level modules
 # gradio comes from the Space's sdk_version; torch and torchvision are the Space's CPU build of the latest release
 REQUIREMENTS = ('torch', 'torchvision', f'timm>={timm.__version__}', 'safetensors', 'huggingface_hub', 'pillow',
