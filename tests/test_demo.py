@@ -26,7 +26,10 @@ gr = pytest.importorskip('gradio', reason='the demo extra is not installed')
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from timm_patchconvnet import demo as demo_app  # noqa: E402  (the app behind demo/app.py)
+from timm_patchconvnet.demo import app as demo_app  # noqa: E402  (the app behind demo/app.py)
+from timm_patchconvnet.demo.examples import example_images  # noqa: E402
+from timm_patchconvnet.demo.explain import GRADCAM, PREDICTED  # noqa: E402
+from timm_patchconvnet.demo.uploads import MIN_SIDE  # noqa: E402
 
 CHROMIUM = Path('/usr/bin/chromium')  # Debian's, installed by .ci/run; never a browser downloaded by Playwright
 DIGIT_LABELS = [str(d) for d in range(10)]
@@ -116,7 +119,7 @@ def images(tmp_path_factory) -> dict:
     return paths
 
 
-def explain(client, image, model, class_name=demo_app.PREDICTED, colormap='jet', opacity=0.5):
+def explain(client, image, model, class_name=PREDICTED, colormap='jet', opacity=0.5):
     return client.predict(handle_file(str(image)), model, class_name, colormap, opacity, api_name='/explain')
 
 
@@ -152,14 +155,14 @@ def test_the_map_toggle_serves_grad_cam(client, server, images):
     pytest.importorskip('pytorch_grad_cam', reason='optional: Grad-CAM needs the explain extra (pip install grad-cam)')
     single, per_class = server['models']['single'], server['models']['per_class']
     attention = explain(client, images['rgb'], single)  # the map parameter left out: attention, as before
-    gradcam = client.predict(handle_file(str(images['rgb'])), single, demo_app.PREDICTED, 'jet', 0.5,
-                             demo_app.GRADCAM, api_name='/explain')
+    gradcam = client.predict(handle_file(str(images['rgb'])), single, PREDICTED, 'jet', 0.5,
+                             GRADCAM, api_name='/explain')
     assert gradcam[3] == attention[3]  # the same prediction
     assert 'Attention of the class token' in attention[-1] and 'Grad-CAM of "' in gradcam[-1]
     assert Image.open(gradcam[1]).size == (64, 48)  # on the uploaded image
     grids = [np.asarray(Image.open(answer[2]).convert('RGB'), dtype=np.float32) for answer in (attention, gradcam)]
     assert np.abs(grids[0] - grids[1]).max() > 0
-    dog = client.predict(handle_file(str(images['rgb'])), per_class, 'dog', 'jet', 0.5, demo_app.GRADCAM,
+    dog = client.predict(handle_file(str(images['rgb'])), per_class, 'dog', 'jet', 0.5, GRADCAM,
                          api_name='/explain')
     assert 'Grad-CAM of "dog"' in dog[-1]
 
@@ -179,7 +182,7 @@ def test_bad_uploads_get_a_clear_message_and_the_server_goes_on(client, server, 
 
 def test_no_image_asks_for_one(client, server):
     with pytest.raises(AppError, match='Upload an image'):
-        client.predict(None, server['models']['single'], demo_app.PREDICTED, 'jet', 0.5, api_name='/explain')
+        client.predict(None, server['models']['single'], PREDICTED, 'jet', 0.5, api_name='/explain')
 
 
 @pytest.mark.parametrize('kind, mode', [('gray', 'L'), ('rgba', 'RGBA')])
@@ -233,11 +236,11 @@ def test_bad_checkpoint_stops_the_app_with_one_error_line(bad_checkpoints, case,
 
 
 def test_examples_are_real_images_shipped_with_the_repo_or_its_dependencies():
-    examples = demo_app.example_images()
+    examples = example_images()
     assert any(p.endswith('china.jpg') for p in examples)  # scikit-learn's sample photo
     for path in examples:
         with Image.open(path) as image:
-            assert min(image.size) >= demo_app.MIN_SIDE
+            assert min(image.size) >= MIN_SIDE
 
 
 @pytest.fixture(scope='module')
@@ -355,6 +358,6 @@ def test_the_exported_space_runs_on_its_own_copy_of_the_package(checkpoints, ima
     env = {MODELS_VARIABLE: checkpoints['per_class'], 'GRADIO_TEMP_DIR': str(tmp_path / 'host-temp')}
     with _serving([sys.executable, 'app.py'], space, env) as url:
         result = Client(url, verbose=False).predict(handle_file(str(images['rgb'])), 'pets',
-                                                    demo_app.PREDICTED, 'jet', 0.5, api_name='/explain')
+                                                    PREDICTED, 'jet', 0.5, api_name='/explain')
     assert set(result[3]) == set(PER_CLASS_LABELS)
     assert any(p.name == images['rgb'].name for p in (tmp_path / 'host-temp').rglob('*'))  # the upload went there

@@ -15,7 +15,8 @@ from gradio_client import Client  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 from test_demo import checkpoints, client, explain, images, server  # noqa: E402,F401  (the same fixtures)
-from timm_patchconvnet import demo as demo_app  # noqa: E402
+from timm_patchconvnet.demo import app as demo_app  # noqa: E402
+from timm_patchconvnet.demo.explain import DISPLAY_SIDE  # noqa: E402
 from timm_patchconvnet.images import to_rgb  # noqa: E402
 
 BIG_SIDE = 3000  # 9 megapixels: the old demo kept 63 MB of it per session (the RGB image and a float32 map)
@@ -42,7 +43,7 @@ def test_memory_does_not_grow_with_large_uploads_from_new_sessions(server, tmp_p
         client.reset_session()  # a session of its own each time, never closed: as many clients (or an attacker)
         overlay = explain(client, tmp_path / 'big.png', server['models']['single'])[1]
         rss.append(_rss_mb(server['pid']))
-    assert max(Image.open(overlay).size) <= demo_app.DISPLAY_SIDE  # drawn at display size
+    assert max(Image.open(overlay).size) <= DISPLAY_SIDE  # drawn at display size
     growth = rss[-1] - rss[WARM_UP - 1]
     print(f'server RSS: {rss[0]:.0f} MB after the first request, {rss[WARM_UP - 1]:.0f} MB after {WARM_UP}, '
           f'{rss[-1]:.0f} MB after {REQUESTS} (max {max(rss):.0f})')

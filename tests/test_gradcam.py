@@ -145,44 +145,47 @@ def test_without_grad_cam_the_error_names_the_extra():
 # --- the demo's toggle, at the level of the function the app calls ---
 
 @pytest.fixture(scope='module')
-def demo_app():
+def demo_explain():
     pytest.importorskip('gradio', reason='optional: the demo extra is not installed')
-    from timm_patchconvnet import demo
-    return demo
+    from timm_patchconvnet.demo import explain
+    return explain
 
 
 @pytest.fixture(scope='module')
-def served(demo_app, model, per_class_model):
-    return {'digits': demo_app.DemoModel('digits', model, [str(d) for d in range(10)]),
-            'pets': demo_app.DemoModel('pets', per_class_model, ['cat', 'dog', 'bird'])}
+def served(demo_explain, model, per_class_model):
+    from timm_patchconvnet.demo.app import DemoModel
+    return {'digits': DemoModel('digits', model, [str(d) for d in range(10)]),
+            'pets': DemoModel('pets', per_class_model, ['cat', 'dog', 'bird'])}
 
 
 def _grid(picture: Image.Image) -> np.ndarray:
     return np.asarray(picture.convert('RGB'), dtype=np.float32)
 
 
-def test_the_demo_shows_grad_cam_when_asked(demo_app, served, model):
+def test_the_demo_shows_grad_cam_when_asked(demo_explain, served, model):
     image = _photo((64, 48))
-    attention = demo_app.explain(served, image, 'digits', demo_app.PREDICTED, 'jet', .5, demo_app.ATTENTION)
-    gradcam = demo_app.explain(served, image, 'digits', demo_app.PREDICTED, 'jet', .5, demo_app.GRADCAM)
-    assert attention[0] == gradcam[0]  # the same prediction either way
-    assert 'Attention of the class token' in attention[-1]
-    assert 'Grad-CAM of "' in gradcam[-1] and '8x8 token grid' in gradcam[-1]
-    assert gradcam[1].size == (64, 48)  # the overlay lies on the uploaded image
-    torch.testing.assert_close(gradcam[4]['grid'], gradcam_map(model, image, upsample=False), rtol=0, atol=1e-5)
-    assert np.abs(_grid(attention[2]) - _grid(gradcam[2])).max() > 0  # another map on show
+    explain, predicted = demo_explain.explain, demo_explain.PREDICTED
+    attention = explain(served, image, 'digits', predicted, 'jet', .5, demo_explain.ATTENTION)
+    gradcam = explain(served, image, 'digits', predicted, 'jet', .5, demo_explain.GRADCAM)
+    assert attention.probabilities == gradcam.probabilities  # the same prediction either way
+    assert 'Attention of the class token' in attention.notes
+    assert 'Grad-CAM of "' in gradcam.notes and '8x8 token grid' in gradcam.notes
+    assert gradcam.overlay.size == (64, 48)  # the overlay lies on the uploaded image
+    torch.testing.assert_close(gradcam.view.grid, gradcam_map(model, image, upsample=False), rtol=0, atol=1e-5)
+    assert np.abs(_grid(attention.grid) - _grid(gradcam.grid)).max() > 0  # another map on show
     # the default is the attention map, as before the toggle
-    default = demo_app.explain(served, image, 'digits', demo_app.PREDICTED, 'jet', .5)
-    torch.testing.assert_close(default[4]['grid'], attention[4]['grid'])
-    with pytest.raises(demo_app.gr.Error, match='Unknown map'):
-        demo_app.explain(served, image, 'digits', demo_app.PREDICTED, 'jet', .5, 'saliency')
+    default = explain(served, image, 'digits', predicted, 'jet', .5)
+    torch.testing.assert_close(default.view.grid, attention.view.grid)
+    with pytest.raises(demo_explain.gr.Error, match='Unknown map'):
+        explain(served, image, 'digits', predicted, 'jet', .5, 'saliency')
 
 
-def test_per_class_tokens_show_the_chosen_class_either_way(demo_app, served, per_class_model):
+def test_per_class_tokens_show_the_chosen_class_either_way(demo_explain, served, per_class_model):
     image = _photo((48, 48))
-    for source in (demo_app.ATTENTION, demo_app.GRADCAM):
-        answer = demo_app.explain(served, image, 'pets', 'dog', 'jet', .5, source)
-        assert '"dog"' in answer[-1]
-        expected = (gradcam_map(per_class_model, image, class_index=1, upsample=False) if source == demo_app.GRADCAM
+    for source in (demo_explain.ATTENTION, demo_explain.GRADCAM):
+        answer = demo_explain.explain(served, image, 'pets', 'dog', 'jet', .5, source)
+        assert '"dog"' in answer.notes
+        expected = (gradcam_map(per_class_model, image, class_index=1, upsample=False)
+                    if source == demo_explain.GRADCAM
                     else get_attention_map(per_class_model, image, class_index=1, upsample=False, normalize=False))
-        torch.testing.assert_close(answer[4]['grid'], expected, rtol=0, atol=1e-5)
+        torch.testing.assert_close(answer.view.grid, expected, rtol=0, atol=1e-5)

@@ -7,7 +7,10 @@ import importlib.util
 import inspect
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -20,6 +23,7 @@ import timm
 import torch
 from huggingface_hub import DatasetCard, HfApi, ModelCard, scan_cache_dir
 from huggingface_hub.utils import hf_raise_for_status
+from packaging.requirements import Requirement
 
 import train as train_cli
 from conftest import ROOT
@@ -28,6 +32,7 @@ from timm_patchconvnet import HUB_NAMESPACE, PretrainedWeightsUnavailableError, 
 from timm_patchconvnet.hub import dataset as hub_dataset
 from timm_patchconvnet.hub import space as hub_space
 from timm_patchconvnet.hub import upload as hub_upload
+from timm_patchconvnet.model_folder import save_model_folder
 from timm_patchconvnet.data import IDC_LABEL_NAMES, load_splits, read_idc_kaggle_folder
 
 datasets.disable_progress_bars()
@@ -501,8 +506,11 @@ def test_the_space_export_holds_the_demo_the_package_and_a_card(tmp_path, capsys
     assert (space / 'app.py').read_bytes() == (ROOT / 'demo' / 'app.py').read_bytes()
     assert sorted(p.name for p in (space / 'examples').iterdir()) == sorted(  # the images, not their README
         p.name for p in (ROOT / 'demo' / 'examples').iterdir() if p.suffix in hub_space.EXAMPLE_SUFFIXES)
-    package = sorted(p.name for p in (space / 'timm_patchconvnet').iterdir())
-    assert package == sorted(p.name for p in (ROOT / 'timm_patchconvnet').glob('*.py'))  # no __pycache__
+    package = sorted(str(p.relative_to(space)) for p in (space / 'timm_patchconvnet').rglob('*') if p.is_file())
+    assert package == sorted(str(p.relative_to(ROOT)) for p in _space_closure().modules.values())  # no __pycache__
+    assert {'timm_patchconvnet/demo/app.py', 'timm_patchconvnet/slides/demo_tab.py'} <= set(package)
+    assert not any(name.startswith(('timm_patchconvnet/training/', 'timm_patchconvnet/hub/', 'timm_patchconvnet/cli/',
+                                    'timm_patchconvnet/data/')) for name in package)  # what the Space never runs
     card = huggingface_hub.SpaceCard.load(space / 'README.md')
     assert (card.data.sdk, card.data.app_file, card.data.sdk_version) == ('gradio', 'app.py',
                                                                          importlib.metadata.version('gradio'))
@@ -510,6 +518,68 @@ def test_the_space_export_holds_the_demo_the_package_and_a_card(tmp_path, capsys
     requirements = (space / 'requirements.txt').read_text().split()
     assert 'torch' in requirements and any(r.startswith('timm>=') for r in requirements)
     assert not any(r.startswith('gradio') for r in requirements)  # the Space's sdk_version pins it
+
+
+def _space_closure(package: Path = ROOT / 'timm_patchconvnet') -> hub_space.ImportClosure:
+    return hub_space.space_closure(ROOT / 'demo' / 'app.py', package)
+
+
+def _distribution(name: str) -> str:
+    return re.sub(r'[-_.]+', '-', name).lower()  # PEP 503: Pillow, pillow and PIL's pillow are one
+
+
+def _unlisted_imports(closure: hub_space.ImportClosure) -> Dict[str, List[str]]:
+    """The closure's third-party imports whose distribution (as installed here) the Space neither lists in its
+    requirements nor gets with its SDK, with the distributions that provide each."""
+    listed = {_distribution(Requirement(r).name) for r in (*hub_space.REQUIREMENTS, *hub_space.SDK_PACKAGES)}
+    provided = importlib.metadata.packages_distributions()  # import name: distributions (PIL: Pillow)
+    return {name: provided.get(name, []) for name in sorted(closure.third_party)
+            if not {_distribution(d) for d in provided.get(name, [])} & listed}
+
+
+def test_the_space_requirements_list_every_package_its_modules_import():
+    closure = _space_closure()
+    assert {'PIL', 'sklearn', 'pytorch_grad_cam', 'gradio', 'torch'} <= closure.third_party
+    assert 'datasets' not in closure.third_party and 'timm_patchconvnet.data' not in closure.modules
+    assert _unlisted_imports(closure) == {}
+    assert closure.left_out == set(hub_space.SPACE_LEAVES_OUT)  # each import left out is still there, lazily
+
+
+def test_a_new_import_in_the_demo_without_a_requirement_is_found(tmp_path):
+    package = shutil.copytree(ROOT / 'timm_patchconvnet', tmp_path / 'timm_patchconvnet',
+                              ignore=shutil.ignore_patterns('__pycache__'))
+    with open(package / 'demo' / 'explain.py', 'a') as module:
+        module.write('\n\ndef _log():\n    import yaml\n    from filelock import FileLock\n')
+    assert _unlisted_imports(_space_closure(package)) == {'filelock': ['filelock'], 'yaml': ['PyYAML']}
+    (package / 'demo' / 'explain.py').write_text('from .examples import a_name\nimport timm_patchconvnet.oops\n')
+    with pytest.raises(hub.HubError, match='timm_patchconvnet.demo.explain imports timm_patchconvnet.oops, which'):
+        _space_closure(package)
+    shutil.copyfile(ROOT / 'timm_patchconvnet' / 'demo' / 'explain.py', package / 'demo' / 'explain.py')
+    demo_tab = package / 'slides' / 'demo_tab.py'  # the import of data/ left out runs only with --slide-data
+    demo_tab.write_text('from ..data import DataError\n' + demo_tab.read_text())
+    with pytest.raises(hub.HubError, match='imports timm_patchconvnet.data when it is imported: it cannot be left'):
+        _space_closure(package)
+
+
+def test_the_exported_space_builds_its_app_from_its_own_folder_alone(tmp_path):
+    pytest.importorskip('gradio', reason='the demo extra is not installed')
+    space = hub_space.export_space_folder(str(ROOT / 'demo'), str(tmp_path / 'space'), [f'hf-hub:{REPO_ID}'])
+    model = tmp_path / 'digits'
+    save_model_folder(timm.create_model('patchconvnet_test_p4', num_classes=10), model, [str(d) for d in range(10)])
+    code = ('import json, sys\nfrom pathlib import Path\nimport timm_patchconvnet\n'
+            'from timm_patchconvnet.demo import app\n'
+            'built = app.build_app(app.load_all([sys.argv[1]]), examples=Path(sys.argv[2]))\n'
+            'print(json.dumps([type(built).__name__, timm_patchconvnet.__file__, sorted(\n'
+            '    m.__file__ for n, m in sys.modules.items() if n.split(".")[0] == "timm_patchconvnet")]))')
+    env = dict(os.environ, PYTHONPATH=str(space), HF_HUB_OFFLINE='1', GRADIO_ANALYTICS_ENABLED='False')
+    result = subprocess.run([sys.executable, '-c', code, str(model), str(space / 'examples')], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    built, package, loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert built == 'Blocks' and Path(package) == space / 'timm_patchconvnet' / '__init__.py'
+    assert loaded and all(Path(f).is_relative_to(space / 'timm_patchconvnet') for f in loaded), loaded
+    assert {'timm_patchconvnet/demo/app.py', 'timm_patchconvnet/slides/demo_tab.py'} <= {
+        str(Path(f).relative_to(space)) for f in loaded}
 
 
 def test_the_space_push_creates_a_gradio_space_and_names_its_checkpoints(tmp_path, capsys, caplog):

@@ -19,6 +19,7 @@ from conftest import ROOT
 from test_hub import FAKE_TOKEN, REPO_ID, SPACE_ID, StubHfApi, assert_token_nowhere, folder_contents
 from test_hub import push_model_cli, push_space_cli
 from timm_patchconvnet import hub
+from timm_patchconvnet.demo.examples import example_images
 from timm_patchconvnet.hub import space as hub_space
 from timm_patchconvnet.hub import upload as hub_upload
 
@@ -227,18 +228,15 @@ def hostile_demo(tmp_path) -> Path:
 
 @pytest.fixture
 def hostile_package(tmp_path) -> Path:
-    """A copy of the package's modules with stray files beside them: notes, bytecode, a dotfile and a link."""
-    package = tmp_path / 'site' / 'timm_patchconvnet'
-    package.mkdir(parents=True)
-    for module in sorted((ROOT / 'timm_patchconvnet').glob('*.py')):
-        shutil.copyfile(module, package / module.name)
+    """A copy of the package with stray files beside its modules: notes, bytecode, a dotfile and a link."""
+    package = shutil.copytree(ROOT / 'timm_patchconvnet', tmp_path / 'site' / 'timm_patchconvnet',
+                              ignore=shutil.ignore_patterns('__pycache__'))
     (package / 'notes.txt').write_text(f'token for later: {FAKE_TOKEN}\n')
     (package / '__pycache__').mkdir()
     (package / '__pycache__' / 'hub.cpython-311.pyc').write_bytes(b'\0stale bytecode')
     (package / '.secrets.py').write_text(f'TOKEN = {FAKE_TOKEN!r}\n')
     (package / 'linked.py').symlink_to(tmp_path / 'outside' / 'hostname')
-    (package / 'cli').mkdir()
-    (package / 'cli' / '__init__.py').write_text('')
+    (package / 'demo' / 'notes.py').write_text(f'TOKEN = {FAKE_TOKEN!r}  # a module nothing imports\n')
     return package
 
 
@@ -247,19 +245,28 @@ def test_the_space_export_is_an_allow_list(hostile_demo, hostile_package, tmp_pa
     with caplog.at_level(logging.WARNING, logger=hub_space.__name__):
         folder = hub_space.export_space_folder(str(hostile_demo), str(out), [f'hf-hub:{REPO_ID}'],
                                                package_dir=str(hostile_package))
-    modules = sorted(p.name for p in (ROOT / 'timm_patchconvnet').glob('*.py'))
+    modules = hub_space.space_closure(ROOT / 'demo' / 'app.py', ROOT / 'timm_patchconvnet').modules.values()
     images = sorted(p.name for p in (ROOT / 'demo' / 'examples').glob('*.png'))
     assert sorted(folder_contents(folder)) == sorted(
         ['README.md', 'app.py', 'requirements.txt', *(f'examples/{name}' for name in images),
-         *(f'timm_patchconvnet/{name}' for name in modules)])
+         *(str(module.relative_to(ROOT)) for module in modules)])
     assert not any(p.is_symlink() for p in folder.rglob('*'))
     for content in folder_contents(folder).values():
         assert FAKE_TOKEN.encode() not in content and b'SECRET-HOST' not in content
     skipped = sorted(r.getMessage().split(':')[0] for r in caplog.records)
     assert skipped == sorted(f'skipped {path}' for path in (
         hostile_demo / 'examples' / 'elsewhere', hostile_demo / 'examples' / 'hostname',
-        hostile_demo / 'examples' / 'hostname.png', hostile_package / 'linked.py'))
+        hostile_demo / 'examples' / 'hostname.png'))
     assert all('a symbolic link, not followed' in r.getMessage() for r in caplog.records)
+
+
+def test_an_imported_module_that_is_a_link_stops_the_export(hostile_demo, hostile_package, tmp_path):
+    (hostile_package / 'errors.py').unlink()
+    (hostile_package / 'errors.py').symlink_to(tmp_path / 'outside' / 'hostname')  # read as a module, it leaks
+    with pytest.raises(hub.HubError, match='errors.py is a symbolic link'):
+        hub_space.export_space_folder(str(hostile_demo), str(tmp_path / 'space'), [f'hf-hub:{REPO_ID}'],
+                                      package_dir=str(hostile_package))
+    assert not (tmp_path / 'space').exists()
 
 
 def test_the_space_command_exports_no_dotfile_or_link_of_the_demo(hostile_demo, tmp_path, capsys):
@@ -286,9 +293,14 @@ def test_a_linked_app_or_examples_folder_is_not_followed(hostile_demo, tmp_path,
     assert not (tmp_path / 'a').exists()
 
 
-def test_the_space_takes_the_example_images_the_demo_shows():
-    demo = pytest.importorskip('timm_patchconvnet.demo')  # Gradio: hub_space keeps its own copy of the list
-    assert hub_space.EXAMPLE_SUFFIXES == demo.EXAMPLE_SUFFIXES
+def test_the_space_takes_the_example_images_the_demo_shows(hostile_demo, tmp_path):
+    for name in ('photo.JPG', 'photo.webp', 'scan.tiff'):
+        shutil.copyfile(hostile_demo / 'examples' / 'digit-3.png', hostile_demo / 'examples' / name)
+    folder = hub_space.export_space_folder(str(hostile_demo), str(tmp_path / 'space'), [f'hf-hub:{REPO_ID}'])
+    shown = [Path(path).name for path in example_images(hostile_demo / 'examples')
+             if Path(path).parent == hostile_demo / 'examples']  # scikit-learn's photos come with the Space's sklearn
+    assert sorted(p.name for p in (folder / 'examples').iterdir()) == sorted(set(shown) - {'hostname.png'})
+    assert {'photo.JPG', 'photo.webp'} <= set(shown) and 'scan.tiff' not in shown
 
 
 # ---------------------------------------------------------------------------------------------------------------

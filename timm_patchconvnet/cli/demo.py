@@ -1,4 +1,4 @@
-"""`patchconvnet-demo`: serve the Gradio demo of PatchConvNet's attention maps (`timm_patchconvnet.demo`).
+"""`patchconvnet-demo`: serve the Gradio demo of PatchConvNet's attention maps (`timm_patchconvnet.demo.app`).
 
 Needs the `demo` extra (Gradio), imported only when the command runs: nothing else of the package imports Gradio.
 """
@@ -9,7 +9,7 @@ from . import missing_dependency
 
 def main(argv=None) -> int:
     try:
-        from ..demo import main as serve
+        from ..demo.app import main as serve
     except ModuleNotFoundError as err:
         return missing_dependency(err, 'the demo', 'demo')
     return serve(argv)

@@ -18,13 +18,8 @@ The examples are the images of `--examples` (default: the digits in a checkout's
 beside the Space's app.py) and scikit-learn's two sample photos. Needs the `demo` extra (Gradio).
 """
 import argparse
-import atexit
 import os
-import shutil
-import signal
 import sys
-import tempfile
-import warnings
 
 os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')  # no usage reports unless the host asks for them
 from dataclasses import dataclass
@@ -32,39 +27,24 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import gradio as gr
-import numpy as np
 import timm
-import torch
-from PIL import Image, UnidentifiedImageError
 from timm.data import ImageNetInfo, infer_imagenet_subset
 
-from ..attention import ImageExplanation, explain_image, overlay_attention
 from ..errors import install_hint, one_line
-from ..gradcam import GRADCAM_NEEDS, gradcam_explanation
-from ..images import is_high_bit_depth, to_rgb
 from ..patchconvnet import PatchConvNet
 from ..pretrained import PretrainedWeightsUnavailableError
 from ..slides import SlideError
 from ..slides.demo_tab import load_slide_data, whole_slide_tab
+from .examples import example_images
+from .explain import ATTENTION, COLORMAPS, GRADCAM, PREDICTED, Explanation, draw, explain
+from .uploads import MAX_FILE_SIZE, checked_image_input, private_temp_dir
 
-MIN_SIDE = 8  # pixels: below this an image has no shape to look at
-MAX_PIXELS = 40_000_000  # refused before decoding: a decompression bomb never reaches memory
-MAX_FILE_SIZE = '50mb'
 TOP_K = 5
 MESSAGE_LIMIT = 400  # characters of a model's load error shown: state-dict and Hub errors run long
-COLORMAPS = ('jet', 'turbo', 'viridis', 'inferno', 'magma')
-PREDICTED = 'predicted class'
-ATTENTION, GRADCAM = 'attention', 'Grad-CAM'  # the map sources: the pooling's weights, or Grad-CAM of the class
-GRID_PIXELS = 256  # the token-grid map is drawn this wide, one flat square per token
 DEFAULT_MODELS = ('patchconvnet_s60_p16.fb_in1k',)
 MODELS_VARIABLES = ('PATCHCONVNET_MODELS', 'PATCHCONVNET_CHECKPOINTS')  # the second: its name before 0.2
-# the real digits shipped in a checkout's demo/examples/, there for `patchconvnet-demo` of an editable install;
-# demo/app.py (and the Space's app.py) passes the examples/ folder beside itself
-CHECKOUT_EXAMPLES = Path(__file__).resolve().parents[2] / 'demo' / 'examples'
-EXAMPLE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp')
-# what a session keeps to redraw its last result: the picture at display size, for an hour, so that memory does not
-# grow with the size of uploads nor with sessions never closed (API clients, scripts)
-DISPLAY_SIDE = 1024
+# a session keeps its last result (`explain.DisplayView`) for an hour, so that memory does not grow with sessions
+# never closed (API clients, scripts)
 VIEW_SECONDS = 3600
 CACHE_CLEANUP = (3600, 3600)  # every hour, delete uploads and results older than an hour
 
@@ -132,220 +112,133 @@ def class_names(model: PatchConvNet) -> List[str]:
     return [f'class {i}' for i in range(model.num_classes)]
 
 
-def check_image_file(path: str) -> None:
-    """Open only the header: a clear gr.Error for a non-image, a too small or a too large image."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', Image.DecompressionBombWarning)  # the size check below decides
-            with Image.open(path) as image:
-                width, height = image.size
-    except Image.DecompressionBombError as err:
-        raise gr.Error(f'This image has over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (refused as a '
-                       f'possible decompression bomb); the demo takes up to {MAX_PIXELS / 1e6:.0f}.') from err
-    except (UnidentifiedImageError, OSError) as err:
-        raise gr.Error('This file is not an image that can be read (PNG, JPEG, WebP, BMP, TIFF, GIF...).') from err
-    if min(width, height) < MIN_SIDE:
-        raise gr.Error(f'This image is {width}x{height} pixels: at least {MIN_SIDE}x{MIN_SIDE} is needed.')
-    if width * height > MAX_PIXELS:
-        raise gr.Error(f'This image is {width}x{height} = {width * height / 1e6:.0f} megapixels; the demo takes up '
-                       f'to {MAX_PIXELS / 1e6:.0f}. Downscale it first.')
+
+@dataclass
+class ImageInputs:
+    """The image tab's controls: `explain`'s arguments after the models, in its order, and the button."""
+    image: gr.Image
+    model_name: gr.Dropdown
+    class_choice: gr.Dropdown
+    colormap: gr.Dropdown
+    opacity: gr.Slider
+    map_source: gr.Radio
+    run: gr.Button
+
+    def of_explain(self) -> List[gr.components.Component]:
+        return [self.image, self.model_name, self.class_choice, self.colormap, self.opacity, self.map_source]
 
 
-def checked_image_input(**kwargs) -> gr.Image:
-    """A gr.Image upload that `check_image_file` vets before Gradio decodes it (an instance hook, because a
-    subclass of a Gradio component makes Gradio write a .pyi stub beside this file)."""
-    image = gr.Image(**kwargs)
-    decode = image.preprocess
+@dataclass
+class ImageOutputs:
+    """The image tab's answers, in the order of the API's outputs (`answer`)."""
+    label: gr.Label
+    overlay: gr.Image
+    grid: gr.Image
+    probabilities: gr.JSON
+    notes: gr.Markdown
 
-    def preprocess(payload):
-        if payload is not None and payload.path:
-            check_image_file(payload.path)
-        try:
-            image = decode(payload)
-            if isinstance(image, Image.Image):
-                image.load()  # PIL decodes lazily: a truncated file fails here, not deep inside the model
-        except (OSError, SyntaxError, ValueError) as err:  # what PIL raises for damaged data
-            raise gr.Error('This image file is damaged or truncated: it cannot be decoded.') from err
-        return image
+    def components(self) -> List[gr.components.Component]:
+        return [self.label, self.overlay, self.grid, self.probabilities, self.notes]
 
-    image.preprocess = preprocess
-    return image
+    @staticmethod
+    def answer(result: Explanation) -> list:
+        """The values of `components`: gr.Label keeps the top classes, the JSON all of them."""
+        return [result.probabilities, result.overlay, result.grid, result.probabilities, result.notes]
 
 
-def grid_picture(grid: torch.Tensor, colormap: str) -> Image.Image:
-    """The raw token-grid map, colour-mapped, each token a flat square."""
-    from matplotlib import colormaps
-
-    h, w = grid.shape
-    scaled = (grid - grid.min()) / (grid.max() - grid.min()).clamp_min(1e-12)
-    pixels = (colormaps[colormap](scaled.numpy())[..., :3] * 255).round().astype(np.uint8)
-    side = max(1, GRID_PIXELS // max(h, w))
-    return Image.fromarray(pixels).resize((w * side, h * side), Image.Resampling.NEAREST)
+def class_choices(models: Dict[str, DemoModel], model_name: str) -> List[str]:
+    """The class menu of `model_name`: a per-class-token model has one map per class, any other one map only."""
+    served = models.get(model_name)
+    return [PREDICTED] + served.labels if served is not None and served.per_class else [PREDICTED]
 
 
-def explain(
-        models: Dict[str, DemoModel],
-        image: Optional[Image.Image],
-        model_name: str,
-        class_choice: str,
-        colormap: str,
-        opacity: float,
-        map_source: str = ATTENTION,
-) -> Tuple[Dict[str, float], Image.Image, Image.Image, Dict[str, float], dict, str]:
-    if image is None:
-        raise gr.Error('Upload an image or pick an example first.')
-    if model_name not in models:
-        raise gr.Error(f'Unknown model {model_name!r}: choose one of the list.')
-    served = models[model_name]
-    notes = []
-    if image.mode != 'RGB':
-        notes.append(mode_note(image))
-        image = to_rgb(image)
-    class_index = None
-    if served.per_class and class_choice not in (None, PREDICTED):
-        if class_choice not in served.labels:
-            raise gr.Error(f'{class_choice!r} is not a class of {model_name}.')
-        class_index = served.labels.index(class_choice)
-    result = explain_map(served.model, image, class_index, map_source)
-    probabilities = result.probabilities
-    label = dict(zip(served.labels, probabilities.tolist()))  # gr.Label keeps the top ones; the JSON all of them
-    shown = served.labels[class_index if class_index is not None else int(probabilities.argmax())]
-    whose = f'the class token of "{shown}"' if served.per_class else 'the class token'
-    h, w = result.grid.shape
-    what = f'Grad-CAM of "{shown}" on the last trunk block' if map_source == GRADCAM else f'Attention of {whose}'
-    notes.append(f'{what} over a {h}x{w} token grid; '
-                 f'the model saw the image at {served.model.pretrained_cfg["input_size"][-1]} px.')
-    view = display_view(image, result.on_image, result.grid)
-    overlay, grid = draw(view, colormap, opacity)
-    return label, overlay, grid, label, view, ' '.join(notes)
+def class_menu(models: Dict[str, DemoModel], model_name: str) -> gr.Dropdown:
+    """The class menu's update when another model is chosen: shown for per-class-token models only."""
+    choices = class_choices(models, model_name)
+    return gr.Dropdown(choices=choices, value=PREDICTED, visible=len(choices) > 1)
 
 
-def explain_map(model: PatchConvNet, image: Image.Image, class_index: Optional[int],
-                map_source: str) -> ImageExplanation:
-    """`explain_image`'s answer with the map chosen: the pooling's attention, or Grad-CAM of the same class (the
-    chosen one for per-class tokens, else the predicted one)."""
-    if map_source == ATTENTION:
-        return explain_image(model, image, class_index=class_index)
-    if map_source != GRADCAM:
-        raise gr.Error(f'Unknown map {map_source!r}: choose {ATTENTION!r} or {GRADCAM!r}.')
-    try:
-        return gradcam_explanation(model, image, class_index=class_index)
-    except ImportError as err:  # the `explain` extra is optional: say what to install, in the page
-        raise gr.Error(GRADCAM_NEEDS) from err
+def image_inputs(models: Dict[str, DemoModel]) -> ImageInputs:
+    names = list(models)
+    image = checked_image_input(label='Image', type='pil', image_mode=None, sources=['upload', 'clipboard'],
+                                height=360, elem_id='image')
+    model_name = gr.Dropdown(names, value=names[0], label='Model')
+    first = class_choices(models, names[0])
+    # any class name of any model is a valid value: `explain` checks it against the chosen model
+    class_choice = gr.Dropdown(first, value=PREDICTED, visible=len(first) > 1, allow_custom_value=True,
+                               label='Class whose map is shown')
+    map_source = gr.Radio([ATTENTION, GRADCAM], value=ATTENTION, label='Map', elem_id='map-source',
+                          info="the attention pooling's weights, or Grad-CAM of the class on the last trunk block "
+                               '(needs the explain extra)')
+    colormap = gr.Dropdown(list(COLORMAPS), value=COLORMAPS[0], label='Colour map')
+    opacity = gr.Slider(0., 1., value=.5, step=.05, label='Heatmap opacity')
+    run = gr.Button('Explain', variant='primary')
+    return ImageInputs(image, model_name, class_choice, colormap, opacity, map_source, run)
 
 
-def mode_note(image: Image.Image) -> str:
-    """What the model was shown instead of a non-RGB image, in the words of `images.to_rgb`."""
-    if is_high_bit_depth(image):
-        depth = {'I': '32-bit integer', 'F': 'floating-point'}.get(image.mode, '16-bit')
-        return (f'The image was {image.mode} ({depth} grayscale); the model sees it as 8-bit RGB, its bit depth '
-                f'scaled (not clipped) to 8 bits.')
-    has_alpha = image.mode in ('RGBA', 'LA', 'PA') or 'transparency' in image.info
-    return f'The image was {image.mode}; the model sees it as RGB' + (' on white.' if has_alpha else '.')
+def image_outputs() -> ImageOutputs:
+    label = gr.Label(num_top_classes=TOP_K, label='Top classes', elem_id='top-classes')
+    overlay = gr.Image(label='Map over the image', type='pil', format='png', height=360, elem_id='overlay')
+    grid = gr.Image(label='Token-grid map', type='pil', format='png', height=280, elem_id='grid')
+    notes = gr.Markdown(elem_id='notes')
+    with gr.Accordion('All class probabilities', open=False):
+        probabilities = gr.JSON(label='Probabilities')
+    return ImageOutputs(label, overlay, grid, probabilities, notes)
 
 
-def display_view(image: Image.Image, on_image: torch.Tensor, grid: torch.Tensor) -> dict:
-    """What redrawing needs, at most DISPLAY_SIDE on the long side: a session then keeps a few MB whatever the
-    upload's size, not the full image and a same-size float map."""
-    scale = DISPLAY_SIDE / max(image.size)
-    if scale < 1:
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.resize(size, Image.Resampling.LANCZOS)
-        on_image = torch.nn.functional.interpolate(on_image[None, None], size=size[::-1], mode='area')[0, 0]
-    return {'image': image, 'on_image': on_image.clone(), 'grid': grid.clone()}
+def image_tab(models: Dict[str, DemoModel], example_paths: List[str]) -> Tuple[ImageInputs, ImageOutputs, gr.State]:
+    """The image tab's components, and the session's last result (`explain.DisplayView`) that redrawing reads."""
+    with gr.Row():
+        with gr.Column():
+            inputs = image_inputs(models)
+        with gr.Column():
+            outputs = image_outputs()
+    view = gr.State(None, time_to_live=VIEW_SECONDS)
+    if example_paths:
+        gr.Examples(example_paths, inputs=inputs.image)
+    return inputs, outputs, view
 
 
-def draw(view: Optional[dict], colormap: str, opacity: float) -> Tuple[Optional[Image.Image], Optional[Image.Image]]:
-    """Redraw the last result's pictures with another colour map or opacity, without running the model again."""
-    if not view:
-        return None, None
-    return (overlay_attention(view['image'], view['on_image'], alpha=opacity, colormap=colormap),
-            grid_picture(view['grid'], colormap))
+def connect_image_tab(models: Dict[str, DemoModel], inputs: ImageInputs, outputs: ImageOutputs, view: gr.State,
+                      concurrency: int) -> None:
+    """The image tab's events: the page's Explain (which keeps the view to redraw), the API's `explain` (which keeps
+    nothing) and the redrawing of the pictures when the colour map or the opacity changes."""
+    def explain_in_page(image, model, class_name, colormap, opacity, map_source):
+        result = explain(models, image, model, class_name, colormap, opacity, map_source)
+        return ImageOutputs.answer(result) + [result.view]
 
+    def explain_request(image, model, class_name, colormap, opacity, map_source):  # the API's parameter names
+        return ImageOutputs.answer(explain(models, image, model, class_name, colormap, opacity, map_source))
 
-def example_images(folder: Optional[Path] = None) -> List[str]:
-    """Real images only: those in `folder` (default: the digits in a checkout's demo/examples/, when there), and
-    scikit-learn's two sample photos when installed."""
-    folder = CHECKOUT_EXAMPLES if folder is None else Path(folder)
-    paths = sorted(str(p) for p in folder.glob('*') if p.suffix.lower() in EXAMPLE_SUFFIXES)
-    try:
-        import sklearn.datasets
-    except ImportError:
-        return paths
-    photos = Path(sklearn.datasets.__file__).parent / 'images'
-    return paths + [str(photos / name) for name in ('china.jpg', 'flower.jpg') if (photos / name).exists()]
+    inputs.model_name.change(lambda name: class_menu(models, name), inputs.model_name, inputs.class_choice,
+                             queue=False, api_visibility='private')
+    results = outputs.components() + [view]
+    # clear the last results first: a refused image must not leave another image's answer on show
+    inputs.run.click(lambda: [None] * len(results), None, results, queue=False, api_visibility='private').then(
+        explain_in_page, inputs.of_explain(), results, concurrency_limit=concurrency, concurrency_id='model',
+        api_visibility='private')
+    # the API is its own event, with the same answers and no session state: a client that never closes its
+    # sessions (Gradio keeps up to 10,000) then holds no memory on the server
+    api = gr.Button(visible=False)
+    api.click(explain_request, inputs.of_explain(), outputs.components(), concurrency_limit=concurrency,
+              concurrency_id='model', api_name='explain')
+    for control in (inputs.colormap, inputs.opacity):
+        control.change(draw, [view, inputs.colormap, inputs.opacity], [outputs.overlay, outputs.grid], queue=False,
+                       api_visibility='private')
 
 
 def build_app(models: Dict[str, DemoModel], concurrency: int = 1, examples: Optional[Path] = None,
               slide_data: Any = None) -> gr.Blocks:
-    """The app serving `models`; `examples`: the folder of example images (see `example_images`); `slide_data`:
-    IDC patches with patient ids for the whole-slide tab's patient menu (`demo_slides.load_slide_data`)."""
-    names = list(models)
-    example_paths = example_images(examples)
-
-    def class_menu(model_name: str):
-        served = models.get(model_name)
-        if served is None or not served.per_class:
-            return gr.Dropdown(choices=[PREDICTED], value=PREDICTED, visible=False)
-        return gr.Dropdown(choices=[PREDICTED] + served.labels, value=PREDICTED, visible=True)
-
+    """The app serving `models`; `examples`: the folder of example images (see `examples.example_images`);
+    `slide_data`: IDC patches with patient ids for the whole-slide tab's patient menu (`demo_tab.load_slide_data`)."""
     with gr.Blocks(title='PatchConvNet attention', delete_cache=CACHE_CLEANUP) as app:
         gr.Markdown('# Where PatchConvNet looked\nThe attention-based pooling of PatchConvNet (Touvron et al. 2021) '
                     'weighs every patch of the image; the heatmap shows those weights.')
         with gr.Tab('Image'):
-            with gr.Row():
-                with gr.Column():
-                    image = checked_image_input(label='Image', type='pil', image_mode=None,
-                                                sources=['upload', 'clipboard'], height=360, elem_id='image')
-                    model_name = gr.Dropdown(names, value=names[0], label='Model')
-                    first = class_menu(names[0])
-                    # any class name of any model is a valid value: `explain` checks it against the chosen model
-                    class_choice = gr.Dropdown(first.choices, value=PREDICTED, visible=first.visible,
-                                               allow_custom_value=True, label='Class whose map is shown')
-                    map_source = gr.Radio([ATTENTION, GRADCAM], value=ATTENTION, label='Map',
-                                          elem_id='map-source',
-                                          info="the attention pooling's weights, or Grad-CAM of the class on the "
-                                               'last trunk block (needs the explain extra)')
-                    colormap = gr.Dropdown(list(COLORMAPS), value=COLORMAPS[0], label='Colour map')
-                    opacity = gr.Slider(0., 1., value=.5, step=.05, label='Heatmap opacity')
-                    run = gr.Button('Explain', variant='primary')
-                with gr.Column():
-                    label = gr.Label(num_top_classes=TOP_K, label='Top classes', elem_id='top-classes')
-                    overlay = gr.Image(label='Map over the image', type='pil', format='png', height=360,
-                                       elem_id='overlay')
-                    grid = gr.Image(label='Token-grid map', type='pil', format='png', height=280, elem_id='grid')
-                    notes = gr.Markdown(elem_id='notes')
-                    with gr.Accordion('All class probabilities', open=False):
-                        probabilities = gr.JSON(label='Probabilities')
-            view = gr.State(None, time_to_live=VIEW_SECONDS)
-            if example_paths:
-                gr.Examples(example_paths, inputs=image)
+            inputs, outputs, view = image_tab(models, example_images(examples))
         with gr.Tab('Whole slide'):
             whole_slide_tab(models, slide_data)
-
-        def explain_in_page(image, model, class_name, colormap, opacity, map_source):
-            return explain(models, image, model, class_name, colormap, opacity, map_source)
-
-        def explain_request(image, model, class_name, colormap, opacity, map_source):  # the API's parameter names
-            label, overlay, grid, probabilities, _, notes = explain(models, image, model, class_name, colormap,
-                                                                    opacity, map_source)
-            return label, overlay, grid, probabilities, notes
-
-        model_name.change(class_menu, model_name, class_choice, queue=False, api_visibility='private')
-        inputs = [image, model_name, class_choice, colormap, opacity, map_source]
-        answers = [label, overlay, grid, probabilities, notes]
-        results = [label, overlay, grid, probabilities, view, notes]
-        # clear the last results first: a refused image must not leave another image's answer on show
-        run.click(lambda: [None] * len(results), None, results, queue=False, api_visibility='private').then(
-            explain_in_page, inputs, results, concurrency_limit=concurrency, concurrency_id='model',
-            api_visibility='private')
-        # the API is its own event, with the same answers and no session state: a client that never closes its
-        # sessions (Gradio keeps up to 10,000) then holds no memory on the server
-        api = gr.Button(visible=False)
-        api.click(explain_request, inputs, answers, concurrency_limit=concurrency, concurrency_id='model',
-                  api_name='explain')
-        for control in (colormap, opacity):
-            control.change(draw, [view, colormap, opacity], [overlay, grid], queue=False, api_visibility='private')
+        connect_image_tab(models, inputs, outputs, view, concurrency)
     return app.queue(max_size=64)
 
 
@@ -379,19 +272,6 @@ def load_all(specs: Sequence[str]) -> Dict[str, DemoModel]:
             name = f'{base} ({copy})'
         models[name] = load_model(spec, name)
     return models
-
-
-def private_temp_dir() -> str:
-    """Gradio's upload and result folder: one of this app's own (mode 0700) unless GRADIO_TEMP_DIR names one, since
-    the default /tmp/gradio is shared by every Gradio app of the machine, and Gradio serves whatever lies in it.
-    Call before the app is built: Gradio reads the variable as it creates its components and routes."""
-    if not os.environ.get('GRADIO_TEMP_DIR'):
-        folder = tempfile.mkdtemp(prefix='patchconvnet-demo-')
-        os.environ['GRADIO_TEMP_DIR'] = folder
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        # a stop by `kill` then also runs the cleanup (SIGTERM would otherwise skip atexit)
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    return os.environ['GRADIO_TEMP_DIR']
 
 
 def main(argv: Optional[Sequence[str]] = None, examples: Optional[Path] = None) -> int:

@@ -1,10 +1,10 @@
 """The Gradio demo as a Hugging Face Space: `demo/app.py`, its examples and this package in one folder.
 
 `export_space_folder` writes exactly what the Space runs: app.py, the example images, requirements.txt, a README
-(`templates/space_card.md`) whose front matter configures the Space, and a copy of the top-level modules of
-`timm_patchconvnet` (not on PyPI), so the Space imports it from its own root. Nothing else: the Space is public
-(see `space_files`). `push_space` uploads that folder (`upload.publish`) and sets the PATCHCONVNET_MODELS variable
-app.py reads.
+(`templates/space_card.md`) whose front matter configures the Space, and a copy of the modules of
+`timm_patchconvnet` (not on PyPI) that app.py imports (`import_closure`), so the Space imports them from its own
+root. Nothing else: the Space is public (see `space_files`). `push_space` uploads that folder (`upload.publish`) and
+sets the PATCHCONVNET_MODELS variable app.py reads.
 """
 import logging
 import shutil
@@ -15,22 +15,33 @@ from typing import Any, Dict, List, Optional, Sequence
 import timm
 from huggingface_hub import HfApi, SpaceCard, SpaceCardData
 
+from ..demo.examples import EXAMPLE_SUFFIXES
 from ..pretrained import HUB_NAMESPACE
 from .cards import render_card
+from .import_closure import ImportClosure, import_closure
 from .upload import CARD_FILE, HubError, UploadOptions, hub_errors, new_export_folder, publish
 
-__all__ = ['CHECKPOINTS_VARIABLE', 'MODELS_VARIABLE', 'export_space_folder', 'push_space', 'space_files']
+__all__ = ['CHECKPOINTS_VARIABLE', 'MODELS_VARIABLE', 'export_space_folder', 'push_space', 'space_closure',
+           'space_files']
 
 logger = logging.getLogger(__name__)
 MODELS_VARIABLE = 'PATCHCONVNET_MODELS'
 CHECKPOINTS_VARIABLE = MODELS_VARIABLE  # its name before 0.2
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
-# the example images the demo shows (demo.EXAMPLE_SUFFIXES, not imported: demo.py imports Gradio)
-EXAMPLE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp')
-SPACE_SUBPACKAGES = ('demo', 'slides')  # what the demo runs besides the top-level modules
-# gradio comes from the Space's sdk_version; torch and torchvision are the Space's CPU build of the latest release
+# gradio comes from the Space's sdk_version; torch and torchvision are the Space's CPU build of the latest release.
+# tests/test_hub.py checks that these cover every package the exported modules import (`SPACE_LEAVES_OUT` aside)
 REQUIREMENTS = ('torch', 'torchvision', f'timm>={timm.__version__}', 'safetensors', 'huggingface_hub', 'pillow',
                 'numpy', 'matplotlib', 'scikit-learn', 'grad-cam')
+SDK_PACKAGES = ('gradio',)  # installed by the Space itself, at the card's sdk_version
+# imports inside functions that the Space never runs, so neither their modules nor their packages are shipped:
+# {(importing module, imported module or package): why}
+SPACE_LEAVES_OUT = {
+    ('timm_patchconvnet.slides.demo_tab', 'timm_patchconvnet.data'):
+        "--slide-data's patient menu (`datasets`, the train extra): the Space's app.py is started without it",
+    ('timm_patchconvnet.export', 'onnx'): 'ONNX export (the onnx extra), which the demo never runs',
+    ('timm_patchconvnet.export', 'onnxscript'): 'ONNX export (the onnx extra), which the demo never runs',
+    ('timm_patchconvnet.dataset_specs', 'kornia'): 'augmentation of decoded batches, for training only',
+}
 
 
 def check_space_models(models: Sequence[str]) -> List[str]:
@@ -89,18 +100,21 @@ def export_space_folder(demo_dir: str, out_dir: str, models: Sequence[str],
 
 def space_files(demo: Path, package: Path) -> Dict[Path, str]:
     """What the Space runs, as {source file: path in the Space}: demo/app.py, the example images of
-    demo/examples/ (those the demo shows: see EXAMPLE_SUFFIXES) and the package's top-level modules (its *.py
-    files; not its subpackages: cli/, training/ and hub/ hold what the Space does not run). Dotfiles are never
-    taken; symbolic links are not followed but skipped, each reported as a warning."""
+    demo/examples/ (those the demo shows: see EXAMPLE_SUFFIXES) and the modules of the package that app.py imports
+    (`import_closure`, less `SPACE_LEAVES_OUT`). Dotfiles are never taken; symbolic links are not followed: an
+    example that is one is skipped and reported as a warning, an imported module that is one is refused."""
     files = {demo / 'app.py': 'app.py'}
     for source in _plain_files(demo / 'examples'):
         if source.suffix.lower() in EXAMPLE_SUFFIXES:
             files[source] = f'examples/{source.name}'
-    for subfolder in ('', *SPACE_SUBPACKAGES):
-        for source in _plain_files(package / subfolder):
-            if source.suffix == '.py':
-                files[source] = '/'.join(filter(None, (PACKAGE_DIR.name, subfolder, source.name)))  # what app.py imports
+    for source in space_closure(demo / 'app.py', package).modules.values():
+        files[source] = source.relative_to(package.parent).as_posix()
     return files
+
+
+def space_closure(app: Path, package: Path) -> ImportClosure:
+    """The modules of `package` that `app` imports, directly or not, and the third-party packages they import."""
+    return import_closure(app, package, SPACE_LEAVES_OUT)
 
 
 def _plain_files(folder: Path) -> List[Path]:
