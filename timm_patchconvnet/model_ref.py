@@ -4,8 +4,9 @@
     patchconvnet_s60_p16.fb_in1k      a timm name, with an optional pretrained tag          source 'timm'
     hf-hub:ORG/NAME                   a model on the Hugging Face Hub                       source 'hf-hub'
     local-dir:FOLDER, or FOLDER       a saved model folder (a training run, timm's save_for_hf layout)  'local-dir'
-    default, cifar10, runs/w.pth      --pretrained only: a tag of --model (default: its default tag),
-                                      or a weights file for --model's architecture          'timm', 'file'
+    default, cifar10, runs/w.pth      --pretrained only: a tag of --model (default: its default tag; a
+                                      bare model name is that model), or a weights file
+                                      for --model's architecture                           'timm', 'file'
 
 The prefixes are timm's (`timm.models.parse_model_name`), the tag split is timm's `split_model_name_tag`. A string
 without a prefix is a folder or file when one exists by that name; one shaped like a path that names nothing is
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 import timm
-from timm.models import split_model_name_tag
+from timm.models import get_pretrained_cfg, split_model_name_tag
 
 __all__ = ['FORMS', 'MODEL_SOURCES', 'ModelRef', 'ModelRefError', 'WEIGHTS_FILE_SUFFIXES',
            'parse_model_ref']
@@ -147,11 +148,19 @@ def _folder_ref(text: str, folder: str, look_on_disk: bool) -> ModelRef:
 
 
 def _timm_ref(text: str, architecture: Optional[str]) -> ModelRef:
-    if architecture is not None and '.' not in text:  # --pretrained's tag of --model
+    if architecture is not None and '.' not in text and not timm.is_model(text):  # --pretrained's tag of --model
         if not NAME_OR_TAG.fullmatch(text):
             raise ModelRefError(text, 'is not a tag (letters, digits, "_" and "-")')
-        return ModelRef('timm', architecture, '' if text == DEFAULT_TAG else text)
-    name, tag = split_model_name_tag(text)
-    if not (NAME_OR_TAG.fullmatch(name) and (not tag or NAME_OR_TAG.fullmatch(tag)) and timm.is_model(name)):
-        raise ModelRefError(text, 'is not a timm model name')
+        name, tag = architecture, '' if text == DEFAULT_TAG else text
+    else:
+        name, tag = split_model_name_tag(text)
+        if not (NAME_OR_TAG.fullmatch(name) and (not tag or NAME_OR_TAG.fullmatch(tag)) and timm.is_model(name)):
+            raise ModelRefError(text, 'is not a timm model name')
+    if tag:
+        try:
+            get_pretrained_cfg(f'{name}.{tag}')  # None for an architecture timm holds no cfgs of (an unknown --model)
+        except RuntimeError:  # timm's "Invalid pretrained tag", which create_model would raise as a traceback
+            tags = [pretrained.partition('.')[2] for pretrained in timm.list_pretrained(f'{name}.*')]
+            raise ModelRefError(text, f'names no pretrained tag of {name} (its tags: {", ".join(tags) or "none"})') \
+                from None
     return ModelRef('timm', name, tag)

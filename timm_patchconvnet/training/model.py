@@ -33,7 +33,7 @@ def create_training_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     if cfg.class_tokens is not None:
         extra['class_tokens'] = cfg.class_tokens
     try:
-        if not cfg.pretrained:
+        if cfg.pretrained is None:  # an empty --pretrained is refused as a model string, not taken for none
             return timm.create_model(cfg.model, num_classes=num_classes, **extra)
         model = _create_pretrained(cfg, extra)
     except TypeError as err:
