@@ -435,7 +435,8 @@ def training_run(text: str) -> ModelRef:
     except ModelRefError as err:
         raise argparse.ArgumentTypeError(str(err)) from err
     if ref.run_folder is None:
-        raise argparse.ArgumentTypeError(f'{text!r} is not a training folder (train.py --output-dir, with metrics.json)')
+        raise argparse.ArgumentTypeError(f'{text!r} is not a training folder (train.py --output-dir, with its '
+                                         'metrics.json)')
     return ref
 
 
@@ -444,11 +445,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest='command', required=True)  # one command, `run`, kept for old scripts
     bench = commands.add_parser('run', help='measure the maps of one model')
     source = bench.add_mutually_exclusive_group(required=True)
-    source.add_argument('--checkpoint', type=training_run, help='a training folder (train.py --output-dir) with metrics.json')
+    source.add_argument('--checkpoint', type=training_run,
+                        help='a training folder (train.py --output-dir) with metrics.json')
     source.add_argument('--official-tiny', action='store_true', help='the official tiny fixture on photo crops')
     bench.add_argument('--data-dir', help="the data folder, when not where the training run's metrics.json says")
-    bench.add_argument('--per-class', type=training_run, metavar='DIR', help='a per-class-token model of the same data, for class '
-                                                          'specificity (train.py --class-tokens per_class)')
+    bench.add_argument('--per-class', type=training_run, metavar='DIR',
+                       help='a per-class-token model of the same data, for class specificity (train.py '
+                            '--class-tokens per_class)')
     bench.add_argument('--out', required=True, help='folder for faithfulness.md, results.json, deletion_curves.png')
     bench.add_argument('--images', type=int, help='use the first N test images (default: all; 300 crops for '
                                                   '--official-tiny)')
