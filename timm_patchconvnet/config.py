@@ -49,8 +49,8 @@ class TrainConfig:
     hub_id: Optional[str] = option(None, 'a Hugging Face Hub data set id to read instead (cifar10, idc)', kind=str)
     model: str = option('patchconvnet_ti12_p4', 'any timm model name, e.g. patchconvnet_s60_p4 or resnet50')
     pretrained: Optional[str] = option(
-        None, "start from weights: a tag of --model (e.g. fb_in1k; 'default' alone: its default tag), "
-              'local-dir:DIR, hf-hub:ORG/REPO or a weights file', kind=str)
+        None, "start from weights: a tag of --model (e.g. fb_in1k; 'default' alone: its default tag), a timm name "
+              'with tag, a training folder (or local-dir:DIR), hf-hub:ORG/REPO or a weights file', kind=str)
     num_classes: Optional[int] = option(None, 'train a new head of this size on pretrained weights with another '
                                               'number of classes', kind=int, range=(2, None, True, True))
     img_size: Optional[int] = option(None, "input size (default: the data set's, e.g. 32 for digits and CIFAR-10, 50 "

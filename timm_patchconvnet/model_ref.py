@@ -1,12 +1,11 @@
 """What a model string names, read one way by every command: `patchconvnet-train --pretrained`, the demo's and
 `patchconvnet-slides`' `--model`, the Space's models and the model card.
 
-    patchconvnet_s60_p16.fb_in1k      a timm name, with an optional pretrained tag          source 'timm'
-    hf-hub:ORG/NAME                   a model on the Hugging Face Hub                       source 'hf-hub'
-    local-dir:FOLDER, or FOLDER       a saved model folder (a training run, timm's save_for_hf layout)  'local-dir'
-    default, cifar10, runs/w.pth      --pretrained only: a tag of --model (default: its default tag; a
-                                      bare model name is that model), or a weights file
-                                      for --model's architecture                           'timm', 'file'
+    source 'timm'       patchconvnet_s60_p16.fb_in1k: a timm name with an optional pretrained tag
+    source 'hf-hub'     hf-hub:ORG/NAME (optionally @REVISION): a model on the Hugging Face Hub
+    source 'local-dir'  local-dir:FOLDER, or FOLDER: a saved model folder (a training run, timm's save_for_hf)
+    --pretrained only   cifar10, default: a tag of --model ('default': its default tag; a bare model name is that
+                        model); runs/w.pth: a weights file for --model's architecture (source 'file')
 
 The prefixes are timm's (`timm.models.parse_model_name`), the tag split is timm's `split_model_name_tag`. A string
 without a prefix is a folder or file when one exists by that name; one shaped like a path that names nothing is
@@ -17,15 +16,13 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import timm
 from timm.models import get_pretrained_cfg, split_model_name_tag
 
-__all__ = ['FORMS', 'MODEL_SOURCES', 'ModelRef', 'ModelRefError', 'WEIGHTS_FILE_SUFFIXES',
-           'parse_model_ref']
+__all__ = ['FORMS', 'ModelRef', 'ModelRefError', 'WEIGHTS_FILE_SUFFIXES', 'parse_model_ref']
 
-MODEL_SOURCES = ('timm', 'hf-hub', 'local-dir', 'file')
 HUB, LOCAL_DIR = 'hf-hub:', 'local-dir:'
 WEIGHTS_FILE_SUFFIXES = ('.safetensors', '.pth', '.pt', '.bin', '.tar', '.ckpt')
 DEFAULT_TAG = 'default'  # --pretrained default: the default tag of --model
@@ -48,7 +45,7 @@ class ModelRef:
     """A parsed model string. `name`: the timm architecture ('timm' and 'file'), the Hub repository ('hf-hub',
     with an optional @revision) or the folder's name ('local-dir'); `tag`: the timm pretrained tag ('' for the
     default); `path`: the folder or weights file of a local source."""
-    source: str
+    source: Literal['timm', 'hf-hub', 'local-dir', 'file']
     name: str
     tag: str = ''
     path: Optional[Path] = None
@@ -58,7 +55,7 @@ class ModelRef:
         """What `timm.create_model(..., pretrained=True)` is given (a weights file's own path goes in its
         `pretrained_cfg_overlay`)."""
         if self.source == 'hf-hub':
-            return HUB + self.name
+            return f'{HUB}{self.name}'
         if self.source == 'local-dir':
             return f'{LOCAL_DIR}{self.path}'
         return f'{self.name}.{self.tag}' if self.tag else self.name
