@@ -54,6 +54,7 @@ from torchvision.transforms.functional import gaussian_blur
 
 from timm_patchconvnet import get_attention_map, gradcam_map  # the import registers the models
 from timm_patchconvnet.attention import scale_to_unit
+from timm_patchconvnet.model_ref import ModelRef, ModelRefError, parse_model_ref
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL_TINY = ROOT / 'tests' / 'fixtures' / 'official_tiny' / 'weights.safetensors'
@@ -67,12 +68,12 @@ CHUNK = 64
 
 # --- data and models ------------------------------------------------------------------------------------------
 
-def load_run(folder: Path, data_dir: Optional[str]) -> Tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str]:
+def load_run(run: ModelRef, data_dir: Optional[str]) -> Tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str]:
     """A training folder's model, its held-out test images (preprocessed as in evaluation) and their labels."""
     from timm_patchconvnet.data import build_transform, load_splits
 
-    model = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
-    config = json.loads((folder / 'metrics.json').read_text())['config']
+    model = timm.create_model(run.timm_name, pretrained=True).eval()
+    config = json.loads((run.run_folder / 'metrics.json').read_text())['config']
     # the run's own split; `split` (a published patient split) is only recorded by newer runs
     published = {key: config[key] for key in ('split', 'allow_missing_patients') if key in config}
     splits = load_splits(config['dataset'], data_dir=data_dir or config['data_dir'], hub_id=config['hub_id'],
@@ -81,7 +82,7 @@ def load_run(folder: Path, data_dir: Optional[str]) -> Tuple[torch.nn.Module, to
     transform = build_transform(splits.kind, resolve_data_config(model=model), train=False)
     images = torch.stack([transform(image.convert('RGB')) for image in splits.test['image']])
     labels = torch.tensor(splits.test['label'])
-    return model, images, labels, f'{folder.name}: the {len(images)} test images of {splits.source}'
+    return model, images, labels, f'{run.display_name}: the {len(images)} test images of {splits.source}'
 
 
 def load_official_tiny(count: int, size: int, seed: int) -> Tuple[torch.nn.Module, torch.Tensor, None, str]:
@@ -389,15 +390,15 @@ def run(args: argparse.Namespace) -> int:
         model, x, labels, description = load_official_tiny(args.images or 300, args.size, args.seed)
         title = 'official tiny fixture'
     else:
-        model, x, labels, description = load_run(Path(args.checkpoint), args.data_dir)
-        title = Path(args.checkpoint).name
+        model, x, labels, description = load_run(args.checkpoint, args.data_dir)
+        title = args.checkpoint.display_name
     if args.images:
         x, labels = x[:args.images], None if labels is None else labels[:args.images]
     per_class = None
     if args.per_class:  # checked before the long part
-        per_class_model, per_class_x, _, _ = load_run(Path(args.per_class), args.data_dir)
+        per_class_model, per_class_x, _, _ = load_run(args.per_class, args.data_dir)
         if getattr(per_class_model, 'class_tokens', None) != 'per_class':
-            print(f'error: --per-class {args.per_class} is not a per-class-token model', file=sys.stderr)
+            print(f'error: --per-class {args.per_class.display_name} is not a per-class-token model', file=sys.stderr)
             return 2
         per_class = per_class_model, per_class_x[:len(x)]
     classes = predict(model, x).argmax(-1)
@@ -427,16 +428,30 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def training_run(text: str) -> ModelRef:
+    """--checkpoint and --per-class: a training folder (with its metrics.json), read as every command reads a model."""
+    try:
+        ref = parse_model_ref(text)
+    except ModelRefError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+    if ref.run_folder is None:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a training folder (train.py --output-dir, with its '
+                                         'metrics.json)')
+    return ref
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest='command', required=True)  # one command, `run`, kept for old scripts
     bench = commands.add_parser('run', help='measure the maps of one model')
     source = bench.add_mutually_exclusive_group(required=True)
-    source.add_argument('--checkpoint', help='a training folder (train.py --output-dir) with metrics.json')
+    source.add_argument('--checkpoint', type=training_run,
+                        help='a training folder (train.py --output-dir) with metrics.json')
     source.add_argument('--official-tiny', action='store_true', help='the official tiny fixture on photo crops')
     bench.add_argument('--data-dir', help="the data folder, when not where the training run's metrics.json says")
-    bench.add_argument('--per-class', metavar='DIR', help='a per-class-token model of the same data, for class '
-                                                          'specificity (train.py --class-tokens per_class)')
+    bench.add_argument('--per-class', type=training_run, metavar='DIR',
+                       help='a per-class-token model of the same data, for class specificity (train.py '
+                            '--class-tokens per_class)')
     bench.add_argument('--out', required=True, help='folder for faithfulness.md, results.json, deletion_curves.png')
     bench.add_argument('--images', type=int, help='use the first N test images (default: all; 300 crops for '
                                                   '--official-tiny)')

@@ -123,7 +123,7 @@ def test_push_idc_checks_its_split_flags_as_training_does(flags, named, tmp_path
                          ids=['batch-size', 'threshold', 'two-sources'])
 def test_a_bad_slides_command_line_is_one_error_line(flags, named, tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
-        slides_cli.main(['--model', str(tmp_path), '--data-dir', str(tmp_path), '--patient', '1', *flags])
+        slides_cli.main(['--model', 'patchconvnet_test_p4', '--data-dir', str(tmp_path), '--patient', '1', *flags])
     lines = capsys.readouterr().err.strip().splitlines()
     assert stopped.value.code == 2 and len(lines) == 1 and lines[0].startswith(f'error: argument {named}'), lines
 

@@ -18,6 +18,7 @@ from test_demo import checkpoints, client, explain, images, server  # noqa: E402
 from timm_patchconvnet.demo import app as demo_app  # noqa: E402
 from timm_patchconvnet.demo.explain import DISPLAY_SIDE  # noqa: E402
 from timm_patchconvnet.images import to_rgb  # noqa: E402
+from timm_patchconvnet.model_ref import parse_model_ref  # noqa: E402
 
 BIG_SIDE = 3000  # 9 megapixels: the old demo kept 63 MB of it per session (the RGB image and a float32 map)
 REQUESTS = 50
@@ -90,8 +91,8 @@ def test_two_folders_of_the_same_name_get_unique_names(checkpoints, tmp_path):
     shutil.copytree(checkpoints['single'], tmp_path / 'digits')
     models = demo_app.load_all([checkpoints['single'], f'local-dir:{tmp_path / "digits"}'])
     assert list(models) == ['digits', 'digits (2)']
-    assert demo_app.display_name('hf-hub:ORG/NAME') == 'hf-hub:ORG/NAME'
-    assert demo_app.display_name('patchconvnet_s60_p16.fb_in1k') == 'patchconvnet_s60_p16.fb_in1k'
+    assert parse_model_ref('hf-hub:ORG/NAME').display_name == 'hf-hub:ORG/NAME'
+    assert parse_model_ref('patchconvnet_s60_p16.fb_in1k').display_name == 'patchconvnet_s60_p16.fb_in1k'
 
 
 def test_the_shared_tmp_gradio_is_not_served_and_uploads_stay_private(server, images):

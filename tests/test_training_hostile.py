@@ -237,10 +237,10 @@ def bad_checkpoints(tmp_path_factory, tiny_run) -> Path:
     ('{root}/truncated.safetensors', 'truncated.safetensors cannot be read (SafetensorError: '),
     ('{root}/resnet18.safetensors', 'no head.weight): is it a checkpoint of another architecture?'),
     ('{root}/ti12.safetensors', 'does not fit --model patchconvnet_test_p4 (weights of another architecture or size?)'),
-    ('local-dir:{root}/no-such-run', 'no-such-run: no such folder with a config.json'),
+    ('local-dir:{root}/no-such-run', "no-such-run' is no such folder. A model is"),
     ('hf-hub:someone/no-such-repo', 'hf-hub:someone/no-such-repo cannot be read (LocalEntryNotFoundError: '),
-    ('{root}/mistyped.safetensors', 'mistyped.safetensors: no such file.'),
-    ('runs/mistyped', 'runs/mistyped: no such file.'),
+    ('{root}/mistyped.safetensors', "mistyped.safetensors' is no such folder or file. A model is"),
+    ('runs/mistyped', "--pretrained 'runs/mistyped' is no such folder or file. A model is"),
 ], ids=['truncated', 'other-architecture', 'other-size', 'no-local-dir', 'hub-offline', 'no-file', 'no-path'])
 def test_unreadable_pretrained_weights_are_one_clear_error(pretrained, message, bad_checkpoints, tmp_path, capsys,
                                                           monkeypatch):

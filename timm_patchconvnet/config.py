@@ -10,6 +10,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from .dataset_specs import DATASETS, PUBLISHED_SPLITS, SEEDED
+from .model_ref import ModelRefError, parse_model_ref
 from .patchconvnet import CLASS_TOKENS
 
 __all__ = ['CIFAR10_HUB_ID', 'DECODED', 'LOADERS', 'PIL', 'TORCH_OPTIMIZER_LAMB', 'Option', 'TrainConfig',
@@ -48,8 +49,8 @@ class TrainConfig:
     hub_id: Optional[str] = option(None, 'a Hugging Face Hub data set id to read instead (cifar10, idc)', value_type=str)
     model: str = option('patchconvnet_ti12_p4', 'any timm model name, e.g. patchconvnet_s60_p4 or resnet50')
     pretrained: Optional[str] = option(
-        None, "start from weights: a tag of --model (e.g. fb_in1k; 'default' alone: its default tag), "
-              'local-dir:DIR, hf-hub:ORG/REPO or a weights file', value_type=str)
+        None, "start from weights: a tag of --model (e.g. fb_in1k; 'default' alone: its default tag), a timm name "
+              'with tag, a training folder (or local-dir:DIR), hf-hub:ORG/REPO or a weights file', value_type=str)
     num_classes: Optional[int] = option(None, 'train a new head of this size on pretrained weights with another '
                                               'number of classes', value_type=int, range=(2, None, True, True))
     img_size: Optional[int] = option(None, "input size (default: the data set's, e.g. 32 for digits and CIFAR-10, 50 "
@@ -175,7 +176,11 @@ def public_value(name: str, value: Any) -> Any:
     if name == 'dataset' and not (value in DATASETS or str(value).startswith('hub:')):
         return 'DATA_FOLDER'
     if name == 'pretrained':
-        local = not str(value).startswith('hf-hub:') and (str(value).startswith('local-dir:') or '/' in str(value))
+        try:  # recorded on the trainer's machine: its paths are told by their shape, not looked up here; a bare tag
+            # stays a tag whatever the architecture, so none is named
+            local = parse_model_ref(str(value), architecture='', look_on_disk=False).is_local
+        except ModelRefError:  # not a model string of today's grammar (an older run's): never risk publishing a path
+            local = True
         return 'PRETRAINED' if local else value
     placeholder = next(o.placeholder for o in options() if o.name == name)
     return placeholder or value

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import one_line
+from ..model_ref import ModelRef, ModelRefError, parse_model_ref
 from . import OneLineErrorParser, add_option_arguments, missing_dependency
 
 
@@ -37,11 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_threshold(model: str) -> Optional[float]:
+def run_threshold(model: ModelRef) -> Optional[float]:
     """The threshold a training run chose on validation, from its metrics.json, if --model is such a folder."""
-    metrics = Path(model.removeprefix('local-dir:')) / 'metrics.json'
+    if model.run_folder is None:
+        return None
     try:
-        return float(json.loads(metrics.read_text())['test']['threshold'])
+        return float(json.loads((model.run_folder / 'metrics.json').read_text())['test']['threshold'])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -59,12 +61,15 @@ def main(argv=None) -> int:
         from ..slides import SlideError, predict_slide, render_slide, slide_from_rows
     except ModuleNotFoundError as err:
         return missing_dependency(err, 'whole-slide maps', 'train')
-    threshold = args.threshold if args.threshold is not None else run_threshold(args.model) or 0.5
+    try:
+        model_ref = parse_model_ref(args.model)
+    except ModelRefError as err:
+        parser.error(f'argument --model: {err}')
+    threshold = args.threshold if args.threshold is not None else run_threshold(model_ref) or 0.5
     if not 0 <= threshold <= 1:
         parser.error(f'argument --threshold: must be in [0, 1], got {threshold}')
     try:
-        spec = f'local-dir:{args.model}' if Path(args.model).is_dir() else args.model
-        model = timm.create_model(spec, pretrained=True).eval()
+        model = timm.create_model(model_ref.timm_name, pretrained=True).eval()
         patches = load_idc_patches(args.data_dir, args.hub_id, args.cache_dir)
         missing = [c for c in ('patient_id', 'x', 'y') if c not in patches.column_names]
         if missing:

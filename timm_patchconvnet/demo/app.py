@@ -27,90 +27,22 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import gradio as gr
-import timm
-from timm.data import ImageNetInfo, infer_imagenet_subset
 
 from ..errors import install_hint, one_line
-from ..patchconvnet import PatchConvNet
-from ..pretrained import PretrainedWeightsUnavailableError
 from ..slides import SlideError
 from ..slides.demo_tab import load_slide_data, whole_slide_tab
 from .examples import example_images
 from .explain import ATTENTION, COLORMAPS, GRADCAM, PREDICTED, Explanation, draw, explain
+from .models import MESSAGE_LIMIT, DemoError, DemoModel, load_all
 from .uploads import MAX_FILE_SIZE, checked_image_input, private_temp_dir
 
 TOP_K = 5
-MESSAGE_LIMIT = 400  # characters of a model's load error shown: state-dict and Hub errors run long
 DEFAULT_MODELS = ('patchconvnet_s60_p16.fb_in1k',)
 MODELS_VARIABLES = ('PATCHCONVNET_MODELS', 'PATCHCONVNET_CHECKPOINTS')  # the second: its name before 0.2
 # a session keeps its last result (`explain.DisplayView`) for an hour, so that memory does not grow with sessions
 # never closed (API clients, scripts)
 VIEW_SECONDS = 3600
 CACHE_CLEANUP = (3600, 3600)  # every hour, delete uploads and results older than an hour
-
-
-@dataclass
-class DemoModel:
-    name: str
-    model: PatchConvNet
-    labels: List[str]
-
-    @property
-    def per_class(self) -> bool:
-        return self.model.class_tokens == 'per_class'
-
-
-class DemoError(ValueError):
-    """A model that cannot be served: the message says which and why."""
-
-
-def load_model(spec: str, name: Optional[str] = None) -> DemoModel:
-    """Build the model named by `spec`: a folder, `local-dir:`/`hf-hub:` id, or a timm name with optional tag;
-    `name`: the name shown to users (default: `display_name(spec)`)."""
-    name = name or display_name(spec)
-    source = model_source(spec)
-    try:
-        model = timm.create_model(source, pretrained=True)
-    except PretrainedWeightsUnavailableError as err:
-        raise DemoError(one_line(err, MESSAGE_LIMIT)) from err
-    except Exception as err:  # any failure to build the model (safetensors, Hub, state dict...) stops the start-up
-        raise DemoError(one_line(f'Cannot load model {spec!r}: {type(err).__name__}: {err}', MESSAGE_LIMIT)) from err
-    if not isinstance(model, PatchConvNet) or model.attn_pool is None or model.num_classes == 0:
-        raise DemoError(f'{spec!r} is not a PatchConvNet classifier with attention pooling: it has no map to show.')
-    return DemoModel(name, model.eval(), class_names(model))
-
-
-def model_source(spec: str) -> str:
-    """The name timm is given: a folder as `local-dir:`; a path that names no folder is refused here, since timm
-    would read it as a model name ("has no source prefix")."""
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return f'local-dir:{path}'
-    if ':' not in spec and ('/' in spec or os.sep in spec or spec.startswith(('.', '~'))):
-        what = 'is a file, not a training folder' if path.exists() else 'is no such folder'
-        raise DemoError(f'--model {spec!r} {what} (a model is a training folder, local-dir:FOLDER, '
-                        f'hf-hub:ORG/NAME or a timm model name).')
-    return spec
-
-
-def display_name(spec: str) -> str:
-    """What users see of a model: a folder's name (its path stays on the server), any other name as is."""
-    local = spec[len('local-dir:'):] if spec.startswith('local-dir:') else spec
-    path = Path(local).expanduser()
-    return (path.name or str(path)) if spec.startswith('local-dir:') or path.is_dir() else spec
-
-
-def class_names(model: PatchConvNet) -> List[str]:
-    """Label names saved with the weights (train.py writes them), ImageNet's from timm, else the class indices."""
-    names = model.pretrained_cfg.get('label_names')
-    if names and len(names) == model.num_classes:
-        return [str(n) for n in names]
-    subset = infer_imagenet_subset(model)
-    if subset:
-        info = ImageNetInfo(subset)
-        return [info.index_to_description(i) for i in range(model.num_classes)]
-    return [f'class {i}' for i in range(model.num_classes)]
-
 
 
 @dataclass
@@ -259,19 +191,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="a folder of example images (PNG, JPEG, WebP), offered beside scikit-learn's sample "
                              "photos (default: examples/ beside app.py, or a checkout's demo/examples/)")
     return parser.parse_args(argv)
-
-
-def load_all(specs: Sequence[str]) -> Dict[str, DemoModel]:
-    """The models by the name users see (`display_name`), made unique with a number when two folders share one."""
-    models = {}
-    for spec in specs:
-        name = base = display_name(spec)
-        copy = 1
-        while name in models:
-            copy += 1
-            name = f'{base} ({copy})'
-        models[name] = load_model(spec, name)
-    return models
 
 
 def main(argv: Optional[Sequence[str]] = None, examples: Optional[Path] = None) -> int:

@@ -1,7 +1,7 @@
 """One image through one served model: the prediction, the map (the pooling's attention or Grad-CAM), the notes on
 what was shown, and the pictures, redrawn from a small display view when only the colours change."""
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import gradio as gr
 import numpy as np
@@ -12,9 +12,7 @@ from ..attention import ImageExplanation, explain_image, overlay_attention
 from ..gradcam import GRADCAM_NEEDS, gradcam_explanation
 from ..images import is_high_bit_depth, to_rgb
 from ..patchconvnet import PatchConvNet
-
-if TYPE_CHECKING:  # app.py imports this module: the served models' class is only named here, never needed to run
-    from .app import DemoModel
+from .models import DemoModel
 
 __all__ = ['ATTENTION', 'COLORMAPS', 'DISPLAY_SIDE', 'DisplayView', 'Explanation', 'GRADCAM', 'PREDICTED', 'draw',
            'explain']
@@ -46,7 +44,7 @@ class Explanation:
     notes: str
 
 
-def explain(models: Dict[str, 'DemoModel'], image: Optional[Image.Image], model_name: str, class_choice: str,
+def explain(models: Dict[str, DemoModel], image: Optional[Image.Image], model_name: str, class_choice: str,
             colormap: str, opacity: float, map_source: str = ATTENTION) -> Explanation:
     """`image` through `models[model_name]`, the map of `class_choice` (a class of a per-class-token model, else the
     predicted one) from `map_source`, drawn with `colormap` at `opacity`. Bad choices are a gr.Error."""
@@ -73,7 +71,7 @@ def explain(models: Dict[str, 'DemoModel'], image: Optional[Image.Image], model_
     return Explanation(dict(zip(served.labels, probabilities.tolist())), overlay, grid, view, ' '.join(notes))
 
 
-def chosen_class(served: 'DemoModel', model_name: str, class_choice: Optional[str]) -> Optional[int]:
+def chosen_class(served: DemoModel, model_name: str, class_choice: Optional[str]) -> Optional[int]:
     """The index of the class whose map is asked for: only per-class-token models have one map per class."""
     if not served.per_class or class_choice in (None, PREDICTED):
         return None

@@ -17,6 +17,7 @@ from ..config import public_command, public_value
 from ..dataset_specs import DATASETS, GENERIC
 from ..errors import one_line
 from ..model_folder import MODEL_FILES, portable_model_config, write_model_config
+from ..model_ref import ModelRefError, parse_model_ref
 from ..pretrained import HUB_NAMESPACE
 from ..slides import SLIDES_DIR
 from .cards import render_card
@@ -172,8 +173,13 @@ def _slide_files(run: TrainingRun) -> List[Path]:
 
 
 def _base_model(run: TrainingRun) -> Optional[str]:
-    pretrained = run.metrics.get('config', {}).get('pretrained') or ''
-    return pretrained[len('hf-hub:'):] if pretrained.startswith('hf-hub:') else None
+    config = run.metrics.get('config', {})
+    if not config.get('pretrained'):
+        return None
+    try:  # recorded on the trainer's machine: its paths are told by their shape, not looked up here
+        return parse_model_ref(config['pretrained'], config.get('model', ''), look_on_disk=False).hub_id
+    except ModelRefError:  # not a model string of today's grammar (an older run's): the card names no base model
+        return None
 
 
 def _eval_results(run: TrainingRun, dataset_id: Optional[str]) -> List[EvalResult]:

@@ -16,6 +16,7 @@ import timm
 from huggingface_hub import HfApi, SpaceCard, SpaceCardData
 
 from ..demo.examples import EXAMPLE_SUFFIXES
+from ..model_ref import ModelRefError, parse_model_ref
 from ..pretrained import HUB_NAMESPACE
 from .cards import render_card
 from .import_closure import ImportClosure, import_closure
@@ -48,13 +49,15 @@ def check_space_models(models: Sequence[str]) -> List[str]:
     """The models a Space can load: Hub ids and timm names; a local folder exists on this machine only."""
     if not models:
         raise HubError('Name at least one --model for the Space: hf-hub:ORG/NAME or a timm name with tag.')
-    for spec in models:
-        if spec.startswith('local-dir:') or Path(spec).expanduser().exists():
+    for spec in models:  # no form of a model string takes a comma, which separates them in MODELS_VARIABLE
+        try:
+            ref = parse_model_ref(spec)
+        except ModelRefError as err:
+            raise HubError(f'--model {err}') from err
+        if ref.is_local:
             raise HubError(f'{spec!r} is a local folder, which the Space cannot read: publish it first with '
                            '`patchconvnet-push-model RUN_DIR ORG/NAME` (python hub/push_model.py in a checkout), '
                            'then pass hf-hub:ORG/NAME.')
-        if ',' in spec:
-            raise HubError(f'{spec!r}: a model name cannot contain a comma.')
     return list(models)
 
 
@@ -67,7 +70,7 @@ def _gradio_version() -> str:
 
 
 def build_space_card(models: Sequence[str], title: str) -> SpaceCard:
-    hub_models = [spec[len('hf-hub:'):] for spec in models if spec.startswith('hf-hub:')]
+    hub_models = [ref.hub_id for ref in map(parse_model_ref, models) if ref.hub_id]
     data = SpaceCardData(title=title, emoji='🔎', colorFrom='indigo', colorTo='red', sdk='gradio',
                          sdk_version=_gradio_version(), app_file='app.py', pinned=False, license='apache-2.0',
                          models=hub_models or None, short_description='Where PatchConvNet looked: attention heatmaps')

@@ -32,6 +32,7 @@ from ..data.device_transforms import BatchPreprocess
 from ..data.splits import column
 from ..errors import one_line
 from ..model_folder import atomic_write_json, save_model_folder
+from ..model_ref import parse_model_ref
 from ..patchconvnet import PatchConvNet
 from ..slides import SLIDES_DIR, predict_slide, render_slide, slide_from_rows
 from .loaders import Loaders, build_loaders, model_input
@@ -461,7 +462,7 @@ def evaluate_pretrained(cfg: TrainConfig) -> Dict[str, Any]:
     accelerator = _accelerator(cfg)
     splits = _load_data(cfg)
     model = create_training_model(cfg, len(splits.label_names))
-    if not cfg.pretrained.startswith(('local-dir:', 'hf-hub:')):  # a saved run's config.json already fits its data
+    if not parse_model_ref(cfg.pretrained, cfg.model).is_saved_model:  # its config.json already fits its data
         fit_to_data(model, cfg, splits)
     _, val_loader, test_loader, preprocess, _ = _loaders(cfg, splits, model, accelerator)
     model, val_loader, test_loader = accelerator.prepare(model, val_loader, test_loader)

@@ -1,8 +1,6 @@
 """The model a run trains: timm's, random or from `--pretrained` weights, its head fitted to the data, and its
 pretrained cfg made to describe the data it is trained on."""
-import os
 import pickle
-from pathlib import Path
 from typing import Any, Dict
 
 import timm
@@ -14,6 +12,7 @@ from ..config import TrainConfig
 from ..data import DataSplits
 from ..dataset_specs import dataset_spec
 from ..errors import one_line
+from ..model_ref import ModelRefError, parse_model_ref
 
 __all__ = ['TrainingError', 'create_training_model', 'fit_to_data']
 
@@ -34,7 +33,7 @@ def create_training_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     if cfg.class_tokens is not None:
         extra['class_tokens'] = cfg.class_tokens
     try:
-        if not cfg.pretrained:
+        if cfg.pretrained is None:  # an empty --pretrained is refused as a model string, not taken for none
             return timm.create_model(cfg.model, num_classes=num_classes, **extra)
         model = _create_pretrained(cfg, extra)
     except TypeError as err:
@@ -59,33 +58,24 @@ def create_training_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     return model
 
 
-WEIGHTS_FILE_SUFFIXES = ('.safetensors', '.pth', '.pt', '.bin', '.tar', '.ckpt')
-
-
 def _create_pretrained(cfg: TrainConfig, extra: Dict[str, Any]) -> nn.Module:
-    """`--pretrained`'s model; what cannot be read (no such file or folder, a truncated file, the Hub offline) is a
-    TrainingError naming the value."""
-    source = cfg.pretrained
+    """`--pretrained`'s model (see `model_ref`); a string that names nothing, or what cannot be read (a truncated
+    file, the Hub offline), is a TrainingError naming the value."""
     try:
-        if source.startswith('local-dir:'):
-            if not (Path(source[len('local-dir:'):]) / 'config.json').is_file():
-                raise TrainingError(f'--pretrained {source}: no such folder with a config.json (a train.py output '
-                                    "folder or timm's save_for_hf layout).")
-            return timm.create_model(source, pretrained=True, **extra)
-        if source.startswith('hf-hub:'):
-            return timm.create_model(source, pretrained=True, **extra)
-        if os.path.isfile(source):
-            file_classes = _head_size(timm.models.load_state_dict(source))
-            overlay = dict(file=source, num_classes=file_classes)
-            return timm.create_model(cfg.model, pretrained=True, num_classes=file_classes,
+        ref = parse_model_ref(cfg.pretrained, architecture=cfg.model)
+    except ModelRefError as err:
+        raise TrainingError(f'--pretrained {err}') from err
+    try:
+        if ref.source == 'file':
+            file_classes = _head_size(timm.models.load_state_dict(str(ref.path)))
+            overlay = dict(file=str(ref.path), num_classes=file_classes)
+            return timm.create_model(ref.name, pretrained=True, num_classes=file_classes,
                                      pretrained_cfg_overlay=overlay, **extra)
-        if '/' in source or os.sep in source or source.lower().endswith(WEIGHTS_FILE_SUFFIXES):  # a path, not a tag
-            raise TrainingError(f'--pretrained {source}: no such file.')
-        name = cfg.model if source == 'default' else f'{cfg.model}.{source}'  # a tag of --model
-        return timm.create_model(name, pretrained=True, **extra)
+        return timm.create_model(ref.timm_name, pretrained=True, **extra)
     except (OSError, SafetensorError, pickle.UnpicklingError, EOFError) as err:
-        raise TrainingError(f'--pretrained {source} cannot be read ({type(err).__name__}: {one_line(err, FIRST_WORDS)}). '
-                            'Check the file, or for hf-hub: the network and HF_HUB_OFFLINE.') from err
+        raise TrainingError(f'--pretrained {cfg.pretrained} cannot be read ({type(err).__name__}: '
+                            f'{one_line(err, FIRST_WORDS)}). Check the file, or for hf-hub: the network and '
+                            'HF_HUB_OFFLINE.') from err
 
 
 def fit_to_data(model: nn.Module, cfg: TrainConfig, splits: DataSplits) -> None:
