@@ -153,7 +153,7 @@ def demo_explain():
 
 @pytest.fixture(scope='module')
 def served(demo_explain, model, per_class_model):
-    from timm_patchconvnet.demo.app import DemoModel
+    from timm_patchconvnet.demo.models import DemoModel
     return {'digits': DemoModel('digits', model, [str(d) for d in range(10)]),
             'pets': DemoModel('pets', per_class_model, ['cat', 'dog', 'bird'])}
 

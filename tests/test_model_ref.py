@@ -90,7 +90,7 @@ def _train(text: str) -> str:
 
 
 def _demo(text: str) -> str:
-    demo = pytest.importorskip('timm_patchconvnet.demo', reason='the demo extra is not installed')
+    demo = pytest.importorskip('timm_patchconvnet.demo.models', reason='the demo extra is not installed')
     try:
         return 'built ' + demo.load_model(text).name
     except demo.DemoError as err:

@@ -220,7 +220,7 @@ def test_a_zip_of_one_patient_becomes_its_slide_and_hostile_zips_are_refused(tmp
 
 def test_the_whole_slide_tab_draws_an_upload_and_explains_refusals(tmp_path):
     gr = pytest.importorskip('gradio')
-    from timm_patchconvnet.demo.app import DemoModel
+    from timm_patchconvnet.demo.models import DemoModel
     from timm_patchconvnet.slides.demo_tab import draw_slide
 
     write_idc_slides(tmp_path / 'IDC', ['30001'], grid=3)
