@@ -48,13 +48,14 @@ def _loaders(args: Dict[str, Any]):
     from accelerate import Accelerator
     from timm_patchconvnet.data import load_splits
     from timm_patchconvnet.training.loaders import build_loaders
-    from timm_patchconvnet.training.loop import fit_to_data
+    from timm.data import resolve_data_config
+    from timm_patchconvnet.training.model import fitted_pretrained_cfg
     cfg = config(args)
     splits = load_splits(cfg.dataset, data_dir=cfg.data_dir, split=cfg.split, cache_dir=cfg.cache_dir)
     model = timm.create_model(cfg.model, num_classes=len(splits.label_names))
-    fit_to_data(model, cfg, splits)
+    data_config = resolve_data_config(pretrained_cfg=fitted_pretrained_cfg(model.pretrained_cfg, cfg, splits))
     accelerator = Accelerator(cpu=args['device'] == 'cpu')
-    return model, build_loaders(cfg, splits, model, accelerator), accelerator.device
+    return model, build_loaders(cfg, splits, data_config, accelerator), accelerator.device
 
 
 def worker_loader(args: Dict[str, Any]) -> Dict[str, Any]:

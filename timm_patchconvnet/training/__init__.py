@@ -1,5 +1,6 @@
-"""Training: the loop (`loop.py`, Accelerate), the files of a run (`run_files.py`), metrics, presets and the
-attention grid of a finished run. The options themselves are `timm_patchconvnet.config.TrainConfig`.
+"""Training: the loop (`loop.py`, Accelerate), the model it trains (`model.py`), its loaders (`loaders.py`), the
+outputs of a run (`outputs.py`), its output folder (`output_dir.py`) and resumable state (`run_files.py`), metrics,
+presets and the attention grid of a finished run. The options themselves are `timm_patchconvnet.config.TrainConfig`.
 
 The loop's names are imported on first use, so that `presets` (which the command line's --help reads) does not
 pull in Accelerate, `datasets` and scikit-learn.

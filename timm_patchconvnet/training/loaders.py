@@ -5,12 +5,10 @@ cut from a memory-mapped array, with augmentation and normalisation on the train
 `--loader pil` is the per-image path: `datasets` rows decoded and transformed by PIL in worker processes.
 """
 import os
-from typing import NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional
 
 import torch
-import torch.nn as nn
 from accelerate import Accelerator
-from timm.data import resolve_data_config
 from torch.utils.data import DataLoader
 
 from ..config import DECODED, TrainConfig
@@ -45,10 +43,11 @@ def default_workers(num_processes: int, cuda: bool) -> int:
     return 0 if share < 4 else min(8, share // 4)
 
 
-def build_loaders(cfg: TrainConfig, splits: DataSplits, model: nn.Module, accelerator: Accelerator) -> Loaders:
-    """The train (shuffled), validation and test loaders of `splits` for `model`'s input (its resolved data
-    config). On CUDA, batches are pinned and copied without blocking, in channels-last layout."""
-    data_config = resolve_data_config(model=model)
+def build_loaders(cfg: TrainConfig, splits: DataSplits, data_config: Dict[str, Any],
+                  accelerator: Accelerator) -> Loaders:
+    """The train (shuffled), validation and test loaders of `splits` for a model's input (`data_config`, timm's
+    resolved data config: size, crop, normalisation). On CUDA, batches are pinned and copied without blocking, in
+    channels-last layout. `Loaders.unreadable` counts the images left out."""
     cuda = accelerator.device.type == 'cuda'
     if cfg.loader == DECODED:
         try:  # before minutes of decoding

@@ -1,5 +1,5 @@
-"""The model a run trains: timm's, random or from `--pretrained` weights, its head fitted to the data, and its
-pretrained cfg made to describe the data it is trained on."""
+"""The model a run trains: timm's, random or from `--pretrained` weights, its head fitted to the data, and the
+pretrained cfg that describes the data it is trained on."""
 import pickle
 from typing import Any, Dict
 
@@ -14,7 +14,7 @@ from ..dataset_specs import dataset_spec
 from ..errors import one_line
 from ..model_ref import ModelRefError, parse_model_ref
 
-__all__ = ['TrainingError', 'create_training_model', 'fit_to_data']
+__all__ = ['TrainingError', 'create_training_model', 'fitted_pretrained_cfg']
 
 FIRST_WORDS = 300  # characters of a library's message quoted in ours (torch's weights_only refusal spans a dozen lines)
 
@@ -78,19 +78,19 @@ def _create_pretrained(cfg: TrainConfig, extra: Dict[str, Any]) -> nn.Module:
                             'HF_HUB_OFFLINE.') from err
 
 
-def fit_to_data(model: nn.Module, cfg: TrainConfig, splits: DataSplits) -> None:
-    """Make the model's pretrained cfg describe this training: the data's image size, classes and label names,
-    and the normalisation of its pretrained weights (or, from scratch, of the data). Training, evaluation and
-    the saved config.json all read the preprocessing from it."""
-    pretrained_cfg = model.pretrained_cfg  # the same dict as model.default_cfg: update in place
+def fitted_pretrained_cfg(pretrained_cfg: Dict[str, Any], cfg: TrainConfig, splits: DataSplits) -> Dict[str, Any]:
+    """A model's `pretrained_cfg` made to describe this training, as a new dict: the data's image size, classes and
+    label names, and the normalisation of its pretrained weights (or, from scratch, of the data). A run decides it
+    once, before anything reads it: the loaders, the saved config.json, the attention grid and the slide maps."""
     spec = dataset_spec(splits.kind)
     # the data set's size, so that a model's default tag (e.g. 224 for ImageNet weights) does not decide it
     size = cfg.img_size or spec.img_size or pretrained_cfg['input_size'][-1]
-    pretrained_cfg.update(input_size=(3, size, size), crop_pct=1.0, num_classes=len(splits.label_names),
-                          label_names=tuple(splits.label_names), pool_size=None)
+    fitted = dict(pretrained_cfg, input_size=(3, size, size), crop_pct=1.0, num_classes=len(splits.label_names),
+                  label_names=tuple(splits.label_names), pool_size=None)
     if not cfg.pretrained:
         mean, std = spec.mean_std
-        pretrained_cfg.update(mean=mean, std=std, tag=None)
+        fitted.update(mean=mean, std=std, tag=None)
+    return fitted
 
 
 def _head_size(state_dict: Dict[str, torch.Tensor]) -> int:
