@@ -30,6 +30,7 @@ from ..data import DataSplits, build_transform, load_splits
 from ..data.decode_cache import DecodeCacheError, ImageReadError
 from ..data.device_transforms import BatchPreprocess
 from ..data.splits import column
+from ..dataset_specs import SPLIT_NAMES
 from ..errors import one_line
 from ..model_folder import atomic_write_json, save_model_folder
 from ..patchconvnet import PatchConvNet
@@ -129,7 +130,7 @@ def _loaders(cfg: TrainConfig, splits: DataSplits, model: nn.Module, accelerator
     except (DecodeCacheError, ImageReadError, ImportError) as err:
         raise TrainingError(str(err)) from err
     if loaders.unreadable:
-        splits.skipped_images += loaders.unreadable
+        splits.left_out.skipped_images += loaders.unreadable
     return loaders
 
 
@@ -389,7 +390,7 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, out: Path, started: float
             atomic_write_json(out / 'metrics.json', result)
         if isinstance(best, PatchConvNet) and best.attn_pool is not None:
             examples = splits.test.select(range(min(16, len(splits.test))))
-            transform = build_transform(splits.kind, resolve_data_config(model=best), train=False)
+            transform = build_transform(splits.dataset, resolve_data_config(model=best), train=False)
             with _writing(out):
                 save_attention_grid(best, examples['image'], examples['label'], splits.label_names, transform,
                                     out / 'attention.png')
@@ -412,7 +413,7 @@ def _finite_mean(accelerator: Accelerator, loss_sum: torch.Tensor, batches: int,
 
 def _load_data(cfg: TrainConfig) -> DataSplits:
     return load_splits(cfg.dataset, data_dir=cfg.data_dir, hub_id=cfg.hub_id, seed=cfg.seed,
-                       val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, split=cfg.split,
+                       val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, split_protocol=cfg.split,
                        allow_missing_patients=cfg.allow_missing_patients, cache_dir=cfg.cache_dir)
 
 
@@ -441,16 +442,16 @@ def _save_slides(model: PatchConvNet, splits: DataSplits, threshold: float, out:
 
 def _data_record(splits: DataSplits) -> Dict[str, Any]:
     record = {
-        'kind': splits.kind, 'source': splits.source, 'protocol': splits.protocol,
+        'dataset': splits.dataset, 'source': splits.source, 'protocol': splits.protocol,
         'protocol_kind': splits.protocol_kind,
-        'patient_level': splits.patient_level, 'skipped_images': splits.skipped_images,
-        'ignored_files': splits.ignored_files,
-        'sizes': {'train': len(splits.train), 'validation': len(splits.validation), 'test': len(splits.test)},
+        'patient_level': splits.patient_level, 'skipped_images': splits.left_out.skipped_images,
+        'ignored_files': splits.left_out.ignored_files,
+        'sizes': {name: len(getattr(splits, name)) for name in SPLIT_NAMES},
         'label_names': list(splits.label_names),
     }
     if splits.patient_level:
         record['patients'] = {name: len(set(column(getattr(splits, name), 'patient_id')))
-                              for name in ('train', 'validation', 'test')}
+                              for name in SPLIT_NAMES}
         record['test_patients'] = sorted(set(column(splits.test, 'patient_id').tolist()))
     return record
 

@@ -93,7 +93,7 @@ def fit_to_data(model: nn.Module, cfg: TrainConfig, splits: DataSplits) -> None:
     and the normalisation of its pretrained weights (or, from scratch, of the data). Training, evaluation and
     the saved config.json all read the preprocessing from it."""
     pretrained_cfg = model.pretrained_cfg  # the same dict as model.default_cfg: update in place
-    spec = dataset_spec(splits.kind)
+    spec = dataset_spec(splits.dataset)
     # the data set's size, so that a model's default tag (e.g. 224 for ImageNet weights) does not decide it
     size = cfg.img_size or spec.img_size or pretrained_cfg['input_size'][-1]
     pretrained_cfg.update(input_size=(3, size, size), crop_pct=1.0, num_classes=len(splits.label_names),
