@@ -34,9 +34,9 @@ class Augmentation:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """What the project knows of one data set. `reader` names the reader of `data.readers` that reads it: 'digits'
-    (bundled with scikit-learn), 'hub_layout' (a Hub data set in its Hub layout, or a local copy of its parquet
-    files), 'idc' (the Kaggle IDC folder, or parquet/Hub copies with patient ids)."""
+    """What the project knows of one data set. `reader` names its registered reader (`data.reader.READERS`):
+    'digits' (bundled with scikit-learn), 'hub_layout' (a Hub data set in its Hub layout, or a local copy of its
+    parquet files), 'idc' (the Kaggle IDC folder, or parquet/Hub copies with patient ids)."""
     name: str  # the --dataset value, and the pretrained tag of models trained on it
     title: str  # for cards and messages
     reader: str
