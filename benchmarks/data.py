@@ -39,8 +39,8 @@ def worker_listing(args: Dict[str, Any]) -> Dict[str, Any]:
     """The IDC folder listed, checked and split (the published split), as a run starts."""
     from timm_patchconvnet.data import load_splits
     started = time.perf_counter()
-    splits = load_splits('idc', data_dir=args['data_dir'], split='janowczyk', cache_dir=args['cache'])
-    return dict(seconds=time.perf_counter() - started, train=len(splits.train), skipped=splits.skipped_images)
+    splits = load_splits('idc', data_dir=args['data_dir'], split_protocol='janowczyk', cache_dir=args['cache'])
+    return dict(seconds=time.perf_counter() - started, train=len(splits.train), skipped=splits.left_out.skipped_images)
 
 
 def _loaders(args: Dict[str, Any]):
@@ -51,7 +51,7 @@ def _loaders(args: Dict[str, Any]):
     from timm.data import resolve_data_config
     from timm_patchconvnet.training.model import fitted_pretrained_cfg
     cfg = config(args)
-    splits = load_splits(cfg.dataset, data_dir=cfg.data_dir, split=cfg.split, cache_dir=cfg.cache_dir)
+    splits = load_splits(cfg.dataset, data_dir=cfg.data_dir, split_protocol=cfg.split, cache_dir=cfg.cache_dir)
     model = timm.create_model(cfg.model, num_classes=len(splits.label_names))
     data_config = resolve_data_config(pretrained_cfg=fitted_pretrained_cfg(model.pretrained_cfg, cfg, splits))
     accelerator = Accelerator(cpu=args['device'] == 'cpu')

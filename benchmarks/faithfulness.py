@@ -75,11 +75,13 @@ def load_run(run: ModelRef, data_dir: Optional[str]) -> Tuple[torch.nn.Module, t
     model = timm.create_model(run.timm_name, pretrained=True).eval()
     config = json.loads((run.run_folder / 'metrics.json').read_text())['config']
     # the run's own split; `split` (a published patient split) is only recorded by newer runs
-    published = {key: config[key] for key in ('split', 'allow_missing_patients') if key in config}
+    published = {name: config[key] for key, name in (('split', 'split_protocol'),
+                                                      ('allow_missing_patients', 'allow_missing_patients'))
+                 if key in config}
     splits = load_splits(config['dataset'], data_dir=data_dir or config['data_dir'], hub_id=config['hub_id'],
                          seed=config['seed'], val_fraction=config['val_fraction'],
                          test_fraction=config['test_fraction'], **published)
-    transform = build_transform(splits.kind, resolve_data_config(model=model), train=False)
+    transform = build_transform(splits.dataset, resolve_data_config(model=model), train=False)
     images = torch.stack([transform(image.convert('RGB')) for image in splits.test['image']])
     labels = torch.tensor(splits.test['label'])
     return model, images, labels, f'{run.display_name}: the {len(images)} test images of {splits.source}'

@@ -7,14 +7,15 @@ from PIL import Image
 from torchvision import transforms
 
 from timm_patchconvnet.dataset_specs import DATASETS, Augmentation
-from timm_patchconvnet.data.device_transforms import BatchPreprocess
+from timm_patchconvnet.data.device_transforms import BatchPreprocess, batch_transforms
+from timm_patchconvnet.data.transforms import pil_transforms
 
 N = 1000  # augmented copies per path
 
 
 def pil_path(augmentation: Augmentation, image: np.ndarray, n: int = N) -> torch.Tensor:
     """`n` augmentations of the (H, W, 3) uint8 `image` by the PIL recipe, as floats (n, 3, H, W) in [0, 1]."""
-    pipeline = transforms.Compose([*augmentation.pil_transforms(), transforms.ToTensor()])
+    pipeline = transforms.Compose([*pil_transforms(augmentation), transforms.ToTensor()])
     pil = Image.fromarray(image)
     return torch.stack([pipeline(pil) for _ in range(n)])
 
@@ -22,7 +23,7 @@ def pil_path(augmentation: Augmentation, image: np.ndarray, n: int = N) -> torch
 def batch_path(augmentation: Augmentation, image: np.ndarray, n: int = N) -> torch.Tensor:
     """The same by the batch recipe, all `n` in one batch."""
     batch = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).repeat(n, 1, 1, 1).float() / 255
-    transform = augmentation.batch_transforms()
+    transform = batch_transforms(augmentation)
     return batch if transform is None else transform(batch)
 
 

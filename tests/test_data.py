@@ -34,7 +34,7 @@ def test_digits_splits_are_stratified_disjoint_and_seeded():
     splits = load_splits('digits', seed=0)
     sizes = [len(splits.train), len(splits.validation), len(splits.test)]
     assert sum(sizes) == 1797 and sizes == [1258, 180, 359]
-    assert splits.label_names == [str(d) for d in range(10)] and splits.kind == 'digits'
+    assert splits.label_names == [str(d) for d in range(10)] and splits.dataset == 'digits'
     for split in (splits.train, splits.validation, splits.test):
         assert sorted(set(split['label'])) == list(range(10))
     image = splits.train[0]['image']
@@ -51,7 +51,7 @@ def test_digits_splits_are_stratified_disjoint_and_seeded():
 def test_idc_kaggle_folder_is_split_by_patient(idc_folder: Path, tmp_path: Path, caplog):
     with caplog.at_level(logging.WARNING):
         splits = load_splits('idc', data_dir=str(idc_folder), seed=0, cache_dir=str(tmp_path / 'cache'))
-    assert splits.patient_level and splits.kind == 'idc' and splits.skipped_images == 1
+    assert splits.patient_level and splits.dataset == 'idc' and splits.left_out.skipped_images == 1
     assert splits.label_names == ['idc_negative', 'idc_positive']
     assert 'patient-level' in splits.protocol.lower() and 'seed=0' in splits.protocol
     assert 'IDC_regular_ps50_idx5' in caplog.text  # the duplicate copy is said to be ignored
@@ -110,7 +110,7 @@ def test_idc_without_patient_ids_warns_of_a_patch_level_split(tmp_path: Path, ca
 def test_cifar10_from_a_local_copy_of_the_hub_parquet_files(tmp_path: Path):
     write_cifar10_parquet(tmp_path / 'cifar10', num_train=200, num_test=50)
     splits = load_splits('cifar10', data_dir=str(tmp_path / 'cifar10'), cache_dir=str(tmp_path / 'cache'))
-    assert splits.label_names == CIFAR10_NAMES and splits.kind == 'cifar10'
+    assert splits.label_names == CIFAR10_NAMES and splits.dataset == 'cifar10'
     assert (len(splits.train), len(splits.validation), len(splits.test)) == (180, 20, 50)
     assert sorted(splits.validation['label']) == sorted(list(range(10)) * 2)  # stratified: 2 of each class
     assert splits.train.column_names == ['image', 'label'] and splits.train.features['label'].names == CIFAR10_NAMES
@@ -125,7 +125,7 @@ def test_generic_imagefolder_gives_rgb_tensors_from_any_mode(tmp_path: Path):
     save_random_png(root / 'cat' / 'gray.png', mode='L')
     save_random_png(root / 'dog' / 'rgba.png', mode='RGBA')
     splits = load_splits(str(root), seed=0, cache_dir=str(tmp_path / 'cache'))
-    assert splits.kind == 'generic' and splits.label_names == ['cat', 'dog'] and splits.source == str(root)
+    assert splits.dataset == 'generic' and splits.label_names == ['cat', 'dog'] and splits.source == str(root)
     assert len(splits.train) + len(splits.validation) + len(splits.test) == 22
     config = dict(DATA_CONFIG, input_size=(3, 32, 32))
     modes = set()
@@ -172,18 +172,18 @@ def test_a_split_with_one_class_raises_data_error(tmp_path: Path):
         load_splits('idc', data_dir=str(tmp_path / 'idc'))
 
 
-@pytest.mark.parametrize('kind', ['digits', 'cifar10', 'idc', 'generic'])
-def test_transform_shapes(kind):
+@pytest.mark.parametrize('dataset', ['digits', 'cifar10', 'idc', 'generic'])
+def test_transform_shapes(dataset):
     image = random_images(1, (50, 31))[0]
     for train in (True, False):
-        assert build_transform(kind, DATA_CONFIG, train)(image).shape == (3, 50, 50)
+        assert build_transform(dataset, DATA_CONFIG, train)(image).shape == (3, 50, 50)
 
 
 def test_eval_transform_normalises_with_the_given_mean_and_std():
     colour = tuple(round(m * 255) for m in DATA_CONFIG['mean'])
     tensor = build_transform('cifar10', DATA_CONFIG, train=False)(Image.new('RGB', (17, 23), colour))
     assert torch.allclose(tensor, torch.zeros_like(tensor), atol=0.02)
-    with pytest.raises(DataError, match='Unknown data kind'):
+    with pytest.raises(DataError, match='Unknown data set'):
         build_transform('mnist', DATA_CONFIG, train=False)
 
 
@@ -217,7 +217,7 @@ def test_an_imagefolder_skips_and_counts_unreadable_files_up_front(tmp_path: Pat
     save_png_declaring(root / 'test' / 'dog' / 'bomb.png', 60000, 60000)
     with caplog.at_level(logging.WARNING):
         splits = load_splits(str(root), seed=0, cache_dir=str(tmp_path / 'cache'))
-    assert splits.skipped_images == 3 and len(splits.test) == 8
+    assert splits.left_out.skipped_images == 3 and len(splits.test) == 8
     assert len(splits.train) + len(splits.validation) == 16
     assert 'Skipped 3 unreadable image file(s)' in caplog.text and 'decoded once before training' in caplog.text
     config = dict(DATA_CONFIG, input_size=(3, 32, 32))
@@ -238,7 +238,7 @@ def test_an_imagefolder_of_only_unreadable_files_is_a_data_error(tmp_path: Path)
 def test_a_decompression_bomb_in_an_idc_folder_is_skipped_and_counted(idc_folder: Path, tmp_path: Path):
     save_png_declaring(idc_folder / '10255' / '1' / '10255_idx5_x700_y700_class1.png', 60000, 60000)
     splits = load_splits('idc', data_dir=str(idc_folder), seed=0, cache_dir=str(tmp_path / 'cache'))
-    assert splits.skipped_images == 2  # the corrupt file and the bomb
+    assert splits.left_out.skipped_images == 2  # the corrupt file and the bomb
     positions = {(p, x) for split in (splits.train, splits.validation, splits.test)
                  for p, x in zip(split['patient_id'], split['x'])}
     assert ('10255', 700) not in positions
@@ -250,7 +250,7 @@ def test_16_bit_grayscale_is_scaled_not_clipped_white_in_training(tmp_path: Path
         for i in range(10):
             save_16_bit_png(root / label / f'{i}.png', 32896)  # 32896 = 128 * 257: mid gray in 16 bits
     splits = load_splits(str(root), seed=0, cache_dir=str(tmp_path / 'cache'))
-    assert splits.train[0]['image'].mode == 'I;16' and splits.skipped_images == 0
+    assert splits.train[0]['image'].mode == 'I;16' and splits.left_out.skipped_images == 0
     identity = dict(DATA_CONFIG, input_size=(3, 20, 20), mean=(0., 0., 0.), std=(1., 1., 1.))
     tensor, _ = ImageClassificationDataset(splits.train, build_transform('generic', identity, train=False))[0]
     assert tensor.shape == (3, 20, 20)
@@ -265,9 +265,9 @@ def test_idc_files_outside_the_name_pattern_are_counted_and_reported(tmp_path: P
     (root / '10254' / 'notes.txt').write_text('junk')
     with caplog.at_level(logging.WARNING):
         splits = load_splits('idc', data_dir=str(root), seed=0, cache_dir=str(tmp_path / 'cache'))
-    assert splits.ignored_files == 3 and splits.skipped_images == 0
+    assert splits.left_out.ignored_files == 3 and splits.left_out.skipped_images == 0
     assert '3 file(s) whose names are not IDC patch names' in splits.protocol  # metrics.json carries the protocol
     assert '3 file(s) whose names are not IDC patch names' in caplog.text and 'E.g. ' in caplog.text
     assert sum(len(s) for s in (splits.train, splits.validation, splits.test)) == sum(map(sum, IDC_PATIENTS.values()))
     clean = load_splits('idc', data_dir=str(write_idc_kaggle_folder(tmp_path / 'clean')), seed=0)
-    assert clean.ignored_files == 0 and 'not IDC patch names' not in clean.protocol
+    assert clean.left_out.ignored_files == 0 and 'not IDC patch names' not in clean.protocol

@@ -52,7 +52,7 @@ def test_decoded_eval_batches_equal_the_pil_path(tmp_path, dataset):
     decoded = decode_split(split, DecodeSettings.from_data_config(data_config), tmp_path / 'cache', splits.source_key)
     images, labels = decoded.__getitems__(list(range(len(decoded))))
     ours = BatchPreprocess.for_model(None, data_config)(images)
-    transform = build_transform(splits.kind, data_config, train=False)
+    transform = build_transform(splits.dataset, data_config, train=False)
     theirs = torch.stack([transform(example['image'].convert('RGB')) for example in split])
     assert torch.equal(labels, torch.as_tensor(split['label']))
     assert torch.allclose(ours, theirs, atol=1e-5), (ours - theirs).abs().max()
@@ -109,11 +109,11 @@ def test_an_unreadable_file_found_later_is_counted(tmp_path):
     root = write_idc_kaggle_folder(tmp_path / 'idc')
     cache = tmp_path / 'cache'
     first = load_splits('idc', data_dir=str(root), cache_dir=str(cache))
-    assert first.skipped_images == 1  # datagen's corrupt file
+    assert first.left_out.skipped_images == 1  # datagen's corrupt file
     victim = next((root / '10256' / '0').iterdir())
     victim.write_bytes(b'\x89PNG\r\n\x1a\n truncated')
     second = load_splits('idc', data_dir=str(root), cache_dir=str(cache))
-    assert second.skipped_images == 2
+    assert second.left_out.skipped_images == 2
     assert len(list((cache / 'timm_patchconvnet' / 'idc-folders').iterdir())) == 2
 
 

@@ -234,7 +234,7 @@ def test_a_patient_level_idc_card_reports_the_binary_metrics(cifar_run, tmp_path
     run = tmp_path / 'idc_run'
     shutil.copytree(cifar_run, run, ignore=shutil.ignore_patterns('state'))
     metrics = json.loads((run / 'metrics.json').read_text())
-    metrics['data'].update(kind='idc', patient_level=True, protocol_kind='seeded patient split',
+    metrics['data'].update(dataset='idc', patient_level=True, protocol_kind='seeded patient split',
                            protocol='Patient-level split (seed=0) of 10 patients.')
     metrics['test'].update(accuracy=0.8, balanced_accuracy=0.75, f1=0.6, sensitivity=0.7, specificity=0.8,
                            roc_auc=None)  # None: undefined on a one-class test split, left out
@@ -254,6 +254,17 @@ def test_a_patient_level_idc_card_reports_the_binary_metrics(cifar_run, tmp_path
     card = hub.build_model_card(str(run), 'someone/ti12-idc')
     assert 'Patch-level split (not patient-level)' in card.text and 'PATCH-LEVEL split: IDC has no patient' in card.text
     assert str(tmp_path) not in card.content and '--pretrained PRETRAINED' in card.text
+
+
+def test_a_run_saved_before_data_kind_was_renamed_still_publishes(cifar_run, tmp_path):
+    """metrics.json named the data set `data.kind` before it became `data.dataset`: such a run gets the same card."""
+    run = tmp_path / 'old_run'
+    shutil.copytree(cifar_run, run, ignore=shutil.ignore_patterns('state'))
+    metrics = json.loads((run / 'metrics.json').read_text())
+    metrics['data']['kind'] = metrics['data'].pop('dataset')
+    (run / 'metrics.json').write_text(json.dumps(metrics))
+    old, new = (hub.build_model_card(str(folder), REPO_ID) for folder in (run, cifar_run))
+    assert old.content == new.content and old.data.eval_results[0].dataset_name == 'CIFAR-10'
 
 
 def test_the_card_of_another_timm_model_claims_no_attention_pooling(cifar_run, tmp_path):

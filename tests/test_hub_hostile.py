@@ -93,7 +93,7 @@ def _edit_metrics(run: Path, edit) -> None:
 @pytest.mark.parametrize('edit, expected', [
     (lambda m: {k: v for k, v in m.items() if k != 'data'}, 'it lacks data'),
     (lambda m: dict(m, data='digits'), 'data is a JSON string, not an object'),
-    (lambda m: dict(m, data={}), 'it lacks data.kind'),
+    (lambda m: dict(m, data={}), 'it lacks data.dataset'),
     (lambda m: [m], 'holds a JSON array, not the object train.py writes'),
     (lambda m: dict(m, test={'accuracy': 'high'}), 'test.accuracy is a JSON string, not a number'),
     (lambda m: dict(m, test=dict(m['test'], f1=[0.5])), 'test.f1 is a JSON array, not a number or null'),
@@ -101,7 +101,7 @@ def _edit_metrics(run: Path, edit) -> None:
     # deeper details the card reads as train.py writes them: the card's own safety net
     (lambda m: dict(m, test=dict(m['test'], per_class_accuracy=[1, 2])), 'building the model card failed with'),
     (lambda m: dict(m, data=dict(m['data'], label_names=[0, 1])), 'data.label_names is a JSON array, not a list'),
-], ids=['no-data', 'data-string', 'no-kind', 'array', 'accuracy-string', 'f1-array', 'config-array',
+], ids=['no-data', 'data-string', 'no-dataset', 'array', 'accuracy-string', 'f1-array', 'config-array',
         'per-class-list', 'label-numbers'])
 def test_a_metrics_json_of_another_shape_is_one_error_line(digits_run, tmp_path, edit, expected, capsys):
     run = _copy_run(digits_run, tmp_path / 'run')
@@ -312,7 +312,7 @@ def test_a_digits_run_is_refused_for_the_cifar10_tag_repo(digits_run, tmp_path, 
     assert push_model_cli.main([str(digits_run), REPO_ID, '--dry-run', str(out)]) == 2
     err = _one_error_line(capsys)
     assert "where the tag 'patchconvnet_ti12_p4.cifar10' loads its weights from" in err
-    assert "data set (metrics.json data.kind): run 'digits', tag 'cifar10'" in err
+    assert "data set (metrics.json data.dataset): run 'digits', tag 'cifar10'" in err
     assert "label names: run ['0', '1', '2', '3', ... (10 in all)], tag ['airplane', 'automobile'" in err
     assert 'normalisation mean: run [0.485, 0.456, 0.406], tag [0.4914, 0.4822, 0.4465]' in err
     assert 'normalisation std: run [0.229, 0.224, 0.225], tag [0.247, 0.2435, 0.2616]' in err

@@ -37,15 +37,15 @@ def test_the_published_split_uses_exactly_the_listed_patients(tmp_path):
     unlisted = ['99990', '99991']
     write_idc_slides(tmp_path / 'IDC', [*sum(listed.values(), []), *unlisted], grid=4)
     with pytest.raises(DataError, match='--allow-missing-patients'):
-        load_splits('idc', data_dir=str(tmp_path / 'IDC'), split='janowczyk')
-    splits = load_splits('idc', data_dir=str(tmp_path / 'IDC'), split='janowczyk', allow_missing_patients=True)
+        load_splits('idc', data_dir=str(tmp_path / 'IDC'), split_protocol='janowczyk')
+    splits = load_splits('idc', data_dir=str(tmp_path / 'IDC'), split_protocol='janowczyk', allow_missing_patients=True)
     for split in ('train', 'validation', 'test'):
         assert set(getattr(splits, split)['patient_id']) == set(listed[split])
     assert splits.protocol_kind == 'published split' and splits.patient_level
     assert '2/2/2 train/validation/test patients' in splits.protocol and '2 patient(s) of the data in no list' \
         in splits.protocol
     with pytest.raises(DataError, match='not a published split of --dataset cifar10'):
-        load_splits('cifar10', data_dir=str(tmp_path / 'IDC'), split='janowczyk')
+        load_splits('cifar10', data_dir=str(tmp_path / 'IDC'), split_protocol='janowczyk')
 
 
 def test_stitching_puts_every_patch_at_its_pixel_offset_exactly():

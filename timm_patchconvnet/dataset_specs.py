@@ -1,23 +1,20 @@
 """The data sets this project knows, one `DatasetSpec` each: the one place that names a data set.
 
-Data loading (`data.py`), training (image size, normalisation, augmentation), the model cards (`hub/`) and the
-pretrained cfgs of the registered models (`patchconvnet.py`, a `cifar10` or `idc` tag per data set that publishes
-one) all read this table. Adding a data set is adding an entry to `DATASETS`: a Hub data set in the standard
-`image`/`label` layout needs no other change.
+Data loading (`data/`: each spec names its reader), training (image size, normalisation, augmentation), the model
+cards (`hub/`) and the pretrained cfgs of the registered models (`patchconvnet.py`, a `cifar10` or `idc` tag per data
+set that publishes one) all read this table. Adding a data set is adding an entry to `DATASETS`: a Hub data set in
+the standard `image`/`label` layout needs no other change, a new kind of source one reader (`data/readers.py`).
 """
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
-import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from torchvision import transforms
 
-__all__ = ['Augmentation', 'DATASETS', 'DatasetSpec', 'GENERIC', 'IDC_PATCH_NAME', 'IMAGENET_MEAN_STD', 'PUBLISHED_SPLITS',
-           'SEEDED',
-           'dataset_spec', 'published_split']
+__all__ = ['Augmentation', 'DATASETS', 'DatasetSpec', 'GENERIC', 'IDC_PATCH_NAME', 'IMAGENET_MEAN_STD',
+           'PUBLISHED_SPLITS', 'SEEDED', 'SPLIT_NAMES', 'dataset_spec', 'published_split']
 
 MeanStd = Tuple[Tuple[float, float, float], Tuple[float, float, float]]
 IMAGENET_MEAN_STD: MeanStd = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
@@ -25,65 +22,31 @@ IMAGENET_MEAN_STD: MeanStd = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
 
 @dataclass(frozen=True)
 class Augmentation:
-    """A training augmentation recipe, applied in this order: flips, rotation, affine, colour jitter."""
+    """A training augmentation recipe, applied in this order: flips, rotation, affine, colour jitter. Plain data:
+    `data.transforms.pil_transforms` runs it on PIL images (torchvision), `data.device_transforms.batch_transforms` on
+    decoded batches (kornia)."""
     hflip: bool = False
     vflip: bool = False
     rotation: float = 0.  # degrees, either way
     affine: Optional[Dict[str, object]] = None  # torchvision RandomAffine's arguments
     color_jitter: Optional[Tuple[float, float, float]] = None  # brightness, contrast, saturation
 
-    def pil_transforms(self) -> List[Callable]:
-        """The recipe as torchvision transforms of a PIL image."""
-        steps: List[Callable] = []
-        if self.hflip:
-            steps.append(transforms.RandomHorizontalFlip())
-        if self.vflip:
-            steps.append(transforms.RandomVerticalFlip())
-        if self.rotation:
-            steps.append(transforms.RandomRotation(self.rotation))
-        if self.affine is not None:
-            steps.append(transforms.RandomAffine(**self.affine))
-        if self.color_jitter is not None:
-            steps.append(transforms.ColorJitter(*self.color_jitter))
-        return steps
-
-    def batch_transforms(self) -> Optional['torch.nn.Module']:
-        """The recipe on float batches (B, 3, H, W) in [0, 1], on any device, each image with its own random
-        parameters (kornia.augmentation); None when there is nothing to do. Like `pil_transforms`: nearest-pixel
-        resampling, zeros outside, rotation and affine always applied, each flip with probability 1/2, and
-        torchvision's colour jitter (a random factor per property in [1 - v, 1 + v], applied in a random order,
-        drawn per batch rather than per image). It runs on images already at the model's input size."""
-        import kornia.augmentation as K  # the train extra's; only training on decoded batches needs it
-        steps: List[torch.nn.Module] = []
-        if self.hflip:
-            steps.append(K.RandomHorizontalFlip(p=0.5))
-        if self.vflip:
-            steps.append(K.RandomVerticalFlip(p=0.5))
-        if self.rotation:
-            steps.append(K.RandomRotation(self.rotation, resample='nearest', p=1.0))
-        if self.affine is not None:
-            steps.append(K.RandomAffine(**self.affine, resample='nearest', p=1.0))
-        if self.color_jitter is not None:
-            steps.append(K.ColorJitter(*self.color_jitter, p=1.0))
-        return K.AugmentationSequential(*steps) if steps else None
-
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """What the project knows of one data set. `reader` names how `data.py` reads it: 'digits' (bundled with
-    scikit-learn), 'hub' (a Hub data set in its Hub layout, or a local copy of its parquet files), 'idc' (the Kaggle
-    IDC folder, or parquet/Hub copies with patient ids)."""
+    """What the project knows of one data set. `reader` names its registered reader (`data.reader.READERS`):
+    'digits' (bundled with scikit-learn), 'hub_layout' (a Hub data set in its Hub layout, or a local copy of its
+    parquet files), 'idc' (the Kaggle IDC folder, or parquet/Hub copies with patient ids)."""
     name: str  # the --dataset value, and the pretrained tag of models trained on it
     title: str  # for cards and messages
     reader: str
-    split: str  # 'carve' (seeded three-way split), 'source_test' (the source's test split) or 'by_patient'
     label_names: Optional[Tuple[str, ...]] = None  # None: read from the source
     img_size: Optional[int] = None  # None: the model's
     mean_std: MeanStd = IMAGENET_MEAN_STD  # normalisation of a model trained from scratch on it
     augmentation: Augmentation = Augmentation(hflip=True)
     hub_id: Optional[str] = None  # the default source on the Hugging Face Hub
     hub_config: Optional[str] = None
-    local_layout: str = ''  # what a local copy (--data-dir) looks like, for messages
+    has_patients: bool = False  # its examples belong to patients: split by patient, never by example
     origin: str = ''  # a sentence on where the data comes from, for cards
     card_tags: Tuple[str, ...] = ()
     medical: bool = False  # cards then say the model is not validated clinically
@@ -109,27 +72,24 @@ class DatasetSpec:
 
 DATASETS: Dict[str, DatasetSpec] = {spec.name: spec for spec in (
     DatasetSpec(
-        name='digits', title="scikit-learn's digits", short_title='digits', reader='digits', split='carve',
+        name='digits', title="scikit-learn's digits", short_title='digits', reader='digits',
         label_names=tuple(str(d) for d in range(10)), img_size=32,
         augmentation=Augmentation(affine=dict(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1))),  # no flips
         origin="the 1,797 8x8 handwritten digits bundled with scikit-learn, upscaled to 32x32",
         card_tags=('digits',)),
     DatasetSpec(
-        name='cifar10', title='CIFAR-10', short_title='CIFAR-10', reader='hub', split='source_test',
+        name='cifar10', title='CIFAR-10', short_title='CIFAR-10', reader='hub_layout',
         label_names=('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'),
         img_size=32, mean_std=((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),  # its training-set statistics
         augmentation=Augmentation(hflip=True, rotation=10, affine=dict(degrees=0, scale=(0.9, 1.1), shear=10),
                                   color_jitter=(0.2, 0.2, 0.2)),  # the seed paper's
         hub_id='uoft-cs/cifar10', hub_config='plain_text',
-        local_layout='plain_text/train-*.parquet and plain_text/test-*.parquet',
         card_tags=('cifar10',), preset='table2-lamb'),
     DatasetSpec(
-        name='idc', title='Breast Histopathology Images (IDC)', short_title='IDC', reader='idc', split='by_patient',
+        name='idc', title='Breast Histopathology Images (IDC)', short_title='IDC', reader='idc', has_patients=True,
         label_names=('idc_negative', 'idc_positive'), img_size=50,
         # tissue has no orientation; stain colour carries the diagnosis, so colours stay untouched (the seed paper's)
         augmentation=Augmentation(hflip=True, vflip=True, rotation=10),
-        local_layout='the Kaggle folder <patient_id>/<0|1>/<patient_id>_idx5_x<X>_y<Y>_class<0|1>.png, or parquet '
-                     'files with patient_id, x and y',
         origin='50x50 RGB crops of breast-cancer whole-slide images (Kaggle [paultimothymooney/breast-histopathology'
                '-images](https://www.kaggle.com/datasets/paultimothymooney/breast-histopathology-images)), labelled '
                'invasive ductal carcinoma (IDC) positive or negative; edge patches smaller than 50x50 are resized',
@@ -141,15 +101,17 @@ DATASETS: Dict[str, DatasetSpec] = {spec.name: spec for spec in (
 # an IDC patch's file name in the Kaggle folder: its patient, the slide pixel of its top-left corner, its class
 IDC_PATCH_NAME = re.compile(r'(?P<patient>\d+)_idx5_x(?P<x>\d+)_y(?P<y>\d+)_class(?P<label>[01])\.png')
 
-# any other source: a `hub:<repo_id>` data set or a local folder, in datasets' image-classification layout
-GENERIC = DatasetSpec(name='generic', title='image classification data', short_title='images', reader='hub',
-                      split='carve')
+# any other source: a `hub:<repo_id>` data set or a local folder, in datasets' image-classification layout (read by
+# the reader its --dataset value names: `data.loading.create_reader`)
+GENERIC = DatasetSpec(name='generic', title='image classification data', short_title='images', reader='')
 
 
 def dataset_spec(name: str) -> DatasetSpec:
     """The spec of a data set by its name, `GENERIC` for any other (a `hub:` id, a folder, 'generic')."""
     return DATASETS.get(name, GENERIC)
 
+
+SPLIT_NAMES = ('train', 'validation', 'test')  # the splits of every data set, in this order
 SEEDED = 'seeded'  # --split: a seeded split (by patient where the data has patient ids)
 PUBLISHED_SPLITS = tuple(sorted({name for spec in DATASETS.values() for name in spec.published_splits}))
 

@@ -1,17 +1,38 @@
 """Preprocessing of decoded batches on the training device: augmentation (train only) and normalisation.
 
-The counterpart of `data.build_transform` for `decode_cache.DecodedImages`: the images arrive as uint8
+The counterpart of `transforms.build_transform` for `decode_cache.DecodedImages`: the images arrive as uint8
 (B, 3, H, W) already at the model's input size, so what is left is the data set's augmentation recipe, run on the
 whole batch with per-image randomness, and the model's normalisation.
 """
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.nn as nn
 
 from ..dataset_specs import Augmentation
 
-__all__ = ['BatchPreprocess']
+__all__ = ['BatchPreprocess', 'batch_transforms']
+
+
+def batch_transforms(augmentation: Augmentation) -> Optional[nn.Module]:
+    """The recipe on float batches (B, 3, H, W) in [0, 1], on any device, each image with its own random parameters
+    (kornia.augmentation); None when there is nothing to do. Like `transforms.pil_transforms`: nearest-pixel
+    resampling, zeros outside, rotation and affine always applied, each flip with probability 1/2, and torchvision's
+    colour jitter (a random factor per property in [1 - v, 1 + v], applied in a random order, drawn per batch rather
+    than per image). It runs on images already at the model's input size."""
+    import kornia.augmentation as K  # the train extra's; only training on decoded batches needs it
+    steps: List[nn.Module] = []
+    if augmentation.hflip:
+        steps.append(K.RandomHorizontalFlip(p=0.5))
+    if augmentation.vflip:
+        steps.append(K.RandomVerticalFlip(p=0.5))
+    if augmentation.rotation:
+        steps.append(K.RandomRotation(augmentation.rotation, resample='nearest', p=1.0))
+    if augmentation.affine is not None:
+        steps.append(K.RandomAffine(**augmentation.affine, resample='nearest', p=1.0))
+    if augmentation.color_jitter is not None:
+        steps.append(K.ColorJitter(*augmentation.color_jitter, p=1.0))
+    return K.AugmentationSequential(*steps) if steps else None
 
 
 class BatchPreprocess(nn.Module):
@@ -19,7 +40,7 @@ class BatchPreprocess(nn.Module):
 
     def __init__(self, augmentation: Optional[Augmentation], mean: Any, std: Any, channels_last: bool = False):
         super().__init__()
-        self.augment = augmentation.batch_transforms() if augmentation is not None else None
+        self.augment = batch_transforms(augmentation) if augmentation is not None else None
         self.register_buffer('mean', torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer('std', torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format

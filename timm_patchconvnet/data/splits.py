@@ -11,6 +11,8 @@ import datasets
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from ..dataset_specs import SPLIT_NAMES
+
 __all__ = ['SplitError', 'column', 'hold_out', 'published_patient_split', 'split_by_patient', 'split_indices',
            'stratification', 'three_way_indices', 'three_way_split']
 
@@ -101,7 +103,7 @@ def published_patient_split(
     counted in the protocol."""
     patient_of_row = column(data, 'patient_id').astype(str)
     present = set(patient_of_row.tolist())
-    lists = {split: [str(p) for p in published[split]] for split in ('train', 'validation', 'test')}
+    lists = {split: [str(p) for p in published[split]] for split in SPLIT_NAMES}
     listed = set().union(*map(set, lists.values()))
     missing = sorted(listed - present)
     if missing and not allow_missing:

@@ -17,8 +17,8 @@ from datasets.table import embed_table_storage
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData, HfApi
 
-from ..data import IDC_LABEL_NAMES, SPLIT_NAMES, load_splits, read_idc_kaggle_folder
-from ..dataset_specs import SEEDED
+from ..data import IDC_LABEL_NAMES, load_splits, read_idc_kaggle_folder
+from ..dataset_specs import SEEDED, SPLIT_NAMES
 from ..data.splits import column
 from .cards import render_card
 from .upload import CARD_FILE, HubError, UploadOptions, check_repo_id, new_export_folder, publish
@@ -81,11 +81,11 @@ def _idc_splits(
         protocol = ('Not pre-split: every patch is in the single `train` split. Split by `patient_id` before '
                     'training (train.py does), never by patch.')
         return {'train': data}, skipped, protocol
-    splits = load_splits('idc', data_dir=kaggle_dir, seed=seed, val_fraction=val_fraction,
-                         test_fraction=test_fraction, split=split, allow_missing_patients=allow_missing_patients)
+    splits = load_splits('idc', data_dir=kaggle_dir, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+                         split_protocol=split, allow_missing_patients=allow_missing_patients)
     if not splits.patient_level:  # a source without patient ids, e.g. a folder of parquet files lacking them
         raise HubError(f'{kaggle_dir} has no patient ids, so it cannot be split by patient: pass the Kaggle folder.')
-    return {name: getattr(splits, name) for name in SPLIT_NAMES}, splits.skipped_images, splits.protocol
+    return {name: getattr(splits, name) for name in SPLIT_NAMES}, splits.left_out.skipped_images, splits.protocol
 
 
 def _write_parquet_shards(split: datasets.Dataset, out: Path, name: str, shard_size: int) -> Tuple[List[str], int]:

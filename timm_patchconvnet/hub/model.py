@@ -14,14 +14,14 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from timm.models import PretrainedCfg
 
 from ..config import public_command, public_value
-from ..dataset_specs import DATASETS, GENERIC
+from ..dataset_specs import DATASETS, GENERIC, SPLIT_NAMES
 from ..errors import one_line
 from ..model_folder import MODEL_FILES, portable_model_config, write_model_config
 from ..model_ref import ModelRefError, parse_model_ref
 from ..pretrained import HUB_NAMESPACE
 from ..slides import SLIDES_DIR
 from .cards import render_card
-from .runs import CARD_METRIC_KEYS, EXAMPLE_IMAGE, TrainingRun, load_training_run
+from .runs import CARD_METRIC_KEYS, DATASET_KEY, EXAMPLE_IMAGE, TrainingRun, load_training_run
 from .upload import CARD_FILE, HubError, UploadOptions, brief, check_repo_id, new_export_folder, publish
 
 __all__ = ['build_model_card', 'export_model_folder', 'push_model']
@@ -67,7 +67,7 @@ def _tag_mismatches(run: TrainingRun, cfg: PretrainedCfg, architecture: str) -> 
              ('classes', run.config['num_classes'], cfg.num_classes),
              ('input size', list(ours['input_size']), list(cfg.input_size))]
     if cfg.tag in DATASETS:  # the tags this project publishes are named after their data set
-        pairs.append(('data set (metrics.json data.kind)', run.kind, cfg.tag))
+        pairs.append((f'data set (metrics.json data.{DATASET_KEY})', run.dataset, cfg.tag))
     if cfg.label_names is not None:
         pairs.append(('label names', list(run.config['label_names']), list(cfg.label_names)))
     mismatches = [f'{what}: run {brief(mine)}, tag {brief(theirs)}' for what, mine, theirs in pairs
@@ -96,7 +96,7 @@ def _dataset_id(run: TrainingRun, dataset_id: Optional[str]) -> Optional[str]:
     if source:
         return source
     spec = run.data_spec  # a local copy of a Hub data set in its Hub layout is that data set
-    return spec.hub_id if spec.reader == 'hub' and spec is not GENERIC else None
+    return spec.hub_id if spec.reader == 'hub_layout' else None
 
 
 def build_model_card(run_dir: str, repo_id: str, *, dataset_id: Optional[str] = None) -> ModelCard:
@@ -144,11 +144,11 @@ def _model_card(run: TrainingRun, repo_id: str, dataset_id: Optional[str]) -> Mo
         repo_id=repo_id, architecture=run.config['architecture'], is_patchconvnet=run.is_patchconvnet,
         params=f', {params / 1e6:.2f} M parameters' if params else '', data_title=title,
         data_title_sentence=spec.title[0].upper() + spec.title[1:], num_classes=run.config['num_classes'],
-        height=height, width=width, tag=_registered_tag(repo_id), kind=run.kind, hub_source=hub_source,
+        height=height, width=width, tag=_registered_tag(repo_id), dataset=run.dataset, hub_source=hub_source,
         dataset_id=dataset_id, label_names=data.get('label_names', []),
-        sizes={name: data.get('sizes', {}).get(name, '?') for name in ('train', 'validation', 'test')},
+        sizes={name: data.get('sizes', {}).get(name, '?') for name in SPLIT_NAMES},
         skipped_images=data.get('skipped_images'), origin=spec.origin, patient_level=data.get('patient_level'),
-        by_patient=spec.split == 'by_patient', protocol=protocol, cfg=cfg, env=env,
+        by_patient=spec.has_patients, protocol=protocol, cfg=cfg, env=env,
         num_processes=env.get('num_processes', 1), epochs_run=run.metrics.get('epochs_run'),
         best_epoch=run.metrics.get('best_epoch'),
         pretrained=public_value('pretrained', cfg['pretrained']) if cfg.get('pretrained') else None,
@@ -185,8 +185,8 @@ def _base_model(run: TrainingRun) -> Optional[str]:
 def _eval_results(run: TrainingRun, dataset_id: Optional[str]) -> List[EvalResult]:
     test = run.metrics['test']
     return [
-        EvalResult(task_type='image-classification', dataset_type=dataset_id or run.kind,
-                   dataset_name=run.data_spec.title if run.kind in DATASETS else dataset_id or run.kind,
+        EvalResult(task_type='image-classification', dataset_type=dataset_id or run.dataset,
+                   dataset_name=run.data_spec.title if run.dataset in DATASETS else dataset_id or run.dataset,
                    dataset_split='test', metric_type=METRIC_TYPES[key], metric_value=round(float(test[key]), 6),
                    metric_name=f'Test {METRIC_NAMES[key]}')
         for key in CARD_METRIC_KEYS if test.get(key) is not None

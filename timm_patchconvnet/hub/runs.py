@@ -18,6 +18,7 @@ RUN_FILES = (*MODEL_FILES, 'metrics.json')  # what every finished train.py run h
 EXAMPLE_IMAGE = 'attention.png'  # written for PatchConvNet models only
 # the test metrics a card reports, as metrics.json names them (accuracy always; the others for two classes)
 CARD_METRIC_KEYS = ('accuracy', 'balanced_accuracy', 'f1', 'sensitivity', 'specificity', 'roc_auc')
+DATASET_KEY, OLD_DATASET_KEY = 'dataset', 'kind'  # metrics.json's data.<key>: the name of the data set
 
 
 @dataclass
@@ -28,12 +29,12 @@ class TrainingRun:
     metrics: Dict[str, Any]
 
     @property
-    def kind(self) -> str:  # the DatasetSpec name of its data ('generic' for any other), as train.py records it
-        return self.metrics['data']['kind']
+    def dataset(self) -> str:  # the DatasetSpec name of its data ('generic' for any other), as train.py records it
+        return _recorded_dataset(self.metrics['data'])
 
     @property
     def data_spec(self) -> DatasetSpec:
-        return dataset_spec(self.kind)
+        return dataset_spec(self.dataset)
 
     @property
     def is_patchconvnet(self) -> bool:  # train.py trains any timm model; the card then says less
@@ -124,8 +125,8 @@ def _wrong_metrics_entries(metrics: Dict[str, Any]) -> List[str]:
     if isinstance(test, dict):
         wrong += [_entry_message(f'test.{key}', test[key], 'a number or null') for key in CARD_METRIC_KEYS
                   if key != 'accuracy' and key in test and test[key] is not None and not _is_number(test[key])]
-    if isinstance(data, dict) and not isinstance(data.get('kind'), str):
-        wrong.append(_entry_message('data.kind', data.get('kind'), 'the name of the data set'))
+    if isinstance(data, dict) and not isinstance(_recorded_dataset(data), str):
+        wrong.append(_entry_message(f'data.{DATASET_KEY}', _recorded_dataset(data), 'the name of the data set'))
     if isinstance(data, dict) and 'label_names' in data and not (
             isinstance(data['label_names'], list) and all(isinstance(n, str) for n in data['label_names'])):
         wrong.append(_entry_message('data.label_names', data['label_names'], 'a list of names'))
@@ -133,6 +134,11 @@ def _wrong_metrics_entries(metrics: Dict[str, Any]) -> List[str]:
     wrong += [_entry_message(key, metrics[key], 'an object') for key in ('config', 'model', 'environment')
               if key in metrics and not isinstance(metrics[key], dict)]
     return wrong
+
+
+def _recorded_dataset(data: Dict[str, Any]) -> Any:
+    """metrics.json's data set name: `data.dataset`, or `data.kind` in runs saved before it was renamed."""
+    return data.get(DATASET_KEY, data.get(OLD_DATASET_KEY))
 
 
 def _entry_message(key: str, value: Any, expected: str) -> str:

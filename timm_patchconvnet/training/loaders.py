@@ -14,14 +14,11 @@ from torch.utils.data import DataLoader
 from ..config import DECODED, TrainConfig
 from ..errors import install_hint
 from ..data import DataSplits, ImageClassificationDataset, build_transform
-from ..dataset_specs import dataset_spec
+from ..dataset_specs import SPLIT_NAMES, dataset_spec
 from ..data.decode_cache import DecodeSettings, cache_root, decode_split, keep_batch
 from ..data.device_transforms import BatchPreprocess
 
 __all__ = ['Loaders', 'build_loaders', 'default_workers', 'model_input']
-
-SPLITS = ('train', 'validation', 'test')
-
 
 class Loaders(NamedTuple):
     train: DataLoader
@@ -51,7 +48,7 @@ def build_loaders(cfg: TrainConfig, splits: DataSplits, data_config: Dict[str, A
     cuda = accelerator.device.type == 'cuda'
     if cfg.loader == DECODED:
         try:  # before minutes of decoding
-            preprocess = BatchPreprocess.for_model(dataset_spec(splits.kind).augmentation, data_config,
+            preprocess = BatchPreprocess.for_model(dataset_spec(splits.dataset).augmentation, data_config,
                                                    channels_last=cuda).to(accelerator.device)
         except ImportError as err:
             raise ImportError(f'--loader {DECODED} augments with kornia, which is not installed ({err}): install the '
@@ -60,7 +57,7 @@ def build_loaders(cfg: TrainConfig, splits: DataSplits, data_config: Dict[str, A
         root = cache_root(cfg.cache_dir)
         # every process asks; the entry's file lock lets one decode while the others wait (no collective timeout)
         decoded = {name: decode_split(getattr(splits, name), settings, root, splits.source_key,
-                                      name=f'{splits.kind}-{name}') for name in SPLITS}
+                                      name=f'{splits.dataset}-{name}') for name in SPLIT_NAMES}
         common = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers or 0, collate_fn=keep_batch,
                       pin_memory=cuda)
         return Loaders(DataLoader(decoded['train'], shuffle=True, **common),
@@ -68,7 +65,7 @@ def build_loaders(cfg: TrainConfig, splits: DataSplits, data_config: Dict[str, A
                        preprocess, sum(d.unreadable for d in decoded.values()))
     workers = default_workers(accelerator.num_processes, cuda) if cfg.num_workers is None else cfg.num_workers
     common = dict(batch_size=cfg.batch_size, num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0)
-    transforms = {train: build_transform(splits.kind, data_config, train=train) for train in (True, False)}
+    transforms = {train: build_transform(splits.dataset, data_config, train=train) for train in (True, False)}
     return Loaders(
         DataLoader(ImageClassificationDataset(splits.train, transforms[True]), shuffle=True, **common),
         DataLoader(ImageClassificationDataset(splits.validation, transforms[False]), **common),

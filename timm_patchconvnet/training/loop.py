@@ -27,6 +27,7 @@ from ..data import DataSplits, load_splits
 from ..data.decode_cache import DecodeCacheError, ImageReadError
 from ..data.device_transforms import BatchPreprocess
 from ..data.splits import column
+from ..dataset_specs import SPLIT_NAMES
 from ..model_ref import parse_model_ref
 from .loaders import Loaders, build_loaders, model_input
 from .metrics import classification_metrics, patient_results
@@ -135,7 +136,7 @@ def _prepare_data(cfg: TrainConfig, accelerator: Accelerator) -> DataSplits:
 
 def _load_data(cfg: TrainConfig) -> DataSplits:
     return load_splits(cfg.dataset, data_dir=cfg.data_dir, hub_id=cfg.hub_id, seed=cfg.seed,
-                       val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, split=cfg.split,
+                       val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, split_protocol=cfg.split,
                        allow_missing_patients=cfg.allow_missing_patients, cache_dir=cfg.cache_dir)
 
 
@@ -303,16 +304,16 @@ def _run_record(cfg: TrainConfig, accelerator: Accelerator, progress: Progress, 
 def _data_record(splits: DataSplits, unreadable: int) -> Dict[str, Any]:
     """The data of a run; `unreadable` counts the images the loaders left out, besides those the listing skipped."""
     record = {
-        'kind': splits.kind, 'source': splits.source, 'protocol': splits.protocol,
+        'dataset': splits.dataset, 'source': splits.source, 'protocol': splits.protocol,
         'protocol_kind': splits.protocol_kind,
-        'patient_level': splits.patient_level, 'skipped_images': splits.skipped_images + unreadable,
-        'ignored_files': splits.ignored_files,
-        'sizes': {'train': len(splits.train), 'validation': len(splits.validation), 'test': len(splits.test)},
+        'patient_level': splits.patient_level, 'skipped_images': splits.left_out.skipped_images + unreadable,
+        'ignored_files': splits.left_out.ignored_files,
+        'sizes': {name: len(getattr(splits, name)) for name in SPLIT_NAMES},
         'label_names': list(splits.label_names),
     }
     if splits.patient_level:
         record['patients'] = {name: len(set(column(getattr(splits, name), 'patient_id')))
-                              for name in ('train', 'validation', 'test')}
+                              for name in SPLIT_NAMES}
         record['test_patients'] = sorted(set(column(splits.test, 'patient_id').tolist()))
     return record
 

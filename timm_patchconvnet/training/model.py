@@ -82,7 +82,7 @@ def fitted_pretrained_cfg(pretrained_cfg: Dict[str, Any], cfg: TrainConfig, spli
     """A model's `pretrained_cfg` made to describe this training, as a new dict: the data's image size, classes and
     label names, and the normalisation of its pretrained weights (or, from scratch, of the data). A run decides it
     once, before anything reads it: the loaders, the saved config.json, the attention grid and the slide maps."""
-    spec = dataset_spec(splits.kind)
+    spec = dataset_spec(splits.dataset)
     # the data set's size, so that a model's default tag (e.g. 224 for ImageNet weights) does not decide it
     size = cfg.img_size or spec.img_size or pretrained_cfg['input_size'][-1]
     fitted = dict(pretrained_cfg, input_size=(3, size, size), crop_pct=1.0, num_classes=len(splits.label_names),

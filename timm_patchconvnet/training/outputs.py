@@ -73,7 +73,7 @@ def _save_attention_grid(run: FinishedRun, out: Path) -> None:
     if not _has_attention(run.best):
         return
     examples = run.splits.test.select(range(min(16, len(run.splits.test))))
-    transform = build_transform(run.splits.kind, run.data_config, train=False)
+    transform = build_transform(run.splits.dataset, run.data_config, train=False)
     save_attention_grid(run.best, examples['image'], examples['label'], run.splits.label_names, transform,
                         out / ATTENTION_FILE)
 
