@@ -5,7 +5,7 @@ from .gradcam import gradcam_map
 from .patchconvnet import PatchConvNet, checkpoint_filter_fn
 from .pretrained import HUB_NAMESPACE, UNPUBLISHED_TAGS, PretrainedWeightsUnavailableError
 
-__version__ = '0.3.0'
+__version__ = '0.4.0'
 
 __all__ = [
     'HUB_NAMESPACE',

@@ -196,7 +196,7 @@ def _eval_results(run: TrainingRun, dataset_id: Optional[str]) -> List[EvalResul
 def export_model_folder(run_dir: str, out_dir: str, repo_id: str, *, dataset_id: Optional[str] = None) -> Path:
     """Write into `out_dir` (new or empty) exactly what `push_model` uploads: the run's model.safetensors as it
     is and its config.json made portable (timm's `save_for_hf` layout, so `local-dir:`/`hf-hub:` loading works,
-    and transformers' `AutoModelForImageClassification` too: see `checkpoints.portable_model_config`; a new run's
+    and transformers' `AutoModelForImageClassification` too: see `model_folder.portable_model_config`; a new run's
     file is unchanged, one written by an older train.py is fixed), its attention.png, and the model card
     README.md. Returns the folder."""
     run = load_training_run(run_dir)

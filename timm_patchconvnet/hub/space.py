@@ -41,7 +41,6 @@ SPACE_LEAVES_OUT = {
         "--slide-data's patient menu (`datasets`, the train extra): the Space's app.py is started without it",
     ('timm_patchconvnet.export', 'onnx'): 'ONNX export (the onnx extra), which the demo never runs',
     ('timm_patchconvnet.export', 'onnxscript'): 'ONNX export (the onnx extra), which the demo never runs',
-    ('timm_patchconvnet.dataset_specs', 'kornia'): 'augmentation of decoded batches, for training only',
 }
 
 

@@ -1,6 +1,6 @@
 """The demo's "Whole slide" tab: one IDC patient's patches, uploaded as a zip or picked from a data set the demo was
 started with (`--slide-data`), stitched into the slide and drawn with a two-class model's IDC probability, the
-annotated region and the pooling's attention (`slides.py`). Every refusal is a message in the page."""
+annotated region and the pooling's attention (`slides.patches`). Every refusal is a message in the page."""
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
