@@ -1,6 +1,8 @@
 """The strong-training parts (training/recipe.py) against timm's own references on the same seed, and the
 augmentations' statistics on 1,000 images, each with a broken variant that the same check catches."""
 import random
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -203,3 +205,48 @@ def test_repeated_augmentation_sends_each_repeat_to_another_process():
     # an epoch is as long as without repeats (timm rounds it to 256s): a third of the images, each on every process
     assert all(len(share) == 256 for share in shares)
     assert shares[0] == shares[1] == shares[2] and len(set(shares[0])) == 256
+
+
+ALL_PARTS = ['--mixup', '0.8', '--cutmix', '1.0', '--auto-augment', 'rand-m9-mstd0.5', '--reprob', '0.25',
+             '--model-ema', '--model-ema-decay', '0.9', '--clip-grad', '1.0', '--layer-decay', '0.75']
+
+
+def test_resume_with_every_part_on_ends_like_an_uninterrupted_run(tmp_path):
+    """Killed after its first saved epoch and resumed: the same final weights, EMA weights and history."""
+    from safetensors.torch import load_file
+    from test_training import FAST, _metrics, _train_process
+    args = [*FAST, *ALL_PARTS, '--epochs', '3', '--lr', '1e-2', '--max-steps-per-epoch', '4', '--batch-size', '31']
+    whole = _train_process(*args, '--output-dir', str(tmp_path / 'whole'))
+    assert whole.wait(timeout=300) == 0, whole.stdout.read()
+    killed = _train_process(*args, '--output-dir', str(tmp_path / 'killed'))
+    latest = tmp_path / 'killed' / 'state' / 'latest'
+    while not latest.exists():
+        assert killed.poll() is None, 'the run ended before it could be killed'
+        time.sleep(0.01)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    resumed = _train_process(*args, '--output-dir', str(tmp_path / 'killed'), '--resume')
+    output = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0 and 'resumed from' in output, output
+    expected, got = _metrics(tmp_path / 'whole'), _metrics(tmp_path / 'killed')
+    assert {h['weights'] for h in got['history']} <= {'raw', 'ema'} and got['best_weights'] == expected['best_weights']
+    for key in ('validation_loss', 'validation_loss_ema', 'train_loss'):
+        assert [h[key] for h in got['history']] == pytest.approx([h[key] for h in expected['history']], abs=1e-5)
+    for name in ('model.safetensors', 'state/epoch-0003/model.safetensors', 'state/epoch-0003/ema.safetensors'):
+        reference = load_file(tmp_path / 'whole' / name)
+        for key, tensor in load_file(tmp_path / 'killed' / name).items():
+            assert torch.allclose(tensor, reference[key], atol=1e-5), (name, key)
+
+
+@pytest.mark.slow
+def test_digits_with_cifar10_strongs_parts_reaches_98_percent(tmp_path):
+    """cifar10-strong's parts scaled to digits (the ti12 model, 60 epochs, a faster EMA): a floor showing nothing
+    is broken, not a result."""
+    import train as train_cli
+    from test_training import _metrics
+    assert train_cli.main(['--dataset', 'digits', '--model', 'patchconvnet_ti12_p4', '--mixup', '0.8', '--cutmix',
+                           '1.0', '--auto-augment', 'rand-m9-mstd0.5', '--reprob', '0.25', '--model-ema',
+                           '--model-ema-decay', '0.99', '--clip-grad', '1.0', '--label-smoothing', '0.1',
+                           '--opt', 'adamw', '--lr', '1e-3', '--weight-decay', '0.05', '--warmup-epochs', '3',
+                           '--epochs', '60', '--patience', '60', '--output-dir', str(tmp_path)]) == 0
+    assert _metrics(tmp_path)['test']['accuracy'] >= 0.98

@@ -13,7 +13,8 @@ from .dataset_specs import DATASETS, PUBLISHED_SPLITS, SEEDED
 from .model_ref import ModelRefError, parse_model_ref
 from .patchconvnet import CLASS_TOKENS
 
-__all__ = ['AUTO_AUGMENT_POLICIES', 'CIFAR10_HUB_ID', 'DECODED', 'LOADERS', 'PIL', 'TORCH_OPTIMIZER_LAMB', 'Option', 'TrainConfig',
+__all__ = ['AUTO_AUGMENT_POLICIES', 'CIFAR10_HUB_ID', 'DECODED', 'LOADERS', 'PIL', 'TORCH_OPTIMIZER_LAMB', 'Option',
+           'TrainConfig',
            'check_settings', 'describe_range', 'options', 'public_command', 'public_value', 'resume_key']
 
 CIFAR10_HUB_ID = DATASETS['cifar10'].hub_id
@@ -80,7 +81,8 @@ class TrainConfig:
     mixup_switch_prob: float = option(0.5, 'share of mixed batches that use CutMix when both are on',
                                       range=(0, 1, True, True))
     auto_augment: str = option('none', 'RandAugment or TrivialAugmentWide on the training batch (kornia, on the '
-                                        'device), after the data set\'s own augmentation', choices=AUTO_AUGMENT_POLICIES)
+                                        "device), after the data set's own augmentation",
+                               choices=AUTO_AUGMENT_POLICIES)
     reprob: float = option(0., "random erasing: each training image's chance of a noise rectangle (timm's "
                                'RandomErasing, on the normalised batch)', range=SHARE)
     model_ema: bool = option(False, 'keep an exponential moving average of the weights (timm ModelEmaV3); '

@@ -9,7 +9,7 @@ Mixup and CutMix (`timm.data.Mixup` with `SoftTargetCrossEntropy`), RandAugment 
 The loop calls a `Recipe` at a few points: `criterion()` for the training loss, `param_groups(model)` for the
 optimizer, `train_batch(images, targets)` on each normalised training batch, `clip(accelerator, model)` between
 backward and the optimizer step, `update_ema(model)` after it, `ema_model` to validate with EMA weights, and
-`ema_state()` / `load_ema_state()` to save and resume. Validation and test always use hard labels.
+`state_tensors()` / `load_ema_state()` to save and resume. Validation and test always use hard labels.
 """
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -125,10 +125,10 @@ class Recipe:
         if self.cfg.clip_grad is not None and accelerator.sync_gradients:
             accelerator.clip_grad_norm_(model.parameters(), self.cfg.clip_grad)
 
-    def start_ema(self, model: nn.Module) -> None:
-        """Begin the average from `model`'s weights (the unwrapped model, before training)."""
+    def start_ema(self, model: nn.Module, device: Optional[torch.device] = None) -> None:
+        """Begin the average from `model`'s weights (the unwrapped model, before training), kept on `device`."""
         if self.cfg.model_ema:
-            self.ema = ModelEmaV3(model, decay=self.cfg.model_ema_decay)
+            self.ema = ModelEmaV3(model, decay=self.cfg.model_ema_decay, device=device)
 
     def update_ema(self, model: nn.Module) -> None:
         """One step of the average, after an optimizer step."""
@@ -138,6 +138,10 @@ class Recipe:
     @property
     def ema_model(self) -> Optional[nn.Module]:
         return None if self.ema is None else self.ema.module
+
+    def state_tensors(self) -> Dict[str, Dict[str, torch.Tensor]]:
+        """The safetensors files to save with the run's state, by name: EMA_FILE with --model-ema, else none."""
+        return {EMA_FILE: self.ema_state()} if self.ema is not None else {}
 
     def ema_state(self) -> Dict[str, torch.Tensor]:
         """The EMA weights to save with the run's state (empty without --model-ema)."""
