@@ -42,12 +42,12 @@ def _strong() -> Dict[str, Dict[str, Any]]:
                                  source="issue 27's goal; DeiT-B fine-tuned on CIFAR-10 reports 99.1% (Touvron "
                                         'et al., ICML 2021, Table 7; not checked offline)'),
         # stain colour carries the diagnosis: no colour policy (the data set's own flips and rotation only)
-        'idc-strong': dict(_IDC, pretrained='fb_in1k', num_classes=2, split='janowczyk', opt='adamw', lr=3e-4,
+        'idc-strong': dict(_IDC, pretrained='fb_in1k', num_classes=2, opt='adamw', lr=3e-4,
                            weight_decay=0.05, warmup_epochs=1, label_smoothing=0.1, drop_path=0.1, mixup=0.8,
                            cutmix=1.0, reprob=0.25, model_ema=True, layer_decay=0.75, clip_grad=1.0, patience=15,
                            paper='BAcc 0.8468 (aim >= 0.90)',
-                           source='Janowczyk & Madabhushi 2016 (J Pathol Inform 7:29), AlexNet on this patient '
-                                  "split: F1 0.7648, BAcc 0.8468; 0.90 is issue 27's goal"),
+                           source='Janowczyk & Madabhushi 2016 (J Pathol Inform 7:29), AlexNet on their patient '
+                                  "split (--split janowczyk): F1 0.7648, BAcc 0.8468; 0.90 is issue 27's goal"),
         # DeiT's README trains on 4 GPUs x 256 images: lr 5e-4 x 1024/512. Not reproduced: deit's min-lr 1e-5 and
         # 10 cool-down epochs, EMA decay 0.99996 (ours is per optimizer step too, so the same), RandAugment's
         # 'inc1' and magnitude noise (kornia has neither), colour jitter 0.3 and bicubic random-resized crops.
