@@ -225,8 +225,9 @@ def test_repeated_augmentation_sends_each_repeat_to_another_process():
     assert shares[0] == shares[1] == shares[2] and len(set(shares[0])) == 256
 
 
-ALL_PARTS = ['--mixup', '0.8', '--cutmix', '1.0', '--auto-augment', 'rand-m9-mstd0.5', '--reprob', '0.25',
-             '--model-ema', '--model-ema-decay', '0.9', '--clip-grad', '1.0', '--layer-decay', '0.75']
+EVERY_PART = ['--mixup', '0.8', '--cutmix', '1.0', '--auto-augment', 'rand-m9-mstd0.5', '--reprob', '0.25',
+              '--model-ema', '--clip-grad', '1.0', '--layer-decay', '0.75', '--label-smoothing', '0.1']
+ALL_PARTS = [*EVERY_PART, '--model-ema-decay', '0.9']  # an average that moves within the resume test's 12 steps
 
 
 def test_resume_with_every_part_on_ends_like_an_uninterrupted_run(tmp_path):
@@ -254,6 +255,20 @@ def test_resume_with_every_part_on_ends_like_an_uninterrupted_run(tmp_path):
         reference = load_file(tmp_path / 'whole' / name)
         for key, tensor in load_file(tmp_path / 'killed' / name).items():
             assert torch.allclose(tensor, reference[key], atol=1e-5), (name, key)
+
+
+def test_digits_learn_with_every_part_on(tmp_path):
+    """A real run with every part on (the tiny model, 12 epochs of 20 steps; ~1 min on 2 idle cores): the trained
+    and the EMA weights both leave chance. Seed 0 measured test 0.38 and a last EMA validation accuracy of 0.32 (one
+    seed: the bounds keep ~0.12 of margin); before the EMA warm-up the EMA stayed at 0.10 for all 15 epochs of this
+    run, so the second bound fails if the warm-up goes."""
+    import train as train_cli
+    from test_training import FAST, _metrics
+    assert train_cli.main([*FAST, *EVERY_PART, '--lr', '1e-2', '--sched', 'constant', '--epochs', '12',
+                           '--output-dir', str(tmp_path)]) == 0  # at the default --model-ema-decay, 0.9998
+    metrics = _metrics(tmp_path)
+    assert metrics['test']['accuracy'] > 0.2  # chance is 0.1
+    assert metrics['history'][-1]['validation_accuracy_ema'] > 0.2
 
 
 @pytest.mark.slow
