@@ -33,7 +33,8 @@ def tracker(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--preset', choices=sorted(PRESETS), help='one of the seed paper runs or a strong recipe; flags override it')
+    parser.add_argument('--preset', choices=sorted(PRESETS),
+                        help='one of the seed paper runs or a strong recipe; flags override it')
     parser.add_argument('--list-presets', action='store_true', help="list the presets with the literature's figures")
     parser.add_argument('--eval-only', action='store_true', help='only evaluate --pretrained on the test split')
     add_option_arguments(parser, types={'report_to': tracker})
