@@ -193,8 +193,9 @@ def preset_data(tmp_path_factory) -> dict:
                 idc=write_idc_kaggle_folder(root / 'idc'), official=official)
 
 
-@pytest.mark.parametrize('name', sorted(PRESETS))
+@pytest.mark.parametrize('name', sorted(n for n in PRESETS if PRESETS[n]['dataset'] in ('cifar10', 'idc')))
 def test_every_preset_runs_a_few_steps(name, preset_data, tmp_path):
+    """Each preset on stand-in data (official-in1k's ImageNet has none: its settings are checked at import)."""
     preset = PRESETS[name]
     args = ['--preset', name, '--data-dir', str(preset_data[preset['dataset']]), '--epochs', '1',
             '--max-steps-per-epoch', '2', '--batch-size', '4', '--output-dir', str(tmp_path)]
@@ -203,11 +204,11 @@ def test_every_preset_runs_a_few_steps(name, preset_data, tmp_path):
     assert train_cli.main(args) == 0
     metrics = _metrics(tmp_path)
     expected = {**asdict(TrainConfig()), **preset}
-    for key in ('model', 'opt', 'lr', 'weight_decay', 'dataset', 'patience'):
+    for key in ('model', 'opt', 'lr', 'weight_decay', 'dataset', 'patience', 'mixup', 'model_ema', 'layer_decay'):
         assert metrics['config'][key] == expected[key]
     assert metrics['config']['epochs'] == 1 and metrics['config']['batch_size'] == 4
     # the data set, not the model's default weights, decides the input size
-    size = {'cifar10': 32, 'idc': 50}[preset['dataset']]
+    size = preset.get('img_size') or {'cifar10': 32, 'idc': 50}[preset['dataset']]
     assert json.loads((tmp_path / 'config.json').read_text())['pretrained_cfg']['input_size'] == [3, size, size]
     if preset['dataset'] == 'idc':
         assert metrics['data']['patient_level'] and metrics['data']['skipped_images'] == 1

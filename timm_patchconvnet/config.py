@@ -13,13 +13,17 @@ from .dataset_specs import DATASETS, PUBLISHED_SPLITS, SEEDED
 from .model_ref import ModelRefError, parse_model_ref
 from .patchconvnet import CLASS_TOKENS
 
-__all__ = ['CIFAR10_HUB_ID', 'DECODED', 'LOADERS', 'PIL', 'TORCH_OPTIMIZER_LAMB', 'Option', 'TrainConfig',
+__all__ = ['AUTO_AUGMENT_POLICIES', 'CIFAR10_HUB_ID', 'DECODED', 'LOADERS', 'PIL', 'TORCH_OPTIMIZER_LAMB', 'Option',
+           'TrainConfig',
            'check_settings', 'describe_range', 'options', 'public_command', 'public_value', 'resume_key']
 
 CIFAR10_HUB_ID = DATASETS['cifar10'].hub_id
 TORCH_OPTIMIZER_LAMB = 'lamb_torch_optimizer'  # --opt value for torch-optimizer's Lamb, the seed paper's optimizer
 DECODED, PIL = 'decoded', 'pil'  # --loader
 LOADERS = (DECODED, PIL)
+# --auto-augment, in timm's spelling (rand-m9-mstd0.5: RandAugment, 2 ops at magnitude 9 of 10); training/recipe.py
+# maps each to its kornia policy
+AUTO_AUGMENT_POLICIES = ('none', 'rand-m9-mstd0.5', 'trivial')
 
 Range = Tuple[float, Optional[float], bool, bool]  # lowest, highest (None: unbounded), whether each end is allowed
 
@@ -70,6 +74,29 @@ class TrainConfig:
                                   range=(0, None, True, True))
     label_smoothing: float = option(0., 'label smoothing of the training loss', range=SHARE)
     drop_path: float = option(0., 'stochastic depth rate', range=SHARE)
+    mixup: float = option(0., "Mixup's alpha (timm.data.Mixup; 0: off); the training loss then takes soft targets",
+                          range=(0, None, True, True))
+    cutmix: float = option(0., "CutMix's alpha (0: off)", range=(0, None, True, True))
+    mixup_prob: float = option(1., 'share of batches mixed when --mixup or --cutmix is on', range=(0, 1, True, True))
+    mixup_switch_prob: float = option(0.5, 'share of mixed batches that use CutMix when both are on',
+                                      range=(0, 1, True, True))
+    auto_augment: str = option('none', 'RandAugment or TrivialAugmentWide on the training batch (kornia, on the '
+                                        "device), after the data set's own augmentation",
+                               choices=AUTO_AUGMENT_POLICIES)
+    reprob: float = option(0., "random erasing: each training image's chance of a noise rectangle (timm's "
+                               'RandomErasing, on the normalised batch)', range=SHARE)
+    model_ema: bool = option(False, 'keep an exponential moving average of the weights (timm ModelEmaV3); '
+                                    'validation reports both, and the better one on validation loss is saved')
+    model_ema_decay: float = option(0.9998, 'decay of --model-ema per optimizer step', range=FRACTION)
+    clip_grad: Optional[float] = option(None, 'clip the gradient norm to this (Accelerate clip_grad_norm_)',
+                                        value_type=float, range=(0, None, False, True))
+    layer_decay: Optional[float] = option(None, "layer-wise learning-rate decay for fine-tuning: each layer's rate "
+                                                "times this per layer nearer the input (timm's param_groups_layer_"
+                                                'decay over stem, blocks, pooling, head)', value_type=float,
+                                          range=(0, 1, False, True))
+    aug_repeats: int = option(0, "repeated augmentation: each image this many times per epoch, spread over the "
+                                 "processes (timm's RepeatAugSampler; only with several processes; 0: off)",
+                              range=(0, None, True, True))
     class_tokens: Optional[str] = option(
         None, "PatchConvNet's class tokens: 'single' (the paper's) or 'per_class', one token, attention map and output "
               "unit per class (the seed paper's proposed next step); pretrained tokens are averaged or copied to fit. "

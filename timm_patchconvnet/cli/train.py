@@ -33,8 +33,9 @@ def tracker(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--preset', choices=sorted(PRESETS), help='one of the seed paper runs; flags override it')
-    parser.add_argument('--list-presets', action='store_true', help='list the presets with the paper figures')
+    parser.add_argument('--preset', choices=sorted(PRESETS),
+                        help='one of the seed paper runs or a strong recipe; flags override it')
+    parser.add_argument('--list-presets', action='store_true', help="list the presets with the literature's figures")
     parser.add_argument('--eval-only', action='store_true', help='only evaluate --pretrained on the test split')
     add_option_arguments(parser, types={'report_to': tracker})
     return parser
@@ -53,9 +54,14 @@ def parse_config(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_config(argv)
     if args.list_presets:
+        print('paper: the figure the literature reports for each run (its source below it where the seed paper '
+              'is not it), not one measured here')
         for name, preset in PRESETS.items():
-            settings = ' '.join(f'--{k.replace("_", "-")} {v}' for k, v in preset_settings(name).items())
+            settings = ' '.join(f'--{k.replace("_", "-")}' + ('' if v is True else f' {v}')
+                                for k, v in preset_settings(name).items())
             print(f'{name:28s} paper: {preset["paper"] or "-":28s} {settings}')
+            if preset.get('source'):
+                print(f'{"":28s} source: {preset["source"]}')
         return 0
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
     try:  # the training stack, only now: --help and --list-presets work without it

@@ -1,13 +1,14 @@
 """The training engine behind `train.py`: Accelerate for devices, precision and processes; timm for models and
 optimizers; `datasets` for data; scikit-learn for metrics. `train` reads top to bottom like Accelerate's
-examples/complete_cv_example.py: accelerator, data, model, optimizer and schedule, prepare, resume, then per epoch
-training, validation and the epoch's outputs, and at the end the best model's test metrics and the run's outputs."""
+examples/complete_cv_example.py: accelerator, data, model, the strong-training recipe, optimizer and schedule,
+prepare, resume, then per epoch training, validation (of the EMA weights too) and the epoch's outputs, and at the
+end the best model's test metrics and the run's outputs."""
 import math
 import os
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import timm
@@ -18,7 +19,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import TorchDynamoPlugin, set_seed
 from safetensors.torch import load_file
 from timm.data import resolve_data_config
-from timm.optim import create_optimizer_v2, param_groups_weight_decay
+from timm.optim import create_optimizer_v2
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -34,7 +35,8 @@ from .metrics import classification_metrics, patient_results
 from .model import TrainingError, create_training_model, fitted_pretrained_cfg
 from .output_dir import claimed_output_dir, ready_output_dir
 from .outputs import WEIGHTS_FILE, EpochEnd, FinishedRun, write_outputs
-from .run_files import Progress, load_accelerate_state, read_progress
+from .recipe import EMA_FILE, Recipe
+from .run_files import Progress, load_accelerate_state, read_progress, read_state_tensors
 
 __all__ = ['Progress', 'TrainingError', 'create_training_model', 'evaluate_checkpoint', 'evaluate_pretrained',
            'train']
@@ -68,30 +70,33 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, out: Path, started: float
 
     splits = _prepare_data(cfg, accelerator)
     model, data_config = _prepare_model(cfg, splits)
+    recipe = _recipe(cfg, splits, data_config, accelerator)
     loaders = _loaders(cfg, splits, data_config, accelerator)
     if accelerator.device.type == 'cuda':
         model = model.to(memory_format=torch.channels_last)
-    optimizer, scheduler = _optimizer_and_schedule(cfg, model, len(loaders.train), accelerator.num_processes)
+    optimizer, scheduler = _optimizer_and_schedule(cfg, recipe.param_groups(model), len(loaders.train),
+                                                   accelerator.num_processes)
     model, optimizer, train_loader, val_loader, test_loader, scheduler = accelerator.prepare(
         model, optimizer, loaders.train, loaders.validation, loaders.test, scheduler)
+    trained = accelerator.unwrap_model(model, keep_torch_compile=False)  # what the EMA averages and outputs save
+    recipe.start_ema(trained, accelerator.device)
     if resume_from is not None:
-        load_accelerate_state(accelerator, resume_from)
-        accelerator.print(f'resumed from {resume_from} after epoch {progress.epoch}')
+        _resume(accelerator, recipe, resume_from, progress.epoch)
     if cfg.report_to:
         accelerator.init_trackers('patchconvnet', config={k: v for k, v in asdict(cfg).items() if v is not None})
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    criterion = recipe.criterion()
 
     while progress.epoch < cfg.epochs and progress.epochs_without_improvement < cfg.patience:
         epoch_started = time.time()
-        train_loss = _train_epoch(cfg, accelerator, model, train_loader, optimizer, scheduler, criterion,
+        train_loss = _train_epoch(cfg, accelerator, model, train_loader, optimizer, scheduler, criterion, recipe,
                                   loaders.preprocess, progress.epoch, out)
-        val_loss, val_accuracy = _validate(accelerator, model, val_loader, loaders.preprocess, progress.epoch, out)
+        validation, val_loss, candidate = _validate_with_ema(accelerator, model, trained, recipe.ema_model,
+                                                             val_loader, loaders.preprocess, progress.epoch, out)
         improved = progress.add_epoch(dict(
-            epoch=progress.epoch + 1, train_loss=train_loss, validation_loss=val_loss,
-            validation_accuracy=val_accuracy, lr=scheduler.get_last_lr()[0], seconds=time.time() - epoch_started))
-        trained = accelerator.unwrap_model(model, keep_torch_compile=False)
-        write_outputs(EpochEnd(accelerator, trained, improved, splits.label_names, progress.epoch,
-                               progress.state_dict()), out)
+            epoch=progress.epoch + 1, train_loss=train_loss, **validation, lr=scheduler.get_last_lr()[0],
+            seconds=time.time() - epoch_started), val_loss)
+        write_outputs(EpochEnd(accelerator, candidate, improved, splits.label_names, progress.epoch,
+                               progress.state_dict(), recipe.state_tensors()), out)
         _report(accelerator, progress.history[-1])
 
     best = _reload_best(accelerator, model, out)  # the best model, not the last one, is the result
@@ -150,6 +155,13 @@ def _prepare_model(cfg: TrainConfig, splits: DataSplits, fit: bool = True) -> Tu
     return model, resolve_data_config(model=model)
 
 
+def _recipe(cfg: TrainConfig, splits: DataSplits, data_config: Dict[str, Any], accelerator: Accelerator) -> Recipe:
+    """The strong-training parts of `cfg` (training/recipe.py) for the model's classes and normalisation."""
+    if cfg.aug_repeats >= 2 and accelerator.num_processes > 1:  # RepeatAugSampler needs the loaders to take a sampler
+        raise TrainingError('--aug-repeats is not wired into the loaders yet: run without it.')
+    return Recipe(cfg, len(splits.label_names), data_config['mean'], data_config['std'], accelerator.device)
+
+
 def _loaders(cfg: TrainConfig, splits: DataSplits, data_config: Dict[str, Any], accelerator: Accelerator) -> Loaders:
     if cfg.batch_size > len(splits.train):
         raise TrainingError(f'--batch-size {cfg.batch_size} is larger than the {len(splits.train)} training images: '
@@ -160,18 +172,16 @@ def _loaders(cfg: TrainConfig, splits: DataSplits, data_config: Dict[str, Any], 
         raise TrainingError(str(err)) from err
 
 
-def _optimizer_and_schedule(cfg: TrainConfig, model: nn.Module, batches_per_epoch: int,
+def _optimizer_and_schedule(cfg: TrainConfig, param_groups: List[Dict[str, Any]], batches_per_epoch: int,
                             num_processes: int) -> Tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """The optimizer and its learning-rate schedule (warmup, then cosine or constant). Planned before `prepare`, on
-    the whole data: each process does 1/num_processes of these optimizer steps, and Accelerate steps the scheduler
-    num_processes times per optimizer step."""
+    """The optimizer of the recipe's `param_groups` and its learning-rate schedule (warmup, then cosine or constant).
+    Planned before `prepare`, on the whole data: each process does 1/num_processes of these optimizer steps, and
+    Accelerate steps the scheduler num_processes times per optimizer step."""
     if cfg.opt == TORCH_OPTIMIZER_LAMB:
         import torch_optimizer  # the package the seed paper used; timm's 'lamb' is deit's algorithm
-        no_decay = model.no_weight_decay() if hasattr(model, 'no_weight_decay') else ()
-        groups = param_groups_weight_decay(model, cfg.weight_decay, no_weight_decay_list=no_decay)
-        optimizer = torch_optimizer.Lamb(groups, lr=cfg.lr)
+        optimizer = torch_optimizer.Lamb(param_groups, lr=cfg.lr)
     else:
-        optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
+        optimizer = create_optimizer_v2(param_groups, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                         momentum=cfg.momentum)
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum_steps)
     if cfg.max_steps_per_epoch:
@@ -190,10 +200,12 @@ def _optimizer_and_schedule(cfg: TrainConfig, model: nn.Module, batches_per_epoc
 
 def _train_epoch(cfg: TrainConfig, accelerator: Accelerator, model: nn.Module, loader: DataLoader,
                  optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-                 criterion: nn.Module, preprocess: Optional[BatchPreprocess], epoch: int, out: Path) -> float:
+                 criterion: nn.Module, recipe: Recipe, preprocess: Optional[BatchPreprocess], epoch: int,
+                 out: Path) -> float:
     """One epoch of training (at most --max-steps-per-epoch optimizer steps); its mean loss over all processes."""
     loader.set_epoch(epoch)  # the seeded sampler's order depends on the epoch alone
     model.train()
+    plain = accelerator.unwrap_model(model, keep_torch_compile=False)  # what the EMA averages
     # summed on the device and read every LOG_EVERY steps: reading it each step would wait for the GPU each step
     loss_sum, batches = torch.zeros((), device=accelerator.device), 0
     bar = tqdm(loader, desc=f'epoch {epoch + 1}/{cfg.epochs}', leave=False,
@@ -203,11 +215,15 @@ def _train_epoch(cfg: TrainConfig, accelerator: Accelerator, model: nn.Module, l
             loader.end()  # what finishing the loop would do: Accelerate drops its reference to it
             break
         with accelerator.accumulate(model):
-            loss = criterion(model(model_input(images, preprocess, train=True)), targets)
+            images, targets = recipe.train_batch(model_input(images, preprocess, train=True), targets)
+            loss = criterion(model(images), targets)
             accelerator.backward(loss)
+            recipe.clip(accelerator, model)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
+            if accelerator.sync_gradients:  # an optimizer step was taken
+                recipe.update_ema(plain)
         loss_sum += loss.detach()
         batches += 1
         if batches % LOG_EVERY == 0:
@@ -235,6 +251,22 @@ def _validate(accelerator: Accelerator, model: nn.Module, loader: DataLoader, pr
     return loss, float((probs.argmax(1) == labels).mean())
 
 
+def _validate_with_ema(accelerator: Accelerator, model: nn.Module, trained: nn.Module, ema: Optional[nn.Module],
+                       loader: DataLoader, preprocess: Optional[BatchPreprocess], epoch: int,
+                       out: Path) -> Tuple[Dict[str, Any], float, nn.Module]:
+    """Validation of the trained weights (`model` prepared, `trained` unwrapped) and with --model-ema of their average:
+    the history's fields, and the validation loss and module of the better, which selection takes."""
+    val_loss, val_accuracy = _validate(accelerator, model, loader, preprocess, epoch, out)
+    fields = dict(validation_loss=val_loss, validation_accuracy=val_accuracy)
+    if ema is None:
+        return fields, val_loss, trained
+    ema_loss, ema_accuracy = _validate(accelerator, ema, loader, preprocess, epoch, out)
+    ema_better = ema_loss < val_loss
+    fields.update(validation_loss_ema=ema_loss, validation_accuracy_ema=ema_accuracy,
+                  weights='ema' if ema_better else 'raw')
+    return (fields, ema_loss, ema) if ema_better else (fields, val_loss, trained)
+
+
 @torch.no_grad()
 def _predict(model: nn.Module, loader: DataLoader, accelerator: Accelerator,
              preprocess: Optional[BatchPreprocess]) -> Tuple[np.ndarray, np.ndarray, float]:
@@ -248,6 +280,14 @@ def _predict(model: nn.Module, loader: DataLoader, accelerator: Accelerator,
         logits.append(batch_logits)
     labels, logits = torch.cat(labels), torch.cat(logits)
     return labels.cpu().numpy(), logits.softmax(-1).cpu().numpy(), F.cross_entropy(logits, labels).item()
+
+
+def _resume(accelerator: Accelerator, recipe: Recipe, state: Path, epoch: int) -> None:
+    """The saved `state` into the prepared objects (Accelerate's) and the recipe (the EMA weights)."""
+    load_accelerate_state(accelerator, state)
+    if recipe.ema is not None:
+        recipe.load_ema_state(read_state_tensors(state / EMA_FILE))
+    accelerator.print(f'resumed from {state} after epoch {epoch}')
 
 
 def _report(accelerator: Accelerator, record: Dict[str, Any]) -> None:
@@ -286,6 +326,9 @@ def _run_record(cfg: TrainConfig, accelerator: Accelerator, progress: Progress, 
     return {
         'test': test,
         'best_epoch': progress.best_epoch,
+        # which weights model.safetensors holds: the EMA's or the trained ones
+        'best_weights': (progress.history[progress.best_epoch - 1].get('weights', 'raw') if progress.best_epoch
+                         else 'raw'),
         'best_validation_loss': progress.best_val_loss,
         'epochs_run': progress.epoch,
         'stopped_early': progress.epoch < cfg.epochs,

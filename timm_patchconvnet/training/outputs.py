@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import torch
 import torch.nn as nn
 from accelerate import Accelerator
 
@@ -30,11 +31,12 @@ ATTENTION_FILE = 'attention.png'
 class EpochEnd(NamedTuple):
     """What the outputs written after each epoch read (on every process)."""
     accelerator: Accelerator
-    model: nn.Module  # the model being trained, unwrapped
+    model: nn.Module  # the weights saved when validation improves: the model being trained, unwrapped, or its EMA
     improved: bool  # its validation loss is the best so far
     label_names: Sequence[str]
     epoch: int
     progress: Dict[str, Any]  # Progress.state_dict()
+    state_tensors: Dict[str, Dict[str, torch.Tensor]]  # Recipe.state_tensors(): safetensors files saved with the state
 
 
 class FinishedRun(NamedTuple):
@@ -58,7 +60,7 @@ def _save_best_model(epoch: EpochEnd, out: Path) -> None:
 
 
 def _save_state(epoch: EpochEnd, out: Path) -> None:
-    save_training_state(epoch.accelerator, out / STATE_DIR, epoch.epoch, epoch.progress)
+    save_training_state(epoch.accelerator, out / STATE_DIR, epoch.epoch, epoch.progress, epoch.state_tensors)
 
 
 def _save_metrics(run: FinishedRun, out: Path) -> None:

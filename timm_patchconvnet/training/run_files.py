@@ -1,6 +1,6 @@
-"""The resumable state of a training run: Accelerate's state and our progress.json per epoch, `state/latest` naming
-the last complete one; `Progress`, what early stopping and resuming need; and reading a state back without
-unpickling code."""
+"""The resumable state of a training run: Accelerate's state, our progress.json and the recipe's tensors (the EMA
+weights) per epoch, `state/latest` naming the last complete one; `Progress`, what early stopping and resuming need;
+and reading a state back without unpickling code."""
 import json
 import math
 import re
@@ -8,8 +8,11 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import torch
 from accelerate import Accelerator
 from accelerate.utils import RNG_STATE_NAME, load
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from ..config import options
 from ..errors import one_line
@@ -17,7 +20,7 @@ from ..model_folder import atomic_file, atomic_write_json
 from .model import FIRST_WORDS, TrainingError
 
 __all__ = ['PROGRESS_FILE', 'STATE_DIR', 'Progress', 'latest_training_state', 'load_accelerate_state',
-           'read_progress', 'save_training_state']
+           'read_progress', 'read_state_tensors', 'save_training_state']
 
 STATE_DIR = 'state'  # in the output folder
 PROGRESS_FILE = 'progress.json'  # our progress and settings, beside Accelerate's state: JSON, never unpickled
@@ -33,15 +36,16 @@ class Progress:
         self.best_val_loss = math.inf
         self.best_epoch = 0
         self.epochs_without_improvement = 0
-        self.history: List[Dict[str, float]] = []
+        self.history: List[Dict[str, Any]] = []
 
-    def add_epoch(self, record: Dict[str, float]) -> bool:
-        """Count the epoch that `record` (its history line) describes; True when its validation loss is the best."""
+    def add_epoch(self, record: Dict[str, Any], val_loss: float) -> bool:
+        """Count the epoch that `record` (its history line) describes; True when `val_loss`, the validation loss of
+        the weights it would save (the trained ones or their EMA), is the best."""
         self.epoch = record['epoch']
         self.history.append(record)
-        improved = record['validation_loss'] < self.best_val_loss
+        improved = val_loss < self.best_val_loss
         if improved:
-            self.best_val_loss, self.best_epoch = record['validation_loss'], self.epoch
+            self.best_val_loss, self.best_epoch = val_loss, self.epoch
             self.epochs_without_improvement = 0
         else:
             self.epochs_without_improvement += 1
@@ -72,13 +76,17 @@ class Progress:
         self.run_key = current
 
 
-def save_training_state(accelerator: Accelerator, root: Path, epoch: int, progress: Dict[str, Any]) -> None:
-    """Accelerate's state (model, optimizer, scheduler, RNGs) after `epoch` and `progress` as PROGRESS_FILE, in
-    `root/epoch-NNNN`; `root/latest` names it once it is complete, then older states are removed."""
+def save_training_state(accelerator: Accelerator, root: Path, epoch: int, progress: Dict[str, Any],
+                        tensors: Dict[str, Dict[str, torch.Tensor]]) -> None:
+    """Accelerate's state (model, optimizer, scheduler, RNGs) after `epoch`, `progress` as PROGRESS_FILE and each of
+    `tensors` as a safetensors file of that name (the EMA weights), in `root/epoch-NNNN`; `root/latest` names it once
+    it is complete, then older states are removed."""
     folder = root / f'epoch-{epoch:04d}'
     accelerator.wait_for_everyone()
     accelerator.save_state(str(folder))  # every process writes its own RNG state here
     if accelerator.is_main_process:
+        for name, state in tensors.items():
+            atomic_file(folder / name, lambda tmp, state=state: save_file(state, tmp))
         atomic_write_json(folder / PROGRESS_FILE, progress)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -107,6 +115,15 @@ def read_progress(state: Path) -> Dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise TrainingError(f'Cannot resume: {state / PROGRESS_FILE} is unreadable ({err}). Start a new run with '
                             '--overwrite.') from err
+
+
+def read_state_tensors(file: Path) -> Dict[str, torch.Tensor]:
+    """A safetensors file that `save_training_state` wrote beside Accelerate's state (the EMA weights)."""
+    try:
+        return load_file(file)
+    except (OSError, SafetensorError) as err:
+        raise TrainingError(f'Cannot resume: {file} is missing or unreadable ({one_line(err, FIRST_WORDS)}). Start a '
+                            'new run with --overwrite.') from err
 
 
 def load_accelerate_state(accelerator: Accelerator, state: Path) -> None:

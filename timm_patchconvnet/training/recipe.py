@@ -1,0 +1,167 @@
+"""The strong-training parts of a run, each from the library that has it, built from its `TrainConfig`.
+
+Mixup and CutMix (`timm.data.Mixup` with `SoftTargetCrossEntropy`), RandAugment and TrivialAugment
+(`kornia.augmentation.auto`), random erasing (`timm.data.random_erasing.RandomErasing`), EMA weights
+(`timm.utils.ModelEmaV3`), gradient clipping (Accelerate's `clip_grad_norm_`), layer-wise learning-rate decay
+(`timm.optim.param_groups_layer_decay` over the model's `group_matcher`) and repeated augmentation
+(`timm.data.distributed_sampler.RepeatAugSampler`). Every part is off unless its option turns it on.
+
+The loop calls a `Recipe` at a few points: `criterion()` for the training loss, `param_groups(model)` for the
+optimizer, `train_batch(images, targets)` on each normalised training batch, `clip(accelerator, model)` between
+backward and the optimizer step, `update_ema(model)` after it, `ema_model` to validate with EMA weights, and
+`state_tensors()` / `load_ema_state()` to save and resume. Validation and test always use hard labels.
+"""
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from timm.data import Mixup
+from timm.data.distributed_sampler import RepeatAugSampler
+from timm.data.random_erasing import RandomErasing
+from timm.loss import SoftTargetCrossEntropy
+from timm.optim import param_groups_layer_decay, param_groups_weight_decay
+from timm.utils import ModelEmaV3
+from torch.utils.data import Dataset
+
+from ..config import TrainConfig
+
+__all__ = ['EMA_FILE', 'EMA_STEPS_KEY', 'EMA_WARMUP_POWER', 'KORNIA_POLICIES', 'PerGroupPolicy', 'Recipe',
+           'auto_augment_policy', 'repeat_sampler']
+
+EMA_FILE = 'ema.safetensors'  # the EMA weights in a saved state, beside Accelerate's files
+EMA_STEPS_KEY = 'recipe.ema_steps'  # the EMA's update count in EMA_FILE: its warm-up resumes where it stopped
+# ModelEmaV3's warm-up, decay = min(--model-ema-decay, 1 - (1 + step) ** -power). Without it a decay of 0.9998
+# leaves the average ~95% at the initialisation after a few hundred steps, and selection can save those weights
+# (a short run then tests at chance). With power 3/4 the warm-up reaches 0.9998 after ~85k steps (cifar10-strong
+# takes ~70k), where timm's default 2/3 would cap the average below 0.9995 for the whole run.
+EMA_WARMUP_POWER = 3 / 4
+
+# --auto-augment's timm strings as kornia policies. timm's magnitudes run 0..10, kornia's 0..30 (m9 -> 27); kornia
+# has no magnitude noise, so timm's 'mstd0.5' (a std of 0.5 around m9) is not reproduced.
+KORNIA_POLICIES = {'rand-m9-mstd0.5': dict(kind='rand', n=2, m=27), 'trivial': dict(kind='trivial')}
+
+
+class PerGroupPolicy(nn.Module):
+    """A kornia policy drawn anew for each group of `group` images: kornia draws a policy's operations (and
+    RandAugment's magnitude) once per call, so a whole batch in one call would share them."""
+
+    def __init__(self, policy: nn.Module, group: int = 8):
+        super().__init__()
+        self.policy, self.group = policy, group
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.policy(part) for part in images.split(self.group)])
+
+
+def auto_augment_policy(name: str) -> Optional[nn.Module]:
+    """The kornia policy of an --auto-augment value, taking and giving float batches in [0, 1]; None for 'none'.
+    Groups of 8 ran as fast as whole batches of 64 on CPU (kornia's cost is per image)."""
+    if name == 'none':
+        return None
+    from kornia.augmentation.auto import RandAugment, TrivialAugment  # the train extra's, like the batch recipe
+    settings = KORNIA_POLICIES[name]
+    policy = RandAugment(n=settings['n'], m=settings['m']) if settings['kind'] == 'rand' else TrivialAugment()
+    return PerGroupPolicy(policy)
+
+
+def repeat_sampler(cfg: TrainConfig, dataset: Dataset, num_processes: int,
+                   process_index: int) -> Optional[RepeatAugSampler]:
+    """This process's share of each epoch with every image repeated --aug-repeats times across the processes, so
+    that each process sees its own augmentation of it; None with one process or --aug-repeats 0."""
+    if cfg.aug_repeats < 2 or num_processes < 2:
+        return None
+    return RepeatAugSampler(dataset, num_replicas=num_processes, rank=process_index, num_repeats=cfg.aug_repeats)
+
+
+class Recipe:
+    """The parts of `cfg` for a model with `num_classes` outputs whose inputs are normalised by `mean` and `std`,
+    trained on `device`."""
+
+    def __init__(self, cfg: TrainConfig, num_classes: int, mean: Sequence[float], std: Sequence[float],
+                 device: Union[str, torch.device] = 'cpu'):
+        self.cfg = cfg
+        self.mixup = None
+        if cfg.mixup or cfg.cutmix:
+            # label smoothing folded into the soft targets, as timm's train.py does
+            self.mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
+                               switch_prob=cfg.mixup_switch_prob, label_smoothing=cfg.label_smoothing,
+                               num_classes=num_classes)
+        self.auto_augment = auto_augment_policy(cfg.auto_augment)
+        # pixel mode: per-pixel normal noise, the right fill for a normalised batch
+        self.erase = RandomErasing(cfg.reprob, mode='pixel', device=device) if cfg.reprob else None
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.ema: Optional[ModelEmaV3] = None
+        self.ema_steps = 0
+
+    def criterion(self) -> nn.Module:
+        """The training loss: soft-target cross-entropy on mixed batches, else cross-entropy with smoothing."""
+        if self.mixup is not None:
+            return SoftTargetCrossEntropy()
+        return nn.CrossEntropyLoss(label_smoothing=self.cfg.label_smoothing)
+
+    @torch.no_grad()
+    def train_batch(self, images: torch.Tensor, targets: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """A normalised training batch and its labels after the policy, random erasing and mixing (then the
+        targets are soft, (B, num_classes)). Mixing pairs the batch with its reverse, so an odd batch loses its
+        last image (timm's own loader drops the last batch instead)."""
+        if self.auto_augment is not None:  # the policies work on [0, 1] images
+            images = self.auto_augment((images * self.std + self.mean).clamp_(0, 1)).sub_(self.mean).div_(self.std)
+        if self.erase is not None:
+            images = self.erase(images)
+        if self.mixup is not None:
+            even = len(images) - len(images) % 2
+            images, targets = self.mixup(images[:even], targets[:even])
+        return images, targets
+
+    def param_groups(self, model: nn.Module) -> List[Dict]:
+        """The optimizer's parameter groups: no weight decay on norms, biases and the model's `no_weight_decay()`
+        (what timm's create_optimizer_v2 does), and with --layer-decay timm's layer-wise groups, each with its
+        learning rate set (timm's schedulers read `lr_scale`; the loop's LambdaLR scales each group's starting
+        rate instead)."""
+        no_decay = model.no_weight_decay() if hasattr(model, 'no_weight_decay') else ()
+        if self.cfg.layer_decay is None:
+            return param_groups_weight_decay(model, self.cfg.weight_decay, no_weight_decay_list=no_decay)
+        groups = param_groups_layer_decay(model, self.cfg.weight_decay, no_weight_decay_list=no_decay,
+                                          layer_decay=self.cfg.layer_decay)
+        for group in groups:
+            group['lr'] = self.cfg.lr * group['lr_scale']
+        return groups
+
+    def clip(self, accelerator, model: nn.Module) -> None:
+        """Clip the gradient norm (--clip-grad) once gradients are whole (at the last accumulated batch)."""
+        if self.cfg.clip_grad is not None and accelerator.sync_gradients:
+            accelerator.clip_grad_norm_(model.parameters(), self.cfg.clip_grad)
+
+    def start_ema(self, model: nn.Module, device: Optional[torch.device] = None) -> None:
+        """Begin the average from `model`'s weights (the unwrapped model, before training), kept on `device`."""
+        if self.cfg.model_ema:
+            self.ema = ModelEmaV3(model, decay=self.cfg.model_ema_decay, use_warmup=True,
+                                  warmup_power=EMA_WARMUP_POWER, device=device)
+
+    def update_ema(self, model: nn.Module) -> None:
+        """One step of the average, after an optimizer step."""
+        if self.ema is not None:
+            self.ema_steps += 1
+            self.ema.update(model, step=self.ema_steps)
+
+    @property
+    def ema_model(self) -> Optional[nn.Module]:
+        return None if self.ema is None else self.ema.module
+
+    def state_tensors(self) -> Dict[str, Dict[str, torch.Tensor]]:
+        """The safetensors files to save with the run's state, by name: EMA_FILE with --model-ema, else none."""
+        return {EMA_FILE: self.ema_state()} if self.ema is not None else {}
+
+    def ema_state(self) -> Dict[str, torch.Tensor]:
+        """The EMA weights to save with the run's state (empty without --model-ema)."""
+        if self.ema is None:
+            return {}
+        state = {k: v.detach().contiguous() for k, v in self.ema.module.state_dict().items()}
+        return {**state, EMA_STEPS_KEY: torch.tensor(self.ema_steps)}
+
+    def load_ema_state(self, state: Dict[str, torch.Tensor]) -> None:
+        if self.ema is not None:
+            state = dict(state)
+            self.ema_steps = int(state.pop(EMA_STEPS_KEY))
+            self.ema.module.load_state_dict(state)
