@@ -38,7 +38,7 @@ EMA_WARMUP_POWER = 3 / 4
 
 # --auto-augment's timm strings as kornia policies. timm's magnitudes run 0..10, kornia's 0..30 (m9 -> 27); kornia
 # has no magnitude noise, so timm's 'mstd0.5' (a std of 0.5 around m9) is not reproduced.
-KORNIA_POLICIES = {'rand-m9-mstd0.5': dict(kind='rand', n=2, m=27), 'trivial': dict(kind='trivial')}
+KORNIA_POLICIES = {'rand-m9-mstd0.5': dict(policy='rand', n=2, m=27), 'trivial': dict(policy='trivial')}
 
 
 class PerGroupPolicy(nn.Module):
@@ -60,7 +60,7 @@ def auto_augment_policy(name: str) -> Optional[nn.Module]:
         return None
     from kornia.augmentation.auto import RandAugment, TrivialAugment  # the train extra's, like the batch recipe
     settings = KORNIA_POLICIES[name]
-    policy = RandAugment(n=settings['n'], m=settings['m']) if settings['kind'] == 'rand' else TrivialAugment()
+    policy = RandAugment(n=settings['n'], m=settings['m']) if settings['policy'] == 'rand' else TrivialAugment()
     return PerGroupPolicy(policy)
 
 
