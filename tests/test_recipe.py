@@ -17,6 +17,7 @@ from timm.utils import ModelEmaV3
 from torchvision.transforms import v2
 
 from timm_patchconvnet.config import TrainConfig
+from timm_patchconvnet.training.model import TrainingError
 from timm_patchconvnet.training.recipe import EMA_WARMUP_POWER, Recipe, auto_augment_policy, repeat_sampler
 
 N = 1000  # images per statistic
@@ -215,14 +216,31 @@ def test_gradient_clipping_through_accelerate():
     assert torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]) == pytest.approx(0.5, rel=1e-4)
 
 
-def test_repeated_augmentation_sends_each_repeat_to_another_process():
-    data = list(range(768))
-    config = TrainConfig(aug_repeats=3)
-    assert repeat_sampler(config, data, 1, 0) is None and repeat_sampler(TrainConfig(), data, 2, 0) is None
-    shares = [list(repeat_sampler(config, data, 3, rank)) for rank in range(3)]
-    # an epoch is as long as without repeats (timm rounds it to 256s): a third of the images, each on every process
-    assert all(len(share) == 256 for share in shares)
-    assert shares[0] == shares[1] == shares[2] and len(set(shares[0])) == 256
+def test_repeated_augmentation_gives_each_process_its_timm_share_through_accelerate_sharding():
+    """The loader's sampler, sharded by Accelerate's own BatchSamplerShard as `prepare` does it, hands process k
+    exactly timm's RepeatAugSampler share for rank k (cut to whole batches), in every epoch."""
+    from accelerate.data_loader import BatchSamplerShard
+    from timm.data.distributed_sampler import RepeatAugSampler
+    from torch.utils.data import BatchSampler
+    data, batch = list(range(1000)), 32
+    config = TrainConfig(aug_repeats=3, batch_size=batch)
+    assert repeat_sampler(config, data, 1) is None and repeat_sampler(TrainConfig(batch_size=batch), data, 3) is None
+    sampler, orders = repeat_sampler(config, data, 3), []
+    for epoch in (0, 4):
+        sampler.set_epoch(epoch)
+        shares = []
+        for rank in range(3):
+            timm_share = RepeatAugSampler(data, num_replicas=3, rank=rank, num_repeats=3)
+            timm_share.set_epoch(epoch)
+            got = [i for b in BatchSamplerShard(BatchSampler(sampler, batch, False), 3, rank) for i in b]
+            assert got == list(timm_share)[:len(got)] and len(got) == 256  # timm rounds the epoch to 256s
+            shares.append(got)
+        # an epoch is as long as without repeats: a third of the images, each on every process
+        assert shares[0] == shares[1] == shares[2] and len(set(shares[0])) == 256
+        orders.append(shares[0])
+    assert orders[0] != orders[1]  # the epoch reaches every share
+    with pytest.raises(TrainingError, match='less than one batch'):
+        repeat_sampler(TrainConfig(aug_repeats=3, batch_size=64), data[:100], 3)
 
 
 EVERY_PART = ['--mixup', '0.8', '--cutmix', '1.0', '--auto-augment', 'rand-m9-mstd0.5', '--reprob', '0.25',

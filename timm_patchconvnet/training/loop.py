@@ -157,8 +157,6 @@ def _prepare_model(cfg: TrainConfig, splits: DataSplits, fit: bool = True) -> Tu
 
 def _recipe(cfg: TrainConfig, splits: DataSplits, data_config: Dict[str, Any], accelerator: Accelerator) -> Recipe:
     """The strong-training parts of `cfg` (training/recipe.py) for the model's classes and normalisation."""
-    if cfg.aug_repeats >= 2 and accelerator.num_processes > 1:  # RepeatAugSampler needs the loaders to take a sampler
-        raise TrainingError('--aug-repeats is not wired into the loaders yet: run without it.')
     return Recipe(cfg, len(splits.label_names), data_config['mean'], data_config['std'], accelerator.device)
 
 

@@ -11,7 +11,7 @@ optimizer, `train_batch(images, targets)` on each normalised training batch, `cl
 backward and the optimizer step, `update_ema(model)` after it, `ema_model` to validate with EMA weights, and
 `state_tensors()` / `load_ema_state()` to save and resume. Validation and test always use hard labels.
 """
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -21,12 +21,13 @@ from timm.data.random_erasing import RandomErasing
 from timm.loss import SoftTargetCrossEntropy
 from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from timm.utils import ModelEmaV3
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from ..config import TrainConfig
+from .model import TrainingError
 
 __all__ = ['EMA_FILE', 'EMA_STEPS_KEY', 'EMA_WARMUP_POWER', 'KORNIA_POLICIES', 'PerGroupPolicy', 'Recipe',
-           'auto_augment_policy', 'repeat_sampler']
+           'RepeatedAugmentation', 'auto_augment_policy', 'repeat_sampler']
 
 EMA_FILE = 'ema.safetensors'  # the EMA weights in a saved state, beside Accelerate's files
 EMA_STEPS_KEY = 'recipe.ema_steps'  # the EMA's update count in EMA_FILE: its warm-up resumes where it stopped
@@ -64,13 +65,45 @@ def auto_augment_policy(name: str) -> Optional[nn.Module]:
     return PerGroupPolicy(policy)
 
 
-def repeat_sampler(cfg: TrainConfig, dataset: Dataset, num_processes: int,
-                   process_index: int) -> Optional[RepeatAugSampler]:
-    """This process's share of each epoch with every image repeated --aug-repeats times across the processes, so
-    that each process sees its own augmentation of it; None with one process or --aug-repeats 0."""
+class RepeatedAugmentation(Sampler[int]):
+    """timm's `RepeatAugSampler` for every one of `num_processes` processes, interleaved batch by batch.
+
+    Accelerate shards a prepared loader by batches: process k takes batches k, k + N, k + 2N, ... of its sampler.
+    This sampler lays out the world's epoch so that those batches are exactly process k's `RepeatAugSampler` share
+    (cut to whole batches), in which each image's --aug-repeats copies land on different processes. The loader then
+    goes through `accelerator.prepare` like any other; its epoch reaches every share through `set_epoch`."""
+
+    def __init__(self, dataset: Dataset, num_processes: int, batch_size: int, num_repeats: int):
+        self.shares = [RepeatAugSampler(dataset, num_replicas=num_processes, rank=rank, num_repeats=num_repeats)
+                       for rank in range(num_processes)]
+        self.batch_size = batch_size
+        self.share_length = len(self.shares[0]) // batch_size * batch_size  # whole batches: none padded or wrapped
+
+    def set_epoch(self, epoch: int) -> None:
+        for share in self.shares:
+            share.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return self.share_length * len(self.shares)
+
+    def __iter__(self) -> Iterator[int]:
+        shares = [list(share)[:self.share_length] for share in self.shares]
+        for start in range(0, self.share_length, self.batch_size):
+            for share in shares:
+                yield from share[start:start + self.batch_size]
+
+
+def repeat_sampler(cfg: TrainConfig, dataset: Dataset, num_processes: int) -> Optional[RepeatedAugmentation]:
+    """The training loader's sampler with --aug-repeats over several processes; None (shuffle as usual) with one
+    process or without repeats. A refusal when a process's share is less than one batch."""
     if cfg.aug_repeats < 2 or num_processes < 2:
         return None
-    return RepeatAugSampler(dataset, num_replicas=num_processes, rank=process_index, num_repeats=cfg.aug_repeats)
+    sampler = RepeatedAugmentation(dataset, num_processes, cfg.batch_size, cfg.aug_repeats)
+    if not len(sampler):
+        raise TrainingError(f'--aug-repeats {cfg.aug_repeats} over {num_processes} processes leaves each process '
+                         f'{len(sampler.shares[0])} of the {len(dataset)} training images an epoch, less than one '
+                         f'batch of --batch-size {cfg.batch_size}: lower the batch size or use more data.')
+    return sampler
 
 
 class Recipe:
