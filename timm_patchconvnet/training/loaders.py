@@ -16,7 +16,7 @@ from ..errors import install_hint
 from ..data import DataSplits, ImageClassificationDataset, build_transform
 from ..dataset_specs import SPLIT_NAMES, dataset_spec
 from ..data.decode_cache import DecodeSettings, cache_root, decode_split, keep_batch
-from ..data.device_transforms import BatchPreprocess
+from ..data.device_transforms import BatchPreprocess, auto_augment_policy
 from .recipe import repeat_sampler
 
 __all__ = ['Loaders', 'build_loaders', 'default_workers', 'model_input']
@@ -50,7 +50,8 @@ def build_loaders(cfg: TrainConfig, splits: DataSplits, data_config: Dict[str, A
     if cfg.loader == DECODED:
         try:  # before minutes of decoding
             preprocess = BatchPreprocess.for_model(dataset_spec(splits.dataset).augmentation, data_config,
-                                                   channels_last=cuda).to(accelerator.device)
+                                                   channels_last=cuda,
+                                                   policy=auto_augment_policy(cfg.auto_augment)).to(accelerator.device)
         except ImportError as err:
             raise ImportError(f'--loader {DECODED} augments with kornia, which is not installed ({err}): install the '
                               f'train extra ({install_hint("train")}) or use --loader pil.') from err
@@ -66,7 +67,8 @@ def build_loaders(cfg: TrainConfig, splits: DataSplits, data_config: Dict[str, A
                        preprocess, sum(d.unreadable for d in decoded.values()))
     workers = default_workers(accelerator.num_processes, cuda) if cfg.num_workers is None else cfg.num_workers
     common = dict(batch_size=cfg.batch_size, num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0)
-    transforms = {train: build_transform(splits.dataset, data_config, train=train) for train in (True, False)}
+    transforms = {train: build_transform(splits.dataset, data_config, train=train, auto_augment=cfg.auto_augment)
+                  for train in (True, False)}
     return Loaders(
         _train_loader(cfg, ImageClassificationDataset(splits.train, transforms[True]), accelerator.num_processes,
                       common),
