@@ -55,7 +55,7 @@ def build_loaders(cfg: TrainConfig, splits: DataSplits, data_config: Dict[str, A
         except ImportError as err:
             raise ImportError(f'--loader {DECODED} augments with kornia, which is not installed ({err}): install the '
                               f'train extra ({install_hint("train")}) or use --loader pil.') from err
-        settings = DecodeSettings.from_data_config(data_config)
+        settings = DecodeSettings.from_data_config(data_config, native_size=dataset_spec(splits.dataset).img_size)
         root = cache_root(cfg.cache_dir)
         # every process asks; the entry's file lock lets one decode while the others wait (no collective timeout)
         decoded = {name: decode_split(getattr(splits, name), settings, root, splits.source_key,
