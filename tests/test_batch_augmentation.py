@@ -127,3 +127,23 @@ def test_batch_preprocess_normalises_on_the_device_dtype_checked():
     out = augmenting(torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), train=True)
     assert out.is_contiguous(memory_format=torch.channels_last) and out.dtype == torch.float32
     assert not torch.equal(augmenting(images, train=False), augmenting(images, train=True))
+
+
+def test_small_images_are_stored_at_their_size_and_resized_on_the_device_like_the_pil_path():
+    """CIFAR-10 for a model at 64: the cache keeps 32 x 32 (a quarter of the bytes; 1/49 at 224), BatchPreprocess
+    resizes after the data set's augmentation, close to the PIL path's bicubic resize of the same image."""
+    from timm_patchconvnet.data.decode_cache import DecodeSettings
+    from timm_patchconvnet.data.transforms import build_transform
+    data_config = dict(input_size=(3, 64, 64), interpolation='bicubic', mean=(0.5,) * 3, std=(0.25,) * 3,
+                       crop_pct=1.0)
+    assert DecodeSettings.from_data_config(data_config, native_size=32) == DecodeSettings(32, 32, 'bicubic')
+    assert DecodeSettings.from_data_config(data_config, native_size=96) == DecodeSettings(64, 64, 'bicubic')
+    assert DecodeSettings.from_data_config(data_config) == DecodeSettings(64, 64, 'bicubic')
+    rng = np.random.default_rng(0)
+    image = np.kron(rng.integers(0, 256, (8, 8, 3)), np.ones((4, 4, 1))).astype(np.uint8)  # 32 x 32 blocks
+    preprocess = BatchPreprocess.for_model(DATASETS['cifar10'].augmentation, data_config)
+    ours = preprocess(torch.from_numpy(image).permute(2, 0, 1)[None])
+    pil = build_transform('cifar10', data_config, train=False)(Image.fromarray(image))
+    assert ours.shape == (1, 3, 64, 64) and (ours[0] - pil).abs().mean() * 0.25 < 0.01  # in [0, 1] units
+    assert preprocess(torch.from_numpy(image).permute(2, 0, 1)[None].expand(4, -1, -1, -1).contiguous(),
+                      train=True).shape == (4, 3, 64, 64)

@@ -17,14 +17,16 @@ from timm.utils import ModelEmaV3
 from torchvision.transforms import v2
 
 from timm_patchconvnet.config import TrainConfig
-from timm_patchconvnet.training.recipe import EMA_WARMUP_POWER, Recipe, auto_augment_policy, repeat_sampler
+from timm_patchconvnet.training.model import TrainingError
+from timm_patchconvnet.data.device_transforms import BatchPreprocess, auto_augment_policy
+from timm_patchconvnet.training.recipe import EMA_STEPS_KEY, EMA_WARMUP_POWER, Recipe, repeat_sampler
 
 N = 1000  # images per statistic
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
 
 def recipe(**options) -> Recipe:
-    return Recipe(TrainConfig(**options), num_classes=10, mean=MEAN, std=STD)
+    return Recipe(TrainConfig(**options), num_classes=10)
 
 
 def normalise(images: torch.Tensor) -> torch.Tensor:
@@ -98,13 +100,35 @@ def test_auto_augment_changes_each_image_its_own_way(name, photo):
     assert statistics(lambda b: b, photo)[0] == 0  # and no policy at all changes nothing
 
 
-def test_the_policy_runs_on_the_normalised_batch_and_returns_it_normalised(photo):
-    images = normalise(photo.expand(N, -1, -1, -1))
+def test_the_policy_runs_in_the_batch_preprocessing_before_normalisation(photo):
+    """One pass: the uint8 batch to [0, 1], the policy, the normalisation; only when training."""
+    batch = (photo.expand(64, -1, -1, -1) * 255).round().to(torch.uint8)
+    preprocess = BatchPreprocess(None, MEAN, STD, policy=auto_augment_policy('rand-m9-mstd0.5'))
     seed()
-    out, _ = recipe(auto_augment='rand-m9-mstd0.5').train_batch(images, torch.zeros(N, dtype=torch.long))
+    out = preprocess(batch, train=True)
     seed()
-    expected = normalise(auto_augment_policy('rand-m9-mstd0.5')(photo.expand(N, -1, -1, -1).contiguous()))
-    assert torch.allclose(out, expected, atol=1e-5)
+    expected = normalise(auto_augment_policy('rand-m9-mstd0.5')(batch.float() / 255))
+    assert torch.allclose(out, expected, atol=1e-5) and not torch.allclose(out, normalise(batch.float() / 255))
+    assert torch.allclose(preprocess(batch), normalise(batch.float() / 255), atol=1e-6)  # evaluation: untouched
+
+
+@pytest.mark.parametrize('name', ['rand-m9-mstd0.5', 'trivial'])
+def test_the_pil_loader_takes_timms_and_torchvisions_policies(name, photo):
+    """The per-image loader's policy: timm's own RandAugment (with its magnitude noise) or TrivialAugmentWide,
+    after the data set's augmentation when training, never when evaluating."""
+    from PIL import Image
+    from timm_patchconvnet.data.transforms import build_transform, pil_auto_augment
+    data_config = dict(input_size=(3, 32, 32), mean=MEAN, std=STD, interpolation='bicubic', crop_pct=1.0)
+    image = Image.fromarray((photo[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    policy = pil_auto_augment(name, data_config)
+    seed()
+    outs = torch.stack([torch.from_numpy(np.asarray(policy(image), dtype=np.float32) / 255) for _ in range(200)])
+    changed = (outs - photo[0].permute(1, 2, 0)).abs().flatten(1).mean(1) > 1e-2
+    assert changed.float().mean() > 0.6  # timm applies each of its 2 ops with probability 1/2
+    assert len({round(float(v), 2) for v in outs.flatten(1).sum(1)}) > 50
+    steps = {train: [type(t) for t in build_transform('cifar10', data_config, train, name).transforms]
+             for train in (True, False)}
+    assert type(policy) in steps[True] and type(policy) not in steps[False] and pil_auto_augment('none', {}) is None
 
 
 @pytest.mark.parametrize('probability', [0.25, 1.0])
@@ -215,14 +239,31 @@ def test_gradient_clipping_through_accelerate():
     assert torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]) == pytest.approx(0.5, rel=1e-4)
 
 
-def test_repeated_augmentation_sends_each_repeat_to_another_process():
-    data = list(range(768))
-    config = TrainConfig(aug_repeats=3)
-    assert repeat_sampler(config, data, 1, 0) is None and repeat_sampler(TrainConfig(), data, 2, 0) is None
-    shares = [list(repeat_sampler(config, data, 3, rank)) for rank in range(3)]
-    # an epoch is as long as without repeats (timm rounds it to 256s): a third of the images, each on every process
-    assert all(len(share) == 256 for share in shares)
-    assert shares[0] == shares[1] == shares[2] and len(set(shares[0])) == 256
+def test_repeated_augmentation_gives_each_process_its_timm_share_through_accelerate_sharding():
+    """The loader's sampler, sharded by Accelerate's own BatchSamplerShard as `prepare` does it, hands process k
+    exactly timm's RepeatAugSampler share for rank k (cut to whole batches), in every epoch."""
+    from accelerate.data_loader import BatchSamplerShard
+    from timm.data.distributed_sampler import RepeatAugSampler
+    from torch.utils.data import BatchSampler
+    data, batch = list(range(1000)), 32
+    config = TrainConfig(aug_repeats=3, batch_size=batch)
+    assert repeat_sampler(config, data, 1) is None and repeat_sampler(TrainConfig(batch_size=batch), data, 3) is None
+    sampler, orders = repeat_sampler(config, data, 3), []
+    for epoch in (0, 4):
+        sampler.set_epoch(epoch)
+        shares = []
+        for rank in range(3):
+            timm_share = RepeatAugSampler(data, num_replicas=3, rank=rank, num_repeats=3)
+            timm_share.set_epoch(epoch)
+            got = [i for b in BatchSamplerShard(BatchSampler(sampler, batch, False), 3, rank) for i in b]
+            assert got == list(timm_share)[:len(got)] and len(got) == 256  # timm rounds the epoch to 256s
+            shares.append(got)
+        # an epoch is as long as without repeats: a third of the images, each on every process
+        assert shares[0] == shares[1] == shares[2] and len(set(shares[0])) == 256
+        orders.append(shares[0])
+    assert orders[0] != orders[1]  # the epoch reaches every share
+    with pytest.raises(TrainingError, match='less than one batch'):
+        repeat_sampler(TrainConfig(aug_repeats=3, batch_size=64), data[:100], 3)
 
 
 EVERY_PART = ['--mixup', '0.8', '--cutmix', '1.0', '--auto-augment', 'rand-m9-mstd0.5', '--reprob', '0.25',
@@ -283,3 +324,18 @@ def test_digits_with_cifar10_strongs_parts_reaches_98_percent(tmp_path):
                            '--opt', 'adamw', '--lr', '1e-3', '--weight-decay', '0.05', '--warmup-epochs', '3',
                            '--epochs', '60', '--patience', '60', '--output-dir', str(tmp_path)]) == 0
     assert _metrics(tmp_path)['test']['accuracy'] >= 0.98
+
+
+def test_an_ema_file_of_another_model_is_refused_in_one_line():
+    model = timm.create_model('patchconvnet_test_p4', num_classes=3)
+    saver, loader = recipe(model_ema=True), recipe(model_ema=True)
+    saver.start_ema(torch.nn.Linear(4, 2))
+    loader.start_ema(model)
+    own = loader.ema_state()
+    without_steps = {k: v for k, v in own.items() if k != EMA_STEPS_KEY}
+    for state in (saver.ema_state(), without_steps):
+        with pytest.raises(TrainingError, match=r'^Cannot resume: the saved ema.safetensors does not hold') as err:
+            loader.load_ema_state(state)
+        assert '\n' not in str(err.value)
+    loader.load_ema_state(own)  # its own file loads
+    assert loader.ema_steps == 0

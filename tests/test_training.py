@@ -168,15 +168,16 @@ def test_compile_trains_the_same_model(tmp_path, monkeypatch):
 
 
 def test_two_cpu_processes_gather_the_same_metrics_as_one(tmp_path, capsys):
+    """Two processes, with repeated augmentation (its sampler goes through Accelerate's sharding), test like one."""
     out = tmp_path / 'ddp'
     # Accelerate 1.15 starts one process for `--cpu --num_processes 2`; --multi_gpu starts two, on CPUs here
     launch = [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2',
               '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no',
-              str(ROOT / 'train.py'), *FAST, '--epochs', '1', '--output-dir', str(out)]
+              str(ROOT / 'train.py'), *FAST, '--epochs', '1', '--aug-repeats', '2', '--output-dir', str(out)]
     result = subprocess.run(launch, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     saved = _metrics(out)
-    assert saved['environment']['num_processes'] == 2
+    assert saved['environment']['num_processes'] == 2 and saved['config']['aug_repeats'] == 2
     assert saved['test']['num_samples'] == 359  # gather_for_metrics drops the padding of uneven batches
     assert train_cli.main(['--eval-only', '--pretrained', f'local-dir:{out}', '--dataset', 'digits']) == 0
     single = json.loads(capsys.readouterr().out)

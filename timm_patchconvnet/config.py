@@ -80,8 +80,9 @@ class TrainConfig:
     mixup_prob: float = option(1., 'share of batches mixed when --mixup or --cutmix is on', range=(0, 1, True, True))
     mixup_switch_prob: float = option(0.5, 'share of mixed batches that use CutMix when both are on',
                                       range=(0, 1, True, True))
-    auto_augment: str = option('none', 'RandAugment or TrivialAugmentWide on the training batch (kornia, on the '
-                                        "device), after the data set's own augmentation",
+    auto_augment: str = option('none', "RandAugment or TrivialAugmentWide after the data set's own augmentation "
+                                        '(kornia on the decoded batch on the device; timm/torchvision per image '
+                                        'with --loader pil)',
                                choices=AUTO_AUGMENT_POLICIES)
     reprob: float = option(0., "random erasing: each training image's chance of a noise rectangle (timm's "
                                'RandomErasing, on the normalised batch)', range=SHARE)

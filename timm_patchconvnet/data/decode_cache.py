@@ -69,8 +69,13 @@ class DecodeSettings:
     interpolation: str = 'bicubic'
 
     @classmethod
-    def from_data_config(cls, data_config: Dict[str, Any]) -> 'DecodeSettings':
+    def from_data_config(cls, data_config: Dict[str, Any], native_size: Optional[int] = None) -> 'DecodeSettings':
+        """At the model's input size, or at the data set's own `native_size` (square images of one size) where the
+        model's is larger: the batches are then resized on the device (`BatchPreprocess`). CIFAR-10's training
+        split takes 7.5 GB stored at 224 x 224, 150 MB at 32 x 32."""
         _, height, width = data_config['input_size']
+        if native_size is not None and native_size < min(height, width):
+            height = width = native_size
         return cls(height, width, data_config['interpolation'])
 
 

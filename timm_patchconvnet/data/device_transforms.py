@@ -1,17 +1,50 @@
 """Preprocessing of decoded batches on the training device: augmentation (train only) and normalisation.
 
 The counterpart of `transforms.build_transform` for `decode_cache.DecodedImages`: the images arrive as uint8
-(B, 3, H, W) already at the model's input size, so what is left is the data set's augmentation recipe, run on the
-whole batch with per-image randomness, and the model's normalisation.
+(B, 3, H, W) at the model's input size, or at their own where that is smaller. What is left is the data set's
+augmentation recipe, run on the whole batch with per-image randomness, then a resize to the model's input where the images were stored smaller
+(a data set of small images for a model at 224), a training run's --auto-augment policy (kornia's RandAugment or
+TrivialAugment), and the model's normalisation: one pass over [0, 1] images.
 """
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..dataset_specs import Augmentation
 
-__all__ = ['BatchPreprocess', 'batch_transforms']
+__all__ = ['BatchPreprocess', 'KORNIA_POLICIES', 'PerGroupPolicy', 'RESIZE_MODES', 'auto_augment_policy',
+           'batch_transforms']
+
+RESIZE_MODES = ('bicubic', 'bilinear', 'nearest')  # timm's interpolation names that torch's interpolate takes
+
+# --auto-augment's timm strings as kornia policies. timm's magnitudes run 0..10, kornia's 0..30 (m9 -> 27); kornia
+# has no magnitude noise, so timm's 'mstd0.5' (a std of 0.5 around m9) is not reproduced.
+KORNIA_POLICIES = {'rand-m9-mstd0.5': dict(policy='rand', n=2, m=27), 'trivial': dict(policy='trivial')}
+
+
+class PerGroupPolicy(nn.Module):
+    """A kornia policy drawn anew for each group of `group` images: kornia draws a policy's operations (and
+    RandAugment's magnitude) once per call, so a whole batch in one call would share them."""
+
+    def __init__(self, policy: nn.Module, group: int = 8):
+        super().__init__()
+        self.policy, self.group = policy, group
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.policy(part) for part in images.split(self.group)])
+
+
+def auto_augment_policy(name: str) -> Optional[nn.Module]:
+    """The kornia policy of an --auto-augment value, taking and giving float batches in [0, 1]; None for 'none'.
+    Groups of 8 ran as fast as whole batches of 64 on CPU (kornia's cost is per image)."""
+    if name == 'none':
+        return None
+    from kornia.augmentation.auto import RandAugment, TrivialAugment  # the train extra's, like the batch recipe
+    settings = KORNIA_POLICIES[name]
+    policy = RandAugment(n=settings['n'], m=settings['m']) if settings['policy'] == 'rand' else TrivialAugment()
+    return PerGroupPolicy(policy)
 
 
 def batch_transforms(augmentation: Augmentation) -> Optional[nn.Module]:
@@ -36,20 +69,30 @@ def batch_transforms(augmentation: Augmentation) -> Optional[nn.Module]:
 
 
 class BatchPreprocess(nn.Module):
-    """uint8 (B, 3, H, W) batches to normalised float batches, augmented by `augmentation` when training."""
+    """uint8 (B, 3, H, W) batches to normalised float batches, augmented by `augmentation` when training, resized to
+    `size` (H, W) with `interpolation` where they differ, then augmented by `policy` (an `auto_augment_policy`) when
+    training."""
 
-    def __init__(self, augmentation: Optional[Augmentation], mean: Any, std: Any, channels_last: bool = False):
+    def __init__(self, augmentation: Optional[Augmentation], mean: Any, std: Any, channels_last: bool = False,
+                 policy: Optional[nn.Module] = None, size: Optional[Tuple[int, int]] = None,
+                 interpolation: str = 'bicubic'):
         super().__init__()
+        if interpolation not in RESIZE_MODES:
+            raise ValueError(f'BatchPreprocess resizes with {" or ".join(RESIZE_MODES)}, not {interpolation!r}.')
         self.augment = batch_transforms(augmentation) if augmentation is not None else None
+        self.policy = policy
+        self.size, self.interpolation = size, interpolation
         self.register_buffer('mean', torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer('std', torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     @classmethod
     def for_model(cls, augmentation: Optional[Augmentation], data_config: Dict[str, Any],
-                  channels_last: bool = False) -> 'BatchPreprocess':
-        """For a model of timm's resolved `data_config` (its mean and std)."""
-        return cls(augmentation, data_config['mean'], data_config['std'], channels_last)
+                  channels_last: bool = False, policy: Optional[nn.Module] = None) -> 'BatchPreprocess':
+        """For a model of timm's resolved `data_config` (its mean, std, input size and interpolation)."""
+        interpolation = data_config['interpolation'] if data_config['interpolation'] in RESIZE_MODES else 'bicubic'
+        return cls(augmentation, data_config['mean'], data_config['std'], channels_last, policy,
+                   tuple(data_config['input_size'][1:]), interpolation)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, train: bool = False) -> torch.Tensor:
@@ -59,5 +102,9 @@ class BatchPreprocess(nn.Module):
         x = images.float().div_(255)
         if train and self.augment is not None:
             x = self.augment(x)
+        if self.size is not None and tuple(x.shape[-2:]) != tuple(self.size):
+            x = F.interpolate(x, size=self.size, mode=self.interpolation).clamp_(0, 1)
+        if train and self.policy is not None:
+            x = self.policy(x)
         x = (x - self.mean) / self.std
         return x.contiguous(memory_format=self.memory_format)

@@ -9,14 +9,15 @@ from typing import Any, Dict, NamedTuple, Optional
 
 import torch
 from accelerate import Accelerator
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from ..config import DECODED, TrainConfig
 from ..errors import install_hint
 from ..data import DataSplits, ImageClassificationDataset, build_transform
 from ..dataset_specs import SPLIT_NAMES, dataset_spec
 from ..data.decode_cache import DecodeSettings, cache_root, decode_split, keep_batch
-from ..data.device_transforms import BatchPreprocess
+from ..data.device_transforms import BatchPreprocess, auto_augment_policy
+from .recipe import repeat_sampler
 
 __all__ = ['Loaders', 'build_loaders', 'default_workers', 'model_input']
 
@@ -49,28 +50,37 @@ def build_loaders(cfg: TrainConfig, splits: DataSplits, data_config: Dict[str, A
     if cfg.loader == DECODED:
         try:  # before minutes of decoding
             preprocess = BatchPreprocess.for_model(dataset_spec(splits.dataset).augmentation, data_config,
-                                                   channels_last=cuda).to(accelerator.device)
+                                                   channels_last=cuda,
+                                                   policy=auto_augment_policy(cfg.auto_augment)).to(accelerator.device)
         except ImportError as err:
             raise ImportError(f'--loader {DECODED} augments with kornia, which is not installed ({err}): install the '
                               f'train extra ({install_hint("train")}) or use --loader pil.') from err
-        settings = DecodeSettings.from_data_config(data_config)
+        settings = DecodeSettings.from_data_config(data_config, native_size=dataset_spec(splits.dataset).img_size)
         root = cache_root(cfg.cache_dir)
         # every process asks; the entry's file lock lets one decode while the others wait (no collective timeout)
         decoded = {name: decode_split(getattr(splits, name), settings, root, splits.source_key,
                                       name=f'{splits.dataset}-{name}') for name in SPLIT_NAMES}
         common = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers or 0, collate_fn=keep_batch,
                       pin_memory=cuda)
-        return Loaders(DataLoader(decoded['train'], shuffle=True, **common),
+        return Loaders(_train_loader(cfg, decoded['train'], accelerator.num_processes, common),
                        DataLoader(decoded['validation'], **common), DataLoader(decoded['test'], **common),
                        preprocess, sum(d.unreadable for d in decoded.values()))
     workers = default_workers(accelerator.num_processes, cuda) if cfg.num_workers is None else cfg.num_workers
     common = dict(batch_size=cfg.batch_size, num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0)
-    transforms = {train: build_transform(splits.dataset, data_config, train=train) for train in (True, False)}
+    transforms = {train: build_transform(splits.dataset, data_config, train=train, auto_augment=cfg.auto_augment)
+                  for train in (True, False)}
     return Loaders(
-        DataLoader(ImageClassificationDataset(splits.train, transforms[True]), shuffle=True, **common),
+        _train_loader(cfg, ImageClassificationDataset(splits.train, transforms[True]), accelerator.num_processes,
+                      common),
         DataLoader(ImageClassificationDataset(splits.validation, transforms[False]), **common),
         DataLoader(ImageClassificationDataset(splits.test, transforms[False]), **common),
         None)
+
+
+def _train_loader(cfg: TrainConfig, dataset: Dataset, num_processes: int, common: Dict[str, Any]) -> DataLoader:
+    """Shuffled, or with --aug-repeats over several processes laid out for Accelerate's sharding (recipe.py)."""
+    sampler = repeat_sampler(cfg, dataset, num_processes)
+    return DataLoader(dataset, shuffle=sampler is None, sampler=sampler, **common)
 
 
 def model_input(images: torch.Tensor, preprocess: Optional[BatchPreprocess], train: bool) -> torch.Tensor:

@@ -70,7 +70,7 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, out: Path, started: float
 
     splits = _prepare_data(cfg, accelerator)
     model, data_config = _prepare_model(cfg, splits)
-    recipe = _recipe(cfg, splits, data_config, accelerator)
+    recipe = Recipe(cfg, len(splits.label_names), accelerator.device)  # the strong-training parts (recipe.py)
     loaders = _loaders(cfg, splits, data_config, accelerator)
     if accelerator.device.type == 'cuda':
         model = model.to(memory_format=torch.channels_last)
@@ -153,13 +153,6 @@ def _prepare_model(cfg: TrainConfig, splits: DataSplits, fit: bool = True) -> Tu
     if fit:
         model.pretrained_cfg = model.default_cfg = fitted_pretrained_cfg(model.pretrained_cfg, cfg, splits)
     return model, resolve_data_config(model=model)
-
-
-def _recipe(cfg: TrainConfig, splits: DataSplits, data_config: Dict[str, Any], accelerator: Accelerator) -> Recipe:
-    """The strong-training parts of `cfg` (training/recipe.py) for the model's classes and normalisation."""
-    if cfg.aug_repeats >= 2 and accelerator.num_processes > 1:  # RepeatAugSampler needs the loaders to take a sampler
-        raise TrainingError('--aug-repeats is not wired into the loaders yet: run without it.')
-    return Recipe(cfg, len(splits.label_names), data_config['mean'], data_config['std'], accelerator.device)
 
 
 def _loaders(cfg: TrainConfig, splits: DataSplits, data_config: Dict[str, Any], accelerator: Accelerator) -> Loaders:

@@ -53,12 +53,12 @@ def _strong() -> Dict[str, Dict[str, Any]]:
         # 'inc1' and magnitude noise (kornia has neither), colour jitter 0.3 and bicubic random-resized crops.
         'official-in1k': dict(_DEIT_PARTS, dataset='hub:ILSVRC/imagenet-1k', model='patchconvnet_s60_p16',
                               img_size=224, epochs=300, batch_size=256, opt='adamw', lr=1e-3, weight_decay=0.05,
-                              warmup_epochs=5, model_ema_decay=0.99996, patience=300,
+                              warmup_epochs=5, model_ema_decay=0.99996, aug_repeats=3, patience=300,
                               paper='82.1% top-1',
                               source='facebookresearch/deit README_patchconvnet.md (S60, 224, ImageNet-1k); recipe '
-                                     'from deit main.py defaults and README_deit.md, without its 3 repeated '
-                                     'augmentations (--aug-repeats is not wired into the loaders yet); the paper '
-                                     'appendix (arXiv 2112.13692) not checked offline'),
+                                     'from deit main.py defaults and README_deit.md (3 repeated augmentations, '
+                                     'which take effect with several processes); the paper appendix (arXiv '
+                                     '2112.13692) not checked offline'),
     }
 
 

@@ -1,17 +1,18 @@
 """The strong-training parts of a run, each from the library that has it, built from its `TrainConfig`.
 
-Mixup and CutMix (`timm.data.Mixup` with `SoftTargetCrossEntropy`), RandAugment and TrivialAugment
-(`kornia.augmentation.auto`), random erasing (`timm.data.random_erasing.RandomErasing`), EMA weights
+Mixup and CutMix (`timm.data.Mixup` with `SoftTargetCrossEntropy`), random erasing (`timm.data.random_erasing.RandomErasing`), EMA weights
 (`timm.utils.ModelEmaV3`), gradient clipping (Accelerate's `clip_grad_norm_`), layer-wise learning-rate decay
 (`timm.optim.param_groups_layer_decay` over the model's `group_matcher`) and repeated augmentation
-(`timm.data.distributed_sampler.RepeatAugSampler`). Every part is off unless its option turns it on.
+(`timm.data.distributed_sampler.RepeatAugSampler`). Every part is off unless its option turns it on. RandAugment and
+TrivialAugment (--auto-augment) belong to the loaders, before normalisation: `data/device_transforms.py` on decoded
+batches, `data/transforms.py` per PIL image.
 
 The loop calls a `Recipe` at a few points: `criterion()` for the training loss, `param_groups(model)` for the
 optimizer, `train_batch(images, targets)` on each normalised training batch, `clip(accelerator, model)` between
 backward and the optimizer step, `update_ema(model)` after it, `ema_model` to validate with EMA weights, and
 `state_tensors()` / `load_ema_state()` to save and resume. Validation and test always use hard labels.
 """
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -21,12 +22,13 @@ from timm.data.random_erasing import RandomErasing
 from timm.loss import SoftTargetCrossEntropy
 from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from timm.utils import ModelEmaV3
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from ..config import TrainConfig
+from .model import TrainingError
 
-__all__ = ['EMA_FILE', 'EMA_STEPS_KEY', 'EMA_WARMUP_POWER', 'KORNIA_POLICIES', 'PerGroupPolicy', 'Recipe',
-           'auto_augment_policy', 'repeat_sampler']
+__all__ = ['EMA_FILE', 'EMA_STEPS_KEY', 'EMA_WARMUP_POWER', 'Recipe', 'RepeatedAugmentation',
+           'repeat_sampler']
 
 EMA_FILE = 'ema.safetensors'  # the EMA weights in a saved state, beside Accelerate's files
 EMA_STEPS_KEY = 'recipe.ema_steps'  # the EMA's update count in EMA_FILE: its warm-up resumes where it stopped
@@ -36,49 +38,51 @@ EMA_STEPS_KEY = 'recipe.ema_steps'  # the EMA's update count in EMA_FILE: its wa
 # takes ~70k), where timm's default 2/3 would cap the average below 0.9995 for the whole run.
 EMA_WARMUP_POWER = 3 / 4
 
-# --auto-augment's timm strings as kornia policies. timm's magnitudes run 0..10, kornia's 0..30 (m9 -> 27); kornia
-# has no magnitude noise, so timm's 'mstd0.5' (a std of 0.5 around m9) is not reproduced.
-KORNIA_POLICIES = {'rand-m9-mstd0.5': dict(policy='rand', n=2, m=27), 'trivial': dict(policy='trivial')}
+class RepeatedAugmentation(Sampler[int]):
+    """timm's `RepeatAugSampler` for every one of `num_processes` processes, interleaved batch by batch.
+
+    Accelerate shards a prepared loader by batches: process k takes batches k, k + N, k + 2N, ... of its sampler.
+    This sampler lays out the world's epoch so that those batches are exactly process k's `RepeatAugSampler` share
+    (cut to whole batches), in which each image's --aug-repeats copies land on different processes. The loader then
+    goes through `accelerator.prepare` like any other; its epoch reaches every share through `set_epoch`."""
+
+    def __init__(self, dataset: Dataset, num_processes: int, batch_size: int, num_repeats: int):
+        self.shares = [RepeatAugSampler(dataset, num_replicas=num_processes, rank=rank, num_repeats=num_repeats)
+                       for rank in range(num_processes)]
+        self.batch_size = batch_size
+        self.share_length = len(self.shares[0]) // batch_size * batch_size  # whole batches: none padded or wrapped
+
+    def set_epoch(self, epoch: int) -> None:
+        for share in self.shares:
+            share.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return self.share_length * len(self.shares)
+
+    def __iter__(self) -> Iterator[int]:
+        shares = [list(share)[:self.share_length] for share in self.shares]
+        for start in range(0, self.share_length, self.batch_size):
+            for share in shares:
+                yield from share[start:start + self.batch_size]
 
 
-class PerGroupPolicy(nn.Module):
-    """A kornia policy drawn anew for each group of `group` images: kornia draws a policy's operations (and
-    RandAugment's magnitude) once per call, so a whole batch in one call would share them."""
-
-    def __init__(self, policy: nn.Module, group: int = 8):
-        super().__init__()
-        self.policy, self.group = policy, group
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.policy(part) for part in images.split(self.group)])
-
-
-def auto_augment_policy(name: str) -> Optional[nn.Module]:
-    """The kornia policy of an --auto-augment value, taking and giving float batches in [0, 1]; None for 'none'.
-    Groups of 8 ran as fast as whole batches of 64 on CPU (kornia's cost is per image)."""
-    if name == 'none':
-        return None
-    from kornia.augmentation.auto import RandAugment, TrivialAugment  # the train extra's, like the batch recipe
-    settings = KORNIA_POLICIES[name]
-    policy = RandAugment(n=settings['n'], m=settings['m']) if settings['policy'] == 'rand' else TrivialAugment()
-    return PerGroupPolicy(policy)
-
-
-def repeat_sampler(cfg: TrainConfig, dataset: Dataset, num_processes: int,
-                   process_index: int) -> Optional[RepeatAugSampler]:
-    """This process's share of each epoch with every image repeated --aug-repeats times across the processes, so
-    that each process sees its own augmentation of it; None with one process or --aug-repeats 0."""
+def repeat_sampler(cfg: TrainConfig, dataset: Dataset, num_processes: int) -> Optional[RepeatedAugmentation]:
+    """The training loader's sampler with --aug-repeats over several processes; None (shuffle as usual) with one
+    process or without repeats. A refusal when a process's share is less than one batch."""
     if cfg.aug_repeats < 2 or num_processes < 2:
         return None
-    return RepeatAugSampler(dataset, num_replicas=num_processes, rank=process_index, num_repeats=cfg.aug_repeats)
+    sampler = RepeatedAugmentation(dataset, num_processes, cfg.batch_size, cfg.aug_repeats)
+    if not len(sampler):
+        raise TrainingError(f'--aug-repeats {cfg.aug_repeats} over {num_processes} processes leaves each process '
+                         f'{len(sampler.shares[0])} of the {len(dataset)} training images an epoch, less than one '
+                         f'batch of --batch-size {cfg.batch_size}: lower the batch size or use more data.')
+    return sampler
 
 
 class Recipe:
-    """The parts of `cfg` for a model with `num_classes` outputs whose inputs are normalised by `mean` and `std`,
-    trained on `device`."""
+    """The parts of `cfg` for a model with `num_classes` outputs, trained on `device`."""
 
-    def __init__(self, cfg: TrainConfig, num_classes: int, mean: Sequence[float], std: Sequence[float],
-                 device: Union[str, torch.device] = 'cpu'):
+    def __init__(self, cfg: TrainConfig, num_classes: int, device: Union[str, torch.device] = 'cpu'):
         self.cfg = cfg
         self.mixup = None
         if cfg.mixup or cfg.cutmix:
@@ -86,11 +90,8 @@ class Recipe:
             self.mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
                                switch_prob=cfg.mixup_switch_prob, label_smoothing=cfg.label_smoothing,
                                num_classes=num_classes)
-        self.auto_augment = auto_augment_policy(cfg.auto_augment)
         # pixel mode: per-pixel normal noise, the right fill for a normalised batch
         self.erase = RandomErasing(cfg.reprob, mode='pixel', device=device) if cfg.reprob else None
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.ema: Optional[ModelEmaV3] = None
         self.ema_steps = 0
 
@@ -102,11 +103,9 @@ class Recipe:
 
     @torch.no_grad()
     def train_batch(self, images: torch.Tensor, targets: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """A normalised training batch and its labels after the policy, random erasing and mixing (then the
+        """A normalised training batch and its labels after random erasing and mixing (then the
         targets are soft, (B, num_classes)). Mixing pairs the batch with its reverse, so an odd batch loses its
         last image (timm's own loader drops the last batch instead)."""
-        if self.auto_augment is not None:  # the policies work on [0, 1] images
-            images = self.auto_augment((images * self.std + self.mean).clamp_(0, 1)).sub_(self.mean).div_(self.std)
         if self.erase is not None:
             images = self.erase(images)
         if self.mixup is not None:
@@ -161,7 +160,18 @@ class Recipe:
         return {**state, EMA_STEPS_KEY: torch.tensor(self.ema_steps)}
 
     def load_ema_state(self, state: Dict[str, torch.Tensor]) -> None:
-        if self.ema is not None:
-            state = dict(state)
-            self.ema_steps = int(state.pop(EMA_STEPS_KEY))
-            self.ema.module.load_state_dict(state)
+        """The EMA weights of a saved state; a TrainingError when they are not this model's (another model's file,
+        or one edited by hand), rather than torch's list of mismatched keys."""
+        if self.ema is None:
+            return
+        state = dict(state)
+        steps = state.pop(EMA_STEPS_KEY, None)
+        expected = self.ema.module.state_dict()
+        wrong = sorted(set(expected) ^ set(state)) + sorted(
+            k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+        if steps is None or wrong:
+            missing = f'no {EMA_STEPS_KEY}' if steps is None else f'{len(wrong)} tensors that differ, e.g. {wrong[0]}'
+            raise TrainingError(f'Cannot resume: the saved {EMA_FILE} does not hold this model\'s EMA weights '
+                                f'({missing}). Start a new run with --overwrite.')
+        self.ema_steps = int(steps)
+        self.ema.module.load_state_dict(state)
