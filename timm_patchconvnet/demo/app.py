@@ -171,7 +171,26 @@ def build_app(models: Dict[str, DemoModel], concurrency: int = 1, examples: Opti
         with gr.Tab('Whole slide'):
             whole_slide_tab(models, slide_data)
         connect_image_tab(models, inputs, outputs, view, concurrency)
+    answer_malformed_inputs(app)
     return app.queue(max_size=64)
+
+
+def answer_malformed_inputs(app: gr.Blocks) -> None:
+    """An API call whose inputs do not fit (a number for the image, text for a slider) gets a one-line message:
+    Gradio reports a failure of its own input checks as `{"error": null}`, and `show_error` would show every
+    exception, paths included. One hook on the app covers every event and input."""
+    preprocess_data = app.preprocess_data
+
+    async def checked(block_fn, inputs, *args, **kwargs):
+        try:
+            return await preprocess_data(block_fn, inputs, *args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as err:  # pydantic's ValidationError of a file input, Gradio's ComponentProcessingError
+            api = getattr(block_fn, 'api_name', None) or getattr(block_fn, 'name', None) or 'this call'
+            raise gr.Error(f'The inputs do not fit /{api}: {one_line(err, MESSAGE_LIMIT)}') from err
+
+    app.preprocess_data = checked
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
