@@ -151,6 +151,7 @@ def test_resume_from_a_missing_or_corrupt_state_is_a_clear_error(damage, message
     ('--img-size', '-8', '>= 8'), ('--lr', '-1', '> 0'), ('--lr', 'nan', '> 0'), ('--label-smoothing', '2', '< 1'),
     ('--drop-path', '1.5', '< 1'), ('--num-workers', '-1', '>= 0'), ('--max-steps-per-epoch', '-3', '>= 1'),
     ('--report-to', 'bogus', 'tensorboard'), ('--batch-size', 'many', 'an integer >= 1'),
+    ('--warmup-epochs', '1e308', '<= 1000000'),  # issue 26: an OverflowError at the schedule
 ])
 def test_out_of_range_flags_stop_at_once_naming_the_flag_and_range(flag, value, allowed, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
