@@ -19,7 +19,7 @@ from .decode_cache import CACHE_VERSION, ImageReadError, cache_root, readable_fi
 from .reader import DataError, DataSplits, LeftOut, ReadRequest, Reader, register_reader
 from .sources import (
     complete_splits, existing_folder, has_parquet, label_names_of, load_hub, load_local_folder, pool, standardise,
-    warn_unreadable)
+    warn_unreadable, without_unreadable_images)
 from .splits import published_patient_split, split_by_patient
 
 __all__ = ['IDC_LABEL_NAMES', 'IdcReader', 'load_idc_patches', 'read_idc_kaggle_folder']
@@ -29,6 +29,7 @@ _logger = logging.getLogger(__name__)
 IDC_LABEL_NAMES = list(DATASETS['idc'].label_names)
 IDC_DUPLICATE_COPY = 'IDC_regular_ps50_idx5'  # the Kaggle archive repeats every patient folder under this name
 IDC_EXTRA_FEATURES = dict(patient_id=datasets.Value('string'), x=datasets.Value('int32'), y=datasets.Value('int32'))
+MAX_COORDINATE = 2 ** 31 - 1  # x and y are int32 columns
 IDC_LOCAL_LAYOUT = ('the Kaggle folder <patient_id>/<0|1>/<patient_id>_idx5_x<X>_y<Y>_class<0|1>.png, or parquet '
                     'files with patient_id, x and y')  # what a --data-dir holds, for messages
 
@@ -106,6 +107,9 @@ def _read_idc_source(
             "patient_id, e.g. one pushed with patchconvnet-push-idc; 'dbzadnen/breast-histopathology-images' has "
             'none, so its split is patch-level).')
     source = standardise(source, extra_features=IDC_EXTRA_FEATURES)
+    if kaggle.data is None:  # parquet or Hub: image bytes checked here, as the Kaggle folder's files were
+        source, skipped = without_unreadable_images(source, source_name)
+        kaggle = _IdcFolder(None, skipped, 0)
     found = label_names_of(source['train'])
     if found != IDC_LABEL_NAMES:
         if len(found) != 2:
@@ -148,6 +152,9 @@ def _read_idc_kaggle_folder(root: Path, cache: Optional[Path] = None) -> _IdcFol
         if name in patches:
             duplicates += 1
             continue
+        if max(int(match['x']), int(match['y'])) > MAX_COORDINATE:
+            raise DataError(f'{root / path}: x={match["x"]}, y={match["y"]} is no slide position (at most '
+                            f'{MAX_COORDINATE}): rename or remove the file.')
         if os.path.basename(folder) != match['label']:
             raise DataError(f'{root / path} says class{match["label"]} but lies in folder '
                             f'{os.path.basename(folder)!r}: the class folder (0 or 1) and the file name must agree.')
