@@ -326,3 +326,17 @@ def test_every_process_of_a_run_exits_with_the_lock_error(tmp_path):
     expected = f'error: {out} is in use by another run (lock {out / ".lock"}): wait for it to end, or choose another'
     for code, err in results:
         assert code == 2 and err.strip().splitlines()[-1].startswith(expected), (code, err)
+
+
+@pytest.mark.parametrize('flag', ['--dataset', '--data-dir'])
+def test_an_output_dir_inside_the_data_folder_is_refused(flag, tmp_path, capsys):
+    """Issue 26: the run's attention.png became data of the next run ('No label column' or a class of its own)."""
+    from datagen import save_random_png
+    for label in ('cat', 'dog'):
+        save_random_png(tmp_path / 'pets' / label / '0.png')
+    data = ['--dataset', str(tmp_path / 'pets')] if flag == '--dataset' else ['--dataset', 'idc', '--data-dir',
+                                                                             str(tmp_path / 'pets')]
+    args = [*TINY[2:], *data, '--output-dir', str(tmp_path / 'pets' / 'runs' / 'a')]
+    assert train_cli.main(args) == 2
+    assert f'lies inside the data folder {tmp_path / "pets"}' in _error_line(capsys)
+    assert sorted(p.name for p in (tmp_path / 'pets').iterdir()) == ['cat', 'dog']

@@ -29,7 +29,7 @@ from ..data import DataSplits, load_splits
 from ..data.decode_cache import DecodeCacheError, ImageReadError
 from ..data.device_transforms import BatchPreprocess
 from ..data.splits import column
-from ..dataset_specs import SPLIT_NAMES
+from ..dataset_specs import DATASETS, SPLIT_NAMES
 from ..model_ref import parse_model_ref
 from .loaders import Loaders, build_loaders, model_input
 from .metrics import classification_metrics, patient_results
@@ -58,9 +58,20 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     set_seed(cfg.seed)
     _note_cpu_threads(accelerator)
     out = Path(cfg.output_dir)
+    _refuse_output_inside_data(cfg, out)
     with ExitStack() as hold:
         _on_every_process(accelerator, lambda: hold.enter_context(claimed_output_dir(out, accelerator.is_main_process)))
         return _train(cfg, accelerator, out, started)
+
+
+def _refuse_output_inside_data(cfg: TrainConfig, out: Path) -> None:
+    """A run's files inside the data folder would be read as data by the next run (attention.png as an image of a
+    class named after the run, parquet-less folders with no label column)."""
+    local = cfg.data_dir or (cfg.dataset if cfg.dataset not in DATASETS and not cfg.dataset.startswith('hub:')
+                             else None)
+    if local and out.expanduser().resolve().is_relative_to(Path(local).expanduser().resolve()):
+        raise TrainingError(f'--output-dir {out} lies inside the data folder {local}: the run\'s files would be read '
+                            'as data by later runs. Choose an --output-dir outside it.')
 
 
 def _on_every_process(accelerator: Accelerator, step: Callable[[], Any]) -> None:
