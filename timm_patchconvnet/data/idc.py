@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -144,7 +145,7 @@ def _read_idc_kaggle_folder(root: Path, cache: Optional[Path] = None) -> _IdcFol
     # the original patient folders before the archive's duplicate copy, so that the original is the one kept
     copy = IDC_DUPLICATE_COPY + os.sep
     for path in sorted(listing, key=lambda p: (p.startswith(copy) or f'{os.sep}{copy}' in p, p)):
-        folder, name = os.path.split(path)
+        name = os.path.basename(path)
         match = IDC_PATCH_NAME.fullmatch(name)
         if match is None:
             ignored.append(path)
@@ -152,12 +153,7 @@ def _read_idc_kaggle_folder(root: Path, cache: Optional[Path] = None) -> _IdcFol
         if name in patches:
             duplicates += 1
             continue
-        if max(int(match['x']), int(match['y'])) > MAX_COORDINATE:
-            raise DataError(f'{root / path}: x={match["x"]}, y={match["y"]} is no slide position (at most '
-                            f'{MAX_COORDINATE}): rename or remove the file.')
-        if os.path.basename(folder) != match['label']:
-            raise DataError(f'{root / path} says class{match["label"]} but lies in folder '
-                            f'{os.path.basename(folder)!r}: the class folder (0 or 1) and the file name must agree.')
+        _check_patch_name(root, path, match)
         patches[name] = path
     if not patches:
         raise DataError(f'No IDC patches in {root}: expected the Kaggle layout '
@@ -188,6 +184,17 @@ def _read_idc_kaggle_folder(root: Path, cache: Optional[Path] = None) -> _IdcFol
     data = datasets.Dataset(InMemoryTable(table.cast(features.arrow_schema)),
                             info=datasets.DatasetInfo(features=features))
     return _IdcFolder(data, len(unreadable), len(ignored), listing_key)
+
+
+def _check_patch_name(root: Path, path: str, match: re.Match) -> None:
+    """A patch's name agrees with its class folder and holds a slide position (x and y are int32 columns)."""
+    folder = os.path.basename(os.path.dirname(path))
+    if folder != match['label']:
+        raise DataError(f'{root / path} says class{match["label"]} but lies in folder {folder!r}: the class folder '
+                        '(0 or 1) and the file name must agree.')
+    if max(int(match['x']), int(match['y'])) > MAX_COORDINATE:
+        raise DataError(f'{root / path}: x={match["x"]}, y={match["y"]} is no slide position (at most '
+                        f'{MAX_COORDINATE}): rename or remove the file.')
 
 
 def _listing(root: Path) -> Dict[str, Tuple[int, int]]:

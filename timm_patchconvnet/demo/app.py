@@ -33,6 +33,7 @@ from ..slides import SlideError
 from ..slides.demo_tab import load_slide_data, whole_slide_tab
 from .examples import example_images
 from .explain import ATTENTION, COLORMAPS, GRADCAM, PREDICTED, Explanation, draw, explain
+from .memory import bound_allocator, trimmed
 from .models import MESSAGE_LIMIT, DemoError, DemoModel, load_all
 from .uploads import MAX_FILE_SIZE, checked_image_input, private_temp_dir
 
@@ -135,10 +136,12 @@ def connect_image_tab(models: Dict[str, DemoModel], inputs: ImageInputs, outputs
                       concurrency: int) -> None:
     """The image tab's events: the page's Explain (which keeps the view to redraw), the API's `explain` (which keeps
     nothing) and the redrawing of the pictures when the colour map or the opacity changes."""
+    @trimmed
     def explain_in_page(image, model, class_name, colormap, opacity, map_source):
         result = explain(models, image, model, class_name, colormap, opacity, map_source)
         return ImageOutputs.answer(result) + [result.view]
 
+    @trimmed
     def explain_request(image, model, class_name, colormap, opacity, map_source):  # the API's parameter names
         return ImageOutputs.answer(explain(models, image, model, class_name, colormap, opacity, map_source))
 
@@ -234,6 +237,7 @@ def main(argv: Optional[Sequence[str]] = None, examples: Optional[Path] = None) 
         print(f'error: --slide-data needs {err.name!r}: {install_hint("train")}', file=sys.stderr)
         return 2
     private_temp_dir()
+    bound_allocator()  # before the server's threads: see demo/memory.py
     app = build_app(models, args.concurrency, args.examples or examples, slide_data)
     app.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE)
     return 0
