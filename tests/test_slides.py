@@ -257,12 +257,17 @@ def test_patches_far_apart_make_a_bounded_canvas_and_absurd_spans_are_refused(tm
     (left, top, right, bottom), (left2, top2, right2, bottom2) = slide.boxes()
     assert (left, top, right) == (0, 0, round(50 * slide.scale)) and (right2, bottom2) == (width, height)
     assert (image[top:bottom, left:right] == (255, 0, 0)).all() and (image[top2:bottom2, left2:right2] == (0, 0, 255)).all()
-    started = time.time()
-    model = timm.create_model('patchconvnet_test_p4', num_classes=2).eval()
-    render_slide(slide, predict_slide(model, slide), tmp_path / 'far.png')
-    assert time.time() - started < 30 and Image.open(tmp_path / 'far.png').size[0] > 100
     absurd = _zip(tmp_path / 'absurd.zip', {'9_idx5_x1_y1_class1.png': _png(),
                                             '9_idx5_x1000000000000_y1_class0.png': _png()})
     with pytest.raises(SlideError, match=rf'patches span 1000000000000 x 1 slide pixels .* at most '
                                          rf'{MAX_CANVAS_PIXELS * MAX_DOWNSCALE ** 2:,} pixels'):
         read_patient_zip(absurd)
+    gr = pytest.importorskip('gradio')
+    from timm_patchconvnet.demo.models import DemoModel
+    from timm_patchconvnet.slides.demo_tab import draw_slide
+    models = {'idc': DemoModel('idc', timm.create_model('patchconvnet_test_p4', num_classes=2).eval(), ['n', 'p'])}
+    started = time.time()
+    picture, notes = draw_slide(models, 'idc', far, None, 0.5)  # the demo's /slide
+    assert time.time() - started < 30 and picture.size[0] > 500 and 'Patient 9: 2 patches' in notes
+    with pytest.raises(gr.Error, match='patches span 1000000000000 x 1 slide pixels'):
+        draw_slide(models, 'idc', absurd, None, 0.5)
