@@ -25,8 +25,8 @@ from ..images import exact_size_transform, to_rgb
 from ..model_folder import atomic_file
 from ..patchconvnet import PatchConvNet
 
-__all__ = ['MAX_CANVAS_PIXELS', 'MAX_DOWNSCALE', 'SLIDES_DIR', 'Slide', 'SlideError', 'SlidePrediction', 'make_slide', 'patch_layer',
-           'predict_slide', 'region_scores', 'render_slide', 'slide_from_rows', 'stitch']
+__all__ = ['MAX_CANVAS_PIXELS', 'MAX_DOWNSCALE', 'SLIDES_DIR', 'Slide', 'SlideError', 'SlidePrediction', 'make_slide',
+           'patch_layer', 'predict_slide', 'region_scores', 'render_slide', 'slide_from_rows', 'stitch']
 
 
 SLIDES_DIR = 'slides'  # in a training run's output folder: maps of a few test patients
