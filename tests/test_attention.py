@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from timm_patchconvnet import explain_image, get_attention_map, overlay_attention
+from timm_patchconvnet.attention import attention_and_logits
 
 
 @pytest.fixture(scope='module')
@@ -214,6 +215,26 @@ def test_non_finite_inputs_are_a_clear_error(model, bad):
         get_attention_map(model, floats)
     with pytest.raises(ValueError, match='NaN or infinite'):
         explain_image(model, floats)
+
+
+def test_a_finite_input_that_overflows_the_model_is_a_clear_error(model):
+    """Issue 26: float max everywhere is finite, and gave an all-NaN map with no error."""
+    huge = torch.full((3, 32, 32), torch.finfo(torch.float32).max)
+    with pytest.raises(ValueError, match='The model overflowed on this input .values up to 3.4e[+]38.'):
+        get_attention_map(model, huge)
+    with pytest.raises(ValueError, match='overflowed'):
+        attention_and_logits(model, huge[None])
+
+
+@pytest.mark.parametrize('dtype', [torch.uint8, torch.int8, torch.bool, torch.complex64])
+def test_tensors_that_are_not_floats_are_refused(model, dtype):
+    """Issue 26: they were taken as preprocessed input; uint8 pixels are pointed to the image path."""
+    x = torch.ones(3, 32, 32, dtype=dtype)
+    with pytest.raises(ValueError, match=f'taken as preprocessed .normalised floats., got {dtype}') as refused:
+        get_attention_map(model, x)
+    assert ('H x W x C uint8 array' in str(refused.value)) == (dtype == torch.uint8)
+    pixels = np.full((32, 32, 3), 200, np.uint8)  # the same pixels by the path the message names work
+    assert get_attention_map(model, pixels).ndim == 2
 
 
 def _modes(module: torch.nn.Module) -> dict:

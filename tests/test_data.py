@@ -271,3 +271,82 @@ def test_idc_files_outside_the_name_pattern_are_counted_and_reported(tmp_path: P
     assert sum(len(s) for s in (splits.train, splits.validation, splits.test)) == sum(map(sum, IDC_PATIENTS.values()))
     clean = load_splits('idc', data_dir=str(write_idc_kaggle_folder(tmp_path / 'clean')), seed=0)
     assert clean.left_out.ignored_files == 0 and 'not IDC patch names' not in clean.protocol
+
+
+# Issue 26: parquet values that used to end in a traceback, and broken image bytes found up front
+
+def _write_parquet(folder: Path, columns: dict, features: datasets.Features) -> str:
+    """A parquet file holding `columns` as they are, under `features`' schema: what any other tool may write
+    (datasets itself refuses a ClassLabel of 99 on writing, not on reading)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    image = datasets.Image()
+    encoded = {**columns, 'image': [image.encode_example(i) if isinstance(i, Image.Image) else i
+                                    for i in columns['image']]}  # or {'bytes', 'path'} as they are
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pydict(encoded).cast(features.arrow_schema), folder / 'train.parquet')
+    return str(folder)
+
+
+def _idc_columns(n: int = 40, **changes) -> dict:
+    """IDC rows of 8 patients with both classes each, `x` as text (as a careless export may hold it)."""
+    return {'image': random_images(n, (8, 8)), 'label': [0, 1] * (n // 2),
+            'patient_id': [str(i // 2 % 8) for i in range(n)], 'x': [str(50 * i) for i in range(n)], 'y': [1] * n,
+            **changes}
+
+
+IDC_FEATURES = datasets.Features(image=datasets.Image(), label=datasets.ClassLabel(names=['0', '1']),
+                                 patient_id=datasets.Value('string'), x=datasets.Value('string'),
+                                 y=datasets.Value('int64'))
+LABELS = datasets.Features(image=datasets.Image(), label=datasets.ClassLabel(names=['a', 'b']))
+INT_LABELS = datasets.Features(image=datasets.Image(), label=datasets.Value('int64'))
+
+
+@pytest.mark.parametrize('dataset, labels, features, message', [
+    ('folder', [-1] + [0, 1] * 19 + [1], LABELS, r"1 of the 40 rows .* outside the 2 classes 0..1 \(-1; -1 is datas"),
+    ('folder', [99] + [0, 1] * 19 + [1], LABELS, r'1 of the 40 rows .* outside the 2 classes 0..1 \(99\)'),
+    ('folder', [None] + [0, 1] * 19 + [1], INT_LABELS, r'1 of the 40 rows of the train split have no label \(null\)'),
+    ('idc', [-1] + [0, 1] * 19 + [1], IDC_FEATURES, r'outside the 2 classes 0..1 \(-1; -1'),  # was 'idc_positive'
+], ids=['classlabel-minus-1', 'classlabel-99', 'int-null', 'idc-minus-1'])
+def test_labels_outside_the_classes_or_null_are_a_data_error(tmp_path, dataset, labels, features, message):
+    columns = _idc_columns(labels=None) if dataset == 'idc' else {'image': random_images(40, (8, 8))}
+    columns = {k: v for k, v in {**columns, 'label': labels}.items() if k in features}
+    folder = _write_parquet(tmp_path / 'data', columns, features)
+    with pytest.raises(DataError, match=message):
+        load_splits('idc' if dataset == 'idc' else folder, data_dir=folder if dataset == 'idc' else None,
+                    cache_dir=str(tmp_path / 'cache'))
+
+
+@pytest.mark.parametrize('x, message', [
+    ('abc', "The x column cannot be read as int32: Failed to parse string: 'abc'"),
+    (None, r'1 of the 40 rows of the train split have no x \(null\)'),
+    (str(10 ** 12), 'The x column cannot be read as int32'),
+])
+def test_idc_coordinates_that_are_no_numbers_are_a_data_error(tmp_path, x, message):
+    columns = _idc_columns()
+    folder = _write_parquet(tmp_path / 'data', {**columns, 'x': [x] + columns['x'][1:]}, IDC_FEATURES)
+    with pytest.raises(DataError, match=message):
+        load_splits('idc', data_dir=folder, cache_dir=str(tmp_path / 'cache'))
+
+
+def test_an_idc_file_name_with_an_absurd_coordinate_is_a_data_error(idc_folder: Path, tmp_path: Path):
+    name = '10255_idx5_x1000000000000_y1_class1.png'
+    save_random_png(idc_folder / '10255' / '1' / name)
+    with pytest.raises(DataError, match=f'{name}: x=1000000000000, y=1 is no slide position .at most 2147483647.'):
+        load_splits('idc', data_dir=str(idc_folder), cache_dir=str(tmp_path / 'cache'))
+
+
+@pytest.mark.parametrize('dataset', ['folder', 'idc'])
+def test_broken_image_bytes_in_parquet_are_left_out_and_counted_up_front(tmp_path, dataset, caplog):
+    """As for local folders: found before training (the same check runs on `hub:` data), not at their batch."""
+    columns = _idc_columns()
+    whole = datasets.Image().encode_example(columns['image'][1])['bytes']
+    columns['image'][:2] = [{'bytes': b'\x89PNG not really', 'path': None}, {'bytes': whole[:60], 'path': None}]
+    features = IDC_FEATURES if dataset == 'idc' else LABELS
+    folder = _write_parquet(tmp_path / 'data', {k: v for k, v in columns.items() if k in features}, features)
+    with caplog.at_level(logging.WARNING):
+        splits = load_splits('idc' if dataset == 'idc' else folder, data_dir=folder if dataset == 'idc' else None,
+                             cache_dir=str(tmp_path / 'cache'))
+    assert splits.left_out.skipped_images == 2
+    assert len(splits.train) + len(splits.validation) + len(splits.test) == 38
+    assert 'Skipped 2 unreadable image file(s)' in caplog.text and 'train row 0' in caplog.text

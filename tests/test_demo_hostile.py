@@ -1,6 +1,7 @@
 """Hostile input to the Gradio demo (issue 15), against a real server on a free local port through gradio_client:
 memory that must not grow with sessions, 16-bit and truncated images, server paths that must not leak, a private
 temp folder (bad checkpoints: test_demo.py's test_bad_checkpoint_stops_the_app_with_one_error_line)."""
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -115,3 +116,78 @@ def test_the_shared_tmp_gradio_is_not_served_and_uploads_stay_private(server, im
         folder = folder.parent
     assert folder.name.startswith('patchconvnet-demo-'), uploaded  # the demo's own folder, not /tmp/gradio
     assert folder.stat().st_mode & 0o777 == 0o700  # private to the user running the demo
+
+
+# Issue 26: memory bounds and API calls of the wrong type
+
+def test_an_image_too_long_on_one_side_is_refused_from_its_header(tmp_path):
+    import gradio as gr
+
+    from datagen import save_png_declaring
+    from timm_patchconvnet.demo.uploads import MAX_SIDE, check_image_file
+    save_png_declaring(tmp_path / 'strip.png', 8, 5_000_000)  # 40 megapixels: within MAX_PIXELS, not MAX_SIDE
+    with pytest.raises(gr.Error, match=f'8x5000000 pixels; the demo takes up to {MAX_SIDE} pixels a side'):
+        check_image_file(str(tmp_path / 'strip.png'))
+    save_png_declaring(tmp_path / 'tall.png', 8, MAX_SIDE)
+    check_image_file(str(tmp_path / 'tall.png'))  # the limit itself is served
+
+
+@pytest.fixture(scope='module')
+def random_model_app():
+    """The demo's app over a random two-class model, served in this process on a free port."""
+    import socket
+
+    import timm
+
+    from timm_patchconvnet.demo.models import DemoModel
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+    app = demo_app.build_app({'idc': DemoModel('idc', timm.create_model('patchconvnet_test_p4', num_classes=2).eval(),
+                                               ['negative', 'positive'])})
+    app.launch(server_name='127.0.0.1', server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f'http://127.0.0.1:{port}/gradio_api/call/'
+    app.close()
+
+
+def _raw_call(url: str, api: str, data: list) -> str:
+    """An API call as any HTTP client sends it (gradio_client would refuse the wrong types itself)."""
+    event = httpx.post(url + api, json={'data': data}, timeout=30).json()['event_id']
+    with httpx.stream('GET', url + api + '/' + event, timeout=60) as answer:
+        return '\n'.join(answer.iter_lines())
+
+
+@pytest.mark.parametrize('api, data, message', [
+    ('explain', [123, 'idc', 'predicted', 'jet', 0.5, 'attention'], 'The inputs do not fit /explain: '),
+    ('explain', [{'path': 123}, 'idc', 'predicted', 'jet', 0.5, 'attention'], 'The inputs do not fit /explain: '),
+    ('slide', ['idc', 123, None, 0.5], 'The inputs do not fit /slide: '),
+    ('slide', ['idc', None, None, 'abc'], "Expected a `float`, but the value passed to the event handler was: 'abc'"),
+], ids=['number-for-image', 'number-for-path', 'number-for-zip', 'text-for-slider'])
+def test_api_calls_of_the_wrong_type_get_a_message(random_model_app, api, data, message):
+    answer = _raw_call(random_model_app, api, data)
+    assert 'event: error' in answer and '"error": null' not in answer and message in answer, answer
+
+
+def test_memory_a_request_freed_goes_back_to_the_system():
+    """Issue 26: RSS grew with parallel slide uploads while Python's allocations did not (allocator arenas kept each
+    worker thread's peak). A request's memory, freed on its worker thread, is handed back by `release_freed_memory`;
+    the whole server over 300 requests is measured by benchmarks/demo_memory.py."""
+    import threading
+
+    from timm_patchconvnet.demo.memory import bound_allocator, release_freed_memory
+    assert bound_allocator()  # glibc here: the arenas are capped
+    rss = {}
+
+    def request():
+        arrays = [np.ones(8000) for _ in range(3000)]  # 64 KB each (below glibc's mmap threshold): 190 MB of heap
+        last = arrays[-1]  # the heap's top stays in use, so free() alone cannot shrink it
+        del arrays
+        rss['freed'] = _rss_mb(os.getpid())
+        release_freed_memory()
+        rss['released'] = _rss_mb(os.getpid())
+        assert last.sum() == 8000
+
+    worker = threading.Thread(target=request)
+    worker.start()
+    worker.join()
+    assert rss['freed'] - rss['released'] > 100, rss

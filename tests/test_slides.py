@@ -239,3 +239,36 @@ def test_the_whole_slide_tab_draws_an_upload_and_explains_refusals(tmp_path):
         draw_slide(models, 'idc', _zip(tmp_path / 'up.zip', {'../30001_idx5_x1_y1_class0.png': _png()}), None, .5)
     with pytest.raises(gr.Error, match="Upload a zip of one patient's patches"):
         draw_slide(models, 'idc', None, None, 0.5)
+
+
+def test_patches_far_apart_make_a_bounded_canvas_and_absurd_spans_are_refused(tmp_path):
+    """Issue 26: a 556-byte zip of patches at (1, 1) and (12000, 12000) asked for a 10.7 GB canvas."""
+    import time
+
+    from timm_patchconvnet.slides.patches import MAX_CANVAS_PIXELS, MAX_DOWNSCALE
+    from timm_patchconvnet.slides.upload import read_patient_zip
+
+    far = _zip(tmp_path / 'far.zip', {'9_idx5_x1_y1_class1.png': _png((255, 0, 0)),
+                                      '9_idx5_x12000_y12000_class0.png': _png((0, 0, 255))})
+    slide, _ = read_patient_zip(far)
+    width, height = slide.size
+    assert width * height <= MAX_CANVAS_PIXELS and width == height > 1500
+    image = np.asarray(stitch(slide))
+    (left, top, right, bottom), (left2, top2, right2, bottom2) = slide.boxes()
+    assert (left, top, right) == (0, 0, round(50 * slide.scale)) and (right2, bottom2) == (width, height)
+    assert (image[top:bottom, left:right] == (255, 0, 0)).all()
+    assert (image[top2:bottom2, left2:right2] == (0, 0, 255)).all()
+    absurd = _zip(tmp_path / 'absurd.zip', {'9_idx5_x1_y1_class1.png': _png(),
+                                            '9_idx5_x1000000000000_y1_class0.png': _png()})
+    with pytest.raises(SlideError, match=rf'patches span 1000000000000 x 1 slide pixels .* at most '
+                                         rf'{MAX_CANVAS_PIXELS * MAX_DOWNSCALE ** 2:,} pixels'):
+        read_patient_zip(absurd)
+    gr = pytest.importorskip('gradio')
+    from timm_patchconvnet.demo.models import DemoModel
+    from timm_patchconvnet.slides.demo_tab import draw_slide
+    models = {'idc': DemoModel('idc', timm.create_model('patchconvnet_test_p4', num_classes=2).eval(), ['n', 'p'])}
+    started = time.time()
+    picture, notes = draw_slide(models, 'idc', far, None, 0.5)  # the demo's /slide
+    assert time.time() - started < 30 and picture.size[0] > 500 and 'Patient 9: 2 patches' in notes
+    with pytest.raises(gr.Error, match='patches span 1000000000000 x 1 slide pixels'):
+        draw_slide(models, 'idc', absurd, None, 0.5)

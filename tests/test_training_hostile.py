@@ -151,6 +151,7 @@ def test_resume_from_a_missing_or_corrupt_state_is_a_clear_error(damage, message
     ('--img-size', '-8', '>= 8'), ('--lr', '-1', '> 0'), ('--lr', 'nan', '> 0'), ('--label-smoothing', '2', '< 1'),
     ('--drop-path', '1.5', '< 1'), ('--num-workers', '-1', '>= 0'), ('--max-steps-per-epoch', '-3', '>= 1'),
     ('--report-to', 'bogus', 'tensorboard'), ('--batch-size', 'many', 'an integer >= 1'),
+    ('--warmup-epochs', '1e308', '<= 1000000'),  # issue 26: an OverflowError at the schedule
 ])
 def test_out_of_range_flags_stop_at_once_naming_the_flag_and_range(flag, value, allowed, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -268,3 +269,74 @@ def test_hub_weights_without_network_fail_at_once(tmp_path, monkeypatch):
         timm.create_model('patchconvnet_test_p4', pretrained=True,
                           pretrained_cfg_overlay=dict(hf_hub_id='lab/patchconvnet_test_p4.digits'))
     assert time.time() - started < 10
+
+
+# Issue 26: the last reliability issue's leftovers, and a lock file left in a folder of the user's
+
+def test_hub_weights_fail_fast_without_hf_hub_offline(tmp_path, monkeypatch, capsys):
+    """For real: this machine cannot reach the Hub, and HF_HUB_OFFLINE is not set (timm used to retry ~30 s)."""
+    import time
+
+    from huggingface_hub import constants
+    monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
+    monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(tmp_path / 'empty-cache'))
+    started = time.time()
+    code = train_cli.main([*TINY, '--pretrained', 'hf-hub:someone/no-such-repo', '--output-dir', str(tmp_path / 'o')])
+    line = _error_line(capsys)
+    assert code == 2 and line.startswith('error: --pretrained hf-hub:someone/no-such-repo'), line
+    assert time.time() - started < 10, time.time() - started
+
+
+def test_a_failed_run_leaves_no_lock_file_in_a_folder_it_did_not_create(tmp_path, capsys):
+    folder = tmp_path / 'mine'
+    folder.mkdir()
+    (folder / 'notes.txt').write_text('mine')
+    assert train_cli.main([*TINY, '--pretrained', 'runs/mistyped', '--output-dir', str(folder)]) == 2
+    assert 'is no such folder or file' in _error_line(capsys)
+    assert sorted(p.name for p in folder.iterdir()) == ['notes.txt']
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow  # two fresh processes importing torch, timm and datasets: about 30 s on two shared cores
+def test_every_process_of_a_run_exits_with_the_lock_error(tmp_path):
+    """Two gloo processes, the folder locked by another run: rank 1 used to wait at a barrier for ever."""
+    from filelock import FileLock
+
+    out = tmp_path / 'busy'
+    out.mkdir()
+    port = str(_free_port())
+    with FileLock(out / '.lock', timeout=0):
+        ranks = [subprocess.Popen(
+            [sys.executable, '-m', 'timm_patchconvnet.cli.train', *TINY, '--output-dir', str(out)], cwd=ROOT,
+            env={**os.environ, 'RANK': str(rank), 'LOCAL_RANK': str(rank), 'WORLD_SIZE': '2', 'LOCAL_WORLD_SIZE': '2',
+                 'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': port, 'OMP_NUM_THREADS': '1'},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in range(2)]
+        try:
+            results = [(rank.wait(timeout=120), rank.communicate()[1]) for rank in ranks]
+        finally:
+            for rank in ranks:
+                rank.kill()
+    expected = f'error: {out} is in use by another run (lock {out / ".lock"}): wait for it to end, or choose another'
+    for code, err in results:
+        assert code == 2 and err.strip().splitlines()[-1].startswith(expected), (code, err)
+
+
+@pytest.mark.parametrize('flag', ['--dataset', '--data-dir'])
+def test_an_output_dir_inside_the_data_folder_is_refused(flag, tmp_path, capsys):
+    """Issue 26: the run's attention.png became data of the next run ('No label column' or a class of its own)."""
+    from datagen import save_random_png
+    for label in ('cat', 'dog'):
+        save_random_png(tmp_path / 'pets' / label / '0.png')
+    data = ['--dataset', str(tmp_path / 'pets')] if flag == '--dataset' else ['--dataset', 'idc', '--data-dir',
+                                                                             str(tmp_path / 'pets')]
+    args = [*TINY[2:], *data, '--output-dir', str(tmp_path / 'pets' / 'runs' / 'a')]
+    assert train_cli.main(args) == 2
+    assert f'lies inside the data folder {tmp_path / "pets"}' in _error_line(capsys)
+    assert sorted(p.name for p in (tmp_path / 'pets').iterdir()) == ['cat', 'dog']

@@ -20,6 +20,11 @@ ImageInput = Union[Image.Image, np.ndarray, torch.Tensor]
 
 def _to_batch(model: PatchConvNet, img: ImageInput) -> torch.Tensor:
     if isinstance(img, torch.Tensor):  # already preprocessed
+        if not img.is_floating_point():  # pixels (uint8), flags or complex numbers are no normalised input
+            pixels = (' A uint8 tensor holds pixels: pass it as an H x W x C uint8 array (tensor.permute(1, 2, 0)'
+                      '.numpy()) or a PIL image, which go through the model\'s preprocessing.'
+                      if img.dtype == torch.uint8 else '')
+            raise ValueError(f'A tensor image is taken as preprocessed (normalised floats), got {img.dtype}.{pixels}')
         if img.ndim == 3:
             img = img.unsqueeze(0)
         if img.ndim != 4:
@@ -115,6 +120,9 @@ def _maps_and_logits(
             if class_index not in (None, 0):
                 raise ValueError('class_index only applies to models with per-class tokens.')
             maps = attn[:, 0]
+    if not torch.isfinite(maps).all():  # a finite input can overflow inside the model (float max everywhere)
+        raise ValueError(f'The model overflowed on this input (values up to {x.abs().max().item():.3g}): the attention '
+                         'map would be NaN. A tensor is taken as preprocessed: normalised, of the order of 1.')
     return maps, logits
 
 
@@ -141,7 +149,8 @@ def get_attention_map(
     token (mean over heads), on the token grid in row-major order; a single class token's weight on itself is
     left out. The model runs in eval mode; the train/eval mode of it and of each submodule is restored afterwards.
     16-bit grayscale images are scaled to 8 bits (`images.to_rgb`), not clipped. Raises ValueError for an image
-    without pixels or an input with NaN or infinite values.
+    without pixels, an input with NaN or infinite values (or so large that the model overflows) and a tensor that
+    is not floating point.
     """
     _check_attention_pool(model)
     single = not (isinstance(img, torch.Tensor) and img.ndim == 4)

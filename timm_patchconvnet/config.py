@@ -42,6 +42,8 @@ def option(default: Any, help: str, *, value_type: Optional[type] = None, choice
 POSITIVE = (1, None, True, True)
 FRACTION = (0, 1, False, False)
 SHARE = (0, 1, True, False)  # 0 allowed, 1 not
+# a length in (fractional) epochs: bounded, since it becomes a number of steps (1e308 epochs overflowed `round`)
+EPOCH_SPAN = (0, 1_000_000, True, True)
 
 
 @dataclass
@@ -70,8 +72,7 @@ class TrainConfig:
                                  range=(0, None, True, True))
     momentum: float = option(0.9, 'momentum of SGD-type optimizers', range=SHARE)
     sched: str = option('cosine', 'the schedule after the warm-up', choices=('cosine', 'constant'))
-    warmup_epochs: float = option(0., 'linear warm-up length in epochs (fractions allowed)',
-                                  range=(0, None, True, True))
+    warmup_epochs: float = option(0., 'linear warm-up length in epochs (fractions allowed)', range=EPOCH_SPAN)
     label_smoothing: float = option(0., 'label smoothing of the training loss', range=SHARE)
     drop_path: float = option(0., 'stochastic depth rate', range=SHARE)
     mixup: float = option(0., "Mixup's alpha (timm.data.Mixup; 0: off); the training loss then takes soft targets",

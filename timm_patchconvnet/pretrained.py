@@ -18,7 +18,7 @@ from timm.models import resolve_pretrained_cfg
 from .dataset_specs import DATASETS
 
 __all__ = ['DEFAULT_HUB_NAMESPACE', 'HUB_NAMESPACE', 'PretrainedWeightsUnavailableError', 'UNPUBLISHED_TAGS',
-           'build_with_weights_help']
+           'build_with_weights_help', 'create_pretrained']
 
 # The Hugging Face Hub organisation where this project publishes its own weights (a tag per data set, e.g. `cifar10`).
 # A lab that publishes its own sets TIMM_PATCHCONVNET_HUB_NAMESPACE before the import; the tags then load from it.
@@ -55,6 +55,20 @@ def build_with_weights_help(variant: str, pretrained: bool, kwargs: Dict[str, An
         raise PretrainedWeightsUnavailableError(
             f'Could not load pretrained weights for {name}: {type(err).__name__}: {err}\n'
             f'Tried: {_tried_sources(cfg)}.\n{_offline_help(name, cfg)}') from err
+
+
+def create_pretrained(timm_name: str, **kwargs: Any) -> torch.nn.Module:
+    """`timm.create_model(timm_name, pretrained=True, **kwargs)` for a model string's timm name. An `hf-hub:` model
+    is read by timm (its config.json) before any of our code runs, so its Hub is checked here first: a host that
+    does not resolve fails at once, not after huggingface_hub's retries."""
+    if timm_name.startswith('hf-hub:'):
+        repo_id = timm_name[len('hf-hub:'):].partition('@')[0]
+        unreachable = None if _in_hf_cache(repo_id) else _hub_unreachable()
+        if unreachable:
+            raise PretrainedWeightsUnavailableError(
+                f'Could not load {timm_name}: {unreachable} Set HF_HUB_OFFLINE=1 to use a copy in the Hugging Face '
+                'cache, or pass a local folder (local-dir:FOLDER) or a weights file.')
+    return timm.create_model(timm_name, pretrained=True, **kwargs)
 
 
 class PretrainedWeightsUnavailableError(RuntimeError):

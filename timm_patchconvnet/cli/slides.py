@@ -54,10 +54,8 @@ def main(argv=None) -> int:
     if args.batch_size < 1:
         parser.error(f'argument --batch-size: must be >= 1, got {args.batch_size}')
     try:
-        import timm
-
         from ..data import DataError, load_idc_patches
-        from ..pretrained import PretrainedWeightsUnavailableError
+        from ..pretrained import PretrainedWeightsUnavailableError, create_pretrained
         from ..slides import SlideError, predict_slide, render_slide, slide_from_rows
     except ModuleNotFoundError as err:
         return missing_dependency(err, 'whole-slide maps', 'train')
@@ -69,7 +67,7 @@ def main(argv=None) -> int:
     if not 0 <= threshold <= 1:
         parser.error(f'argument --threshold: must be in [0, 1], got {threshold}')
     try:
-        model = timm.create_model(model_ref.timm_name, pretrained=True).eval()
+        model = create_pretrained(model_ref.timm_name).eval()
         patches = load_idc_patches(args.data_dir, args.hub_id, args.cache_dir)
         missing = [c for c in ('patient_id', 'x', 'y') if c not in patches.column_names]
         if missing:

@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -19,7 +20,7 @@ from .decode_cache import CACHE_VERSION, ImageReadError, cache_root, readable_fi
 from .reader import DataError, DataSplits, LeftOut, ReadRequest, Reader, register_reader
 from .sources import (
     complete_splits, existing_folder, has_parquet, label_names_of, load_hub, load_local_folder, pool, standardise,
-    warn_unreadable)
+    warn_unreadable, without_unreadable_images)
 from .splits import published_patient_split, split_by_patient
 
 __all__ = ['IDC_LABEL_NAMES', 'IdcReader', 'load_idc_patches', 'read_idc_kaggle_folder']
@@ -29,6 +30,7 @@ _logger = logging.getLogger(__name__)
 IDC_LABEL_NAMES = list(DATASETS['idc'].label_names)
 IDC_DUPLICATE_COPY = 'IDC_regular_ps50_idx5'  # the Kaggle archive repeats every patient folder under this name
 IDC_EXTRA_FEATURES = dict(patient_id=datasets.Value('string'), x=datasets.Value('int32'), y=datasets.Value('int32'))
+MAX_COORDINATE = 2 ** 31 - 1  # x and y are int32 columns
 IDC_LOCAL_LAYOUT = ('the Kaggle folder <patient_id>/<0|1>/<patient_id>_idx5_x<X>_y<Y>_class<0|1>.png, or parquet '
                     'files with patient_id, x and y')  # what a --data-dir holds, for messages
 
@@ -106,6 +108,9 @@ def _read_idc_source(
             "patient_id, e.g. one pushed with patchconvnet-push-idc; 'dbzadnen/breast-histopathology-images' has "
             'none, so its split is patch-level).')
     source = standardise(source, extra_features=IDC_EXTRA_FEATURES)
+    if kaggle.data is None:  # parquet or Hub: image bytes checked here, as the Kaggle folder's files were
+        source, skipped = without_unreadable_images(source, source_name)
+        kaggle = _IdcFolder(None, skipped, 0)
     found = label_names_of(source['train'])
     if found != IDC_LABEL_NAMES:
         if len(found) != 2:
@@ -140,7 +145,7 @@ def _read_idc_kaggle_folder(root: Path, cache: Optional[Path] = None) -> _IdcFol
     # the original patient folders before the archive's duplicate copy, so that the original is the one kept
     copy = IDC_DUPLICATE_COPY + os.sep
     for path in sorted(listing, key=lambda p: (p.startswith(copy) or f'{os.sep}{copy}' in p, p)):
-        folder, name = os.path.split(path)
+        name = os.path.basename(path)
         match = IDC_PATCH_NAME.fullmatch(name)
         if match is None:
             ignored.append(path)
@@ -148,9 +153,7 @@ def _read_idc_kaggle_folder(root: Path, cache: Optional[Path] = None) -> _IdcFol
         if name in patches:
             duplicates += 1
             continue
-        if os.path.basename(folder) != match['label']:
-            raise DataError(f'{root / path} says class{match["label"]} but lies in folder '
-                            f'{os.path.basename(folder)!r}: the class folder (0 or 1) and the file name must agree.')
+        _check_patch_name(root, path, match)
         patches[name] = path
     if not patches:
         raise DataError(f'No IDC patches in {root}: expected the Kaggle layout '
@@ -181,6 +184,17 @@ def _read_idc_kaggle_folder(root: Path, cache: Optional[Path] = None) -> _IdcFol
     data = datasets.Dataset(InMemoryTable(table.cast(features.arrow_schema)),
                             info=datasets.DatasetInfo(features=features))
     return _IdcFolder(data, len(unreadable), len(ignored), listing_key)
+
+
+def _check_patch_name(root: Path, path: str, match: re.Match) -> None:
+    """A patch's name agrees with its class folder and holds a slide position (x and y are int32 columns)."""
+    folder = os.path.basename(os.path.dirname(path))
+    if folder != match['label']:
+        raise DataError(f'{root / path} says class{match["label"]} but lies in folder {folder!r}: the class folder '
+                        '(0 or 1) and the file name must agree.')
+    if max(int(match['x']), int(match['y'])) > MAX_COORDINATE:
+        raise DataError(f'{root / path}: x={match["x"]}, y={match["y"]} is no slide position (at most '
+                        f'{MAX_COORDINATE}): rename or remove the file.')
 
 
 def _listing(root: Path) -> Dict[str, Tuple[int, int]]:

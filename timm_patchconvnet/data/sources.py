@@ -7,9 +7,12 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import datasets
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..dataset_specs import SPLIT_NAMES
-from .decode_cache import ImageReadError, open_rgb
+from ..errors import one_line
+from .decode_cache import ImageReadError, readable_files
 from .reader import DataError
 from .splits import hold_out, stratification, three_way_split
 
@@ -19,6 +22,7 @@ __all__ = ['complete_splits', 'existing_folder', 'has_parquet', 'label_names_of'
 _logger = logging.getLogger(__name__)
 
 ThreeSplits = Tuple[datasets.Dataset, datasets.Dataset, datasets.Dataset]
+CHECK_BATCH = 4096  # images decoded per batch when a source is checked up front
 
 
 def existing_folder(path: str, flag: str) -> Path:
@@ -67,16 +71,46 @@ def standardise(
                         'a folder of images needs one subfolder per class.')
     source = source.rename_columns({old: new for old, new in ((image_column, 'image'), (label_column, 'label'))
                                     if old != new})
+    _refuse_nulls(source, 'label')
     if not isinstance(features[label_column], datasets.ClassLabel):
         # one ClassLabel over all splits, so that an index means the same class everywhere
         values = sorted(set().union(*(split.unique('label') for split in source.values())))
         source = source.cast_column('label', datasets.Value('string'))
         source = source.cast_column('label', datasets.ClassLabel(names=[str(v) for v in values]))
+    _check_label_range(source)
     extras = {name: f for name, f in (extra_features or {}).items() if name in features}
     for name, feature in extras.items():
+        _refuse_nulls(source, name)
         if features[name] != feature:
-            source = source.cast_column(name, feature)
+            try:
+                source = source.cast_column(name, feature)
+            except (pa.ArrowInvalid, ValueError, TypeError) as err:  # 'abc' as a coordinate, 10^12 as an int32
+                raise DataError(f'The {name} column cannot be read as {feature.dtype}: {one_line(err, 200)}') from err
     return source.select_columns(['image', 'label', *extras])
+
+
+def _refuse_nulls(source: datasets.DatasetDict, column_name: str) -> None:
+    for split_name, split in source.items():
+        missing = split.data.column(column_name).null_count
+        if missing:
+            raise DataError(f'{missing} of the {len(split)} rows of the {split_name} split have no {column_name} '
+                            '(null): every row needs one. Fill or drop those rows.')
+
+
+def _check_label_range(source: datasets.DatasetDict) -> None:
+    """Every label a class index of the ClassLabel: a parquet file can hold -1 (datasets' 'no label') or 99, which
+    would fail at the first training step, or be named after the last class (-1 indexes from the end)."""
+    names = label_names_of(next(iter(source.values())))
+    for split_name, split in source.items():
+        labels = split.data.column('label')
+        outside = pc.or_(pc.less(labels, 0), pc.greater_equal(labels, len(names)))
+        count = pc.sum(outside).as_py() or 0
+        if count:
+            shown = sorted(set(pc.filter(labels, outside).to_pylist()))[:5]
+            no_label = "; -1 is datasets' 'no label'" if -1 in shown else ''
+            raise DataError(f'{count} of the {len(split)} rows of the {split_name} split have labels outside the '
+                            f'{len(names)} classes 0..{len(names) - 1} ({", ".join(map(str, shown))}{no_label}): fix '
+                            'or drop those rows.')
 
 
 def label_names_of(split: datasets.Dataset) -> List[str]:
@@ -107,25 +141,40 @@ def complete_splits(
     return (train, validation, test), protocol
 
 
-def without_unreadable_images(source: datasets.DatasetDict, folder: Path) -> Tuple[datasets.DatasetDict, int]:
-    """Each split of an imagefolder without the files PIL cannot decode (each decoded once, here), and their count."""
+def without_unreadable_images(source: datasets.DatasetDict, where: Union[Path, str],
+                              ) -> Tuple[datasets.DatasetDict, int]:
+    """Each split without the images PIL cannot decode (each decoded once, here, on a thread per core), and their
+    count: image files of a folder, and image bytes of parquet or Hub data alike, so that a broken one is found
+    before training, not at its batch. `where`: the source, for messages."""
     kept, unreadable = {}, []
     for name, split in source.items():
-        files = split.cast_column('image', datasets.Image(decode=False))['image']  # {'path', 'bytes'}, not decoded
-        try:
-            readable = [open_rgb(f['path'] if f['bytes'] is None else io.BytesIO(f['bytes'])) is not None
-                        for f in files]
-        except ImageReadError as err:
-            raise DataError(str(err)) from err
-        unreadable += [f['path'] for f, ok in zip(files, readable) if not ok]
-        kept[name] = split if all(readable) else split.select(np.flatnonzero(readable))
+        readable, broken = _readable_rows(split, name)
+        unreadable += broken
+        kept[name] = split if readable.all() else split.select(np.flatnonzero(readable))
     if all(len(split) == 0 for split in kept.values()):
-        raise DataError(f'No readable images in {folder}: all {len(unreadable)} image files failed to decode.')
-    warn_unreadable(unreadable, folder)
+        raise DataError(f'No readable images in {where}: all {len(unreadable)} image files failed to decode.')
+    warn_unreadable(unreadable, where)
     return datasets.DatasetDict(kept), len(unreadable)
 
 
-def warn_unreadable(unreadable: Sequence[Union[Path, str]], root: Path) -> None:
+def _readable_rows(split: datasets.Dataset, split_name: str) -> Tuple[np.ndarray, List[str]]:
+    """Whether each row's image decodes, read in batches (a Hub split's bytes never all in memory at once), and the
+    names of those that do not (their paths, else their rows)."""
+    raw = split.select_columns(['image']).cast_column('image', datasets.Image(decode=False))  # {'path', 'bytes'}
+    readable, broken = [], []
+    for start, batch in zip(range(0, len(raw), CHECK_BATCH), raw.iter(batch_size=CHECK_BATCH)):
+        files = batch['image']
+        try:
+            ok = readable_files([f['path'] if f['bytes'] is None else io.BytesIO(f['bytes']) for f in files])
+        except ImageReadError as err:
+            raise DataError(str(err)) from err
+        broken += [f['path'] or f'{split_name} row {start + i}' for i, (f, good) in enumerate(zip(files, ok))
+                   if not good]
+        readable.append(ok)
+    return (np.concatenate(readable) if readable else np.ones(0, bool)), broken
+
+
+def warn_unreadable(unreadable: Sequence[Union[Path, str]], root: Union[Path, str]) -> None:
     if unreadable:
         _logger.warning('Skipped %d unreadable image file(s) in %s (e.g. %s): each file is decoded once before '
                         'training, and these failed; metrics.json counts them as skipped_images.',

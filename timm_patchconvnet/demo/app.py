@@ -33,6 +33,7 @@ from ..slides import SlideError
 from ..slides.demo_tab import load_slide_data, whole_slide_tab
 from .examples import example_images
 from .explain import ATTENTION, COLORMAPS, GRADCAM, PREDICTED, Explanation, draw, explain
+from .memory import bound_allocator, trimmed
 from .models import MESSAGE_LIMIT, DemoError, DemoModel, load_all
 from .uploads import MAX_FILE_SIZE, checked_image_input, private_temp_dir
 
@@ -135,10 +136,12 @@ def connect_image_tab(models: Dict[str, DemoModel], inputs: ImageInputs, outputs
                       concurrency: int) -> None:
     """The image tab's events: the page's Explain (which keeps the view to redraw), the API's `explain` (which keeps
     nothing) and the redrawing of the pictures when the colour map or the opacity changes."""
+    @trimmed
     def explain_in_page(image, model, class_name, colormap, opacity, map_source):
         result = explain(models, image, model, class_name, colormap, opacity, map_source)
         return ImageOutputs.answer(result) + [result.view]
 
+    @trimmed
     def explain_request(image, model, class_name, colormap, opacity, map_source):  # the API's parameter names
         return ImageOutputs.answer(explain(models, image, model, class_name, colormap, opacity, map_source))
 
@@ -171,7 +174,26 @@ def build_app(models: Dict[str, DemoModel], concurrency: int = 1, examples: Opti
         with gr.Tab('Whole slide'):
             whole_slide_tab(models, slide_data)
         connect_image_tab(models, inputs, outputs, view, concurrency)
+    answer_malformed_inputs(app)
     return app.queue(max_size=64)
+
+
+def answer_malformed_inputs(app: gr.Blocks) -> None:
+    """An API call whose inputs do not fit (a number for the image, text for a slider) gets a one-line message:
+    Gradio reports a failure of its own input checks as `{"error": null}`, and `show_error` would show every
+    exception, paths included. One hook on the app covers every event and input."""
+    preprocess_data = app.preprocess_data
+
+    async def checked(block_fn, inputs, *args, **kwargs):
+        try:
+            return await preprocess_data(block_fn, inputs, *args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as err:  # pydantic's ValidationError of a file input, Gradio's ComponentProcessingError
+            api = getattr(block_fn, 'api_name', None) or getattr(block_fn, 'name', None) or 'this call'
+            raise gr.Error(f'The inputs do not fit /{api}: {one_line(err, MESSAGE_LIMIT)}') from err
+
+    app.preprocess_data = checked
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -215,6 +237,7 @@ def main(argv: Optional[Sequence[str]] = None, examples: Optional[Path] = None) 
         print(f'error: --slide-data needs {err.name!r}: {install_hint("train")}', file=sys.stderr)
         return 2
     private_temp_dir()
+    bound_allocator()  # before the server's threads: see demo/memory.py
     app = build_app(models, args.concurrency, args.examples or examples, slide_data)
     app.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE)
     return 0

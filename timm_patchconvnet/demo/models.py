@@ -3,13 +3,12 @@
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
-import timm
 from timm.data import ImageNetInfo, infer_imagenet_subset
 
 from ..errors import one_line
 from ..model_ref import ModelRef, ModelRefError, parse_model_ref
 from ..patchconvnet import PatchConvNet
-from ..pretrained import PretrainedWeightsUnavailableError
+from ..pretrained import PretrainedWeightsUnavailableError, create_pretrained
 
 __all__ = ['DemoError', 'DemoModel', 'MESSAGE_LIMIT', 'class_names', 'load_all', 'load_model', 'parse_demo_model']
 
@@ -44,7 +43,7 @@ def load_model(spec: str, name: Optional[str] = None) -> DemoModel:
     tag); `name`: the name shown to users (default: the model's display name)."""
     ref = parse_demo_model(spec)
     try:
-        model = timm.create_model(ref.timm_name, pretrained=True)
+        model = create_pretrained(ref.timm_name)
     except PretrainedWeightsUnavailableError as err:
         raise DemoError(one_line(err, MESSAGE_LIMIT)) from err
     except Exception as err:  # any failure to build the model (safetensors, Hub, state dict...) stops the start-up

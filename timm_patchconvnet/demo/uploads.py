@@ -11,10 +11,14 @@ import warnings
 import gradio as gr
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ['MAX_FILE_SIZE', 'MAX_PIXELS', 'MIN_SIDE', 'check_image_file', 'checked_image_input', 'private_temp_dir']
+__all__ = ['MAX_FILE_SIZE', 'MAX_PIXELS', 'MAX_SIDE', 'MIN_SIDE', 'check_image_file', 'checked_image_input',
+           'private_temp_dir']
 
 MIN_SIDE = 8  # pixels: below this an image has no shape to look at
 MAX_PIXELS = 40_000_000  # refused before decoding: a decompression bomb never reaches memory
+# refused before decoding too: the map drawn at the image's size costs memory with its long side (an 8 x 5,000,000
+# PNG of 303 KB, 40 megapixels, peaked at 6.3 GB for 52 s in issue 26), and no photo or scan is longer
+MAX_SIDE = 16_384
 MAX_FILE_SIZE = '50mb'
 
 
@@ -32,6 +36,9 @@ def check_image_file(path: str) -> None:
         raise gr.Error('This file is not an image that can be read (PNG, JPEG, WebP, BMP, TIFF, GIF...).') from err
     if min(width, height) < MIN_SIDE:
         raise gr.Error(f'This image is {width}x{height} pixels: at least {MIN_SIDE}x{MIN_SIDE} is needed.')
+    if max(width, height) > MAX_SIDE:
+        raise gr.Error(f'This image is {width}x{height} pixels; the demo takes up to {MAX_SIDE} pixels a side. '
+                       'Crop or downscale it first.')
     if width * height > MAX_PIXELS:
         raise gr.Error(f'This image is {width}x{height} = {width * height / 1e6:.0f} megapixels; the demo takes up '
                        f'to {MAX_PIXELS / 1e6:.0f}. Downscale it first.')

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import gradio as gr
 from PIL import Image
 
+from ..demo.memory import trimmed
 from .upload import read_patient_zip
 from .patches import SlideError, predict_slide, render_slide, slide_from_rows
 
@@ -82,6 +83,7 @@ def whole_slide_tab(models: Dict[str, Any], slide_data: Any = None) -> None:
             picture = gr.Image(label='Whole slide', type='pil', format='png', elem_id='slide')
             notes = gr.Markdown(elem_id='slide-notes')
 
+    @trimmed
     def draw(model_name, upload, patient, threshold):
         return draw_slide(models, model_name, upload, patient, threshold, slide_data)
 

@@ -4,11 +4,15 @@ and the predicted IDC probability, the annotated region and the pooling's attent
 Works from any source whose rows carry `image`, `label`, `patient_id`, `x` and `y`: the Kaggle folder
 (`data.read_idc_kaggle_folder`), the parquet export of `hub.dataset` or a Hub copy of it. A patch's `x`, `y` (from
 its file name, `<patient>_idx5_x<X>_y<Y>_class<k>.png`) is the slide pixel of its top-left corner, so the slide is
-rebuilt pixel for pixel: each patch lands at (x - min x, y - min y) of the canvas.
+rebuilt pixel for pixel: each patch lands at (x - min x, y - min y) of the canvas. A slide whose patches span more
+than `MAX_CANVAS_PIXELS` is drawn scaled down to fit (a hostile zip of two patches far apart would otherwise ask for
+gigabytes), and one that would need more than `MAX_DOWNSCALE` is refused before a patch is decoded.
 """
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
+
+import math
 
 import numpy as np
 import torch
@@ -21,11 +25,13 @@ from ..images import exact_size_transform, to_rgb
 from ..model_folder import atomic_file
 from ..patchconvnet import PatchConvNet
 
-__all__ = ['SLIDES_DIR', 'Slide', 'SlideError', 'SlidePrediction', 'make_slide', 'patch_layer',
-           'predict_slide', 'region_scores', 'render_slide', 'slide_from_rows', 'stitch']
+__all__ = ['MAX_CANVAS_PIXELS', 'MAX_DOWNSCALE', 'SLIDES_DIR', 'Slide', 'SlideError', 'SlidePrediction', 'make_slide',
+           'patch_layer', 'predict_slide', 'region_scores', 'render_slide', 'slide_from_rows', 'stitch']
 
 
 SLIDES_DIR = 'slides'  # in a training run's output folder: maps of a few test patients
+MAX_CANVAS_PIXELS = 4_000_000  # 2000 x 2000: 12 MB of RGB, 16 MB per float layer; the map shows ~500 pixels a side
+MAX_DOWNSCALE = 25  # a 50-pixel patch drawn at 2 pixels: beyond, the map shows nothing and is refused
 
 
 class SlideError(ValueError):
@@ -47,17 +53,33 @@ class Slide:
         return int(self.xs.min()), int(self.ys.min())
 
     @property
-    def size(self) -> Tuple[int, int]:
-        """(width, height) of the canvas that holds every patch."""
+    def extent(self) -> Tuple[int, int]:
+        """(width, height) in slide pixels of the region that holds every patch."""
         right = max(int(x) + p.width for x, p in zip(self.xs, self.patches))
         bottom = max(int(y) + p.height for y, p in zip(self.ys, self.patches))
         return right - self.origin[0], bottom - self.origin[1]
 
+    @property
+    def scale(self) -> float:
+        """Canvas pixels per slide pixel: 1, or less for a slide larger than MAX_CANVAS_PIXELS."""
+        width, height = self.extent
+        return min(1., math.sqrt(MAX_CANVAS_PIXELS / (width * height)))
+
+    @property
+    def size(self) -> Tuple[int, int]:
+        """(width, height) of the canvas that holds every patch."""
+        width, height = self.extent
+        return math.ceil(width * self.scale), math.ceil(height * self.scale)
+
     def boxes(self) -> List[Tuple[int, int, int, int]]:
-        """(left, top, right, bottom) of each patch on the canvas."""
-        x0, y0 = self.origin
-        return [(int(x) - x0, int(y) - y0, int(x) - x0 + p.width, int(y) - y0 + p.height)
-                for x, y, p in zip(self.xs, self.ys, self.patches)]
+        """(left, top, right, bottom) of each patch on the canvas (at least one pixel each when scaled down)."""
+        (x0, y0), scale = self.origin, self.scale
+        boxes = []
+        for x, y, patch in zip(self.xs, self.ys, self.patches):
+            left, top = int((int(x) - x0) * scale), int((int(y) - y0) * scale)
+            boxes.append((left, top, max(left + 1, round((int(x) - x0 + patch.width) * scale)),
+                          max(top + 1, round((int(y) - y0 + patch.height) * scale))))
+        return boxes
 
 
 def slide_from_rows(rows, patient_id: str) -> Slide:
@@ -86,15 +108,31 @@ def make_slide(patient_id: str, images: Sequence, xs: Sequence[int], ys: Sequenc
             raise SlideError(f'Patient {patient_id}: two patches at x={x}, y={y}: {seen[(int(x), int(y))]} and {name}. '
                              'A position holds one patch: remove one of them.')
         seen[(int(x), int(y))] = name
+    _check_extent(patient_id, xs, ys)
     patches = [to_rgb(Image.open(image) if isinstance(image, (str, Path)) else image) for image in images]
     return Slide(patient_id, patches, np.asarray(xs, dtype=np.int64), np.asarray(ys, dtype=np.int64),
                  None if labels is None else np.asarray(labels, dtype=np.int64), names)
 
 
+def _check_extent(patient_id: str, xs: Sequence[int], ys: Sequence[int]) -> None:
+    """Refuse, from the coordinates alone (before a patch is decoded), a slide too large to draw even scaled down."""
+    if len(xs) == 0:
+        return
+    width, height = max(xs) - min(xs) + 1, max(ys) - min(ys) + 1
+    if width * height > MAX_CANVAS_PIXELS * MAX_DOWNSCALE ** 2:
+        raise SlideError(
+            f'Patient {patient_id}: the patches span {width} x {height} slide pixels (x {min(xs)}..{max(xs)}, '
+            f'y {min(ys)}..{max(ys)}); a slide map covers at most {MAX_CANVAS_PIXELS * MAX_DOWNSCALE ** 2:,} pixels '
+            f'({MAX_CANVAS_PIXELS:,} drawn, scaled down at most {MAX_DOWNSCALE}x). Are the x/y coordinates right?')
+
+
 def stitch(slide: Slide, background: Tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    """The slide image: every patch pasted, unchanged, at its position on a `background` canvas."""
+    """The slide image: every patch pasted at its position on a `background` canvas, unchanged (scaled down with
+    the canvas where the slide is larger than MAX_CANVAS_PIXELS)."""
     canvas = Image.new('RGB', slide.size, background)
-    for patch, (left, top, _, _) in zip(slide.patches, slide.boxes()):
+    for patch, (left, top, right, bottom) in zip(slide.patches, slide.boxes()):
+        if patch.size != (right - left, bottom - top):
+            patch = patch.resize((right - left, bottom - top), Image.Resampling.BOX)
         canvas.paste(patch, (left, top))
     return canvas
 
@@ -141,10 +179,14 @@ def region_scores(predicted: np.ndarray, annotated: np.ndarray) -> Dict[str, Opt
 
 
 def patch_layer(slide: Slide, values: Sequence, fill: float = np.nan) -> np.ndarray:
-    """A (H, W) float canvas with each patch's box filled by its value (a number, or an array of the box's size)."""
+    """A (H, W) float canvas with each patch's box filled by its value (a number, or an array of the patch's size,
+    resized with the canvas)."""
     width, height = slide.size
     layer = np.full((height, width), fill, dtype=np.float32)
     for value, (left, top, right, bottom) in zip(values, slide.boxes()):
+        if np.ndim(value) == 2 and np.shape(value) != (bottom - top, right - left):
+            value = np.asarray(Image.fromarray(np.asarray(value, np.float32), 'F').resize(
+                (right - left, bottom - top), Image.Resampling.BILINEAR))
         layer[top:bottom, left:right] = value
     return layer
 

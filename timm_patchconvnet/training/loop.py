@@ -6,9 +6,10 @@ end the best model's test metrics and the run's outputs."""
 import math
 import os
 import time
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import timm
@@ -16,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import TorchDynamoPlugin, set_seed
+from accelerate.utils import TorchDynamoPlugin, broadcast_object_list, set_seed
 from safetensors.torch import load_file
 from timm.data import resolve_data_config
 from timm.optim import create_optimizer_v2
@@ -28,7 +29,7 @@ from ..data import DataSplits, load_splits
 from ..data.decode_cache import DecodeCacheError, ImageReadError
 from ..data.device_transforms import BatchPreprocess
 from ..data.splits import column
-from ..dataset_specs import SPLIT_NAMES
+from ..dataset_specs import DATASETS, SPLIT_NAMES
 from ..model_ref import parse_model_ref
 from .loaders import Loaders, build_loaders, model_input
 from .metrics import classification_metrics, patient_results
@@ -57,8 +58,37 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     set_seed(cfg.seed)
     _note_cpu_threads(accelerator)
     out = Path(cfg.output_dir)
-    with claimed_output_dir(out, accelerator.is_main_process):
+    _refuse_output_inside_data(cfg, out)
+    with ExitStack() as hold:
+        _on_every_process(accelerator, lambda: hold.enter_context(claimed_output_dir(out, accelerator.is_main_process)))
         return _train(cfg, accelerator, out, started)
+
+
+def _refuse_output_inside_data(cfg: TrainConfig, out: Path) -> None:
+    """A run's files inside the data folder would be read as data by the next run (attention.png as an image of a
+    class named after the run, parquet-less folders with no label column)."""
+    local = cfg.data_dir or (cfg.dataset if cfg.dataset not in DATASETS and not cfg.dataset.startswith('hub:')
+                             else None)
+    if local and out.expanduser().resolve().is_relative_to(Path(local).expanduser().resolve()):
+        raise TrainingError(f'--output-dir {out} lies inside the data folder {local}: the run\'s files would be read '
+                            'as data by later runs. Choose an --output-dir outside it.')
+
+
+def _on_every_process(accelerator: Accelerator, step: Callable[[], Any]) -> None:
+    """Run `step` (on every process) and raise its TrainingError on every process, with the main process's message:
+    a refusal on the main process alone (the output folder's lock) would leave the others waiting at a barrier."""
+    failure: Optional[TrainingError] = None
+    try:
+        step()
+    except TrainingError as err:
+        failure = err
+    if accelerator.num_processes > 1:
+        shared = [str(failure) if failure else None]
+        broadcast_object_list(shared)
+        if shared[0] is not None and failure is None:
+            failure = TrainingError(shared[0])
+    if failure is not None:
+        raise failure
 
 
 def _train(cfg: TrainConfig, accelerator: Accelerator, out: Path, started: float) -> Dict[str, Any]:

@@ -13,6 +13,7 @@ from ..data import DataSplits
 from ..dataset_specs import dataset_spec
 from ..errors import one_line
 from ..model_ref import ModelRefError, parse_model_ref
+from ..pretrained import PretrainedWeightsUnavailableError, create_pretrained
 
 __all__ = ['TrainingError', 'create_training_model', 'fitted_pretrained_cfg']
 
@@ -71,7 +72,9 @@ def _create_pretrained(cfg: TrainConfig, extra: Dict[str, Any]) -> nn.Module:
             overlay = dict(file=str(ref.path), num_classes=file_classes)
             return timm.create_model(ref.name, pretrained=True, num_classes=file_classes,
                                      pretrained_cfg_overlay=overlay, **extra)
-        return timm.create_model(ref.timm_name, pretrained=True, **extra)
+        return create_pretrained(ref.timm_name, **extra)
+    except PretrainedWeightsUnavailableError as err:
+        raise TrainingError(f'--pretrained {cfg.pretrained}: {one_line(err)}') from err
     except (OSError, SafetensorError, pickle.UnpicklingError, EOFError) as err:
         raise TrainingError(f'--pretrained {cfg.pretrained} cannot be read ({type(err).__name__}: '
                             f'{one_line(err, FIRST_WORDS)}). Check the file, or for hf-hub: the network and '

@@ -26,12 +26,15 @@ def claimed_output_dir(out: Path, main_process: bool) -> Iterator[None]:
     """The run's hold on `out`: the main process checks it can write there and locks it until the run ends; a run
     that fails before its first save leaves no empty folder behind."""
     created = not out.exists()
+    lock_created = not (out / LOCK_FILE).exists()
     lock = _claim(out) if main_process else None
     try:
         yield
     except BaseException:
         if lock is not None and created:
             _remove_if_empty(out, lock)
+        elif lock is not None and lock_created:  # a folder of the user's (even `/`): no lock file of ours left in it
+            Path(lock.lock_file).unlink(missing_ok=True)
         raise
     finally:
         if lock is not None:
