@@ -21,7 +21,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, FrozenSet, Iterable, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, FrozenSet, Iterable, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
@@ -29,8 +29,9 @@ from torch import nn
 from .errors import install_hint, one_line
 from .patchconvnet import PatchConvNet
 
-__all__ = ['Agreement', 'Hardware', 'InferenceModel', 'PRECISIONS', 'PrecisionError', 'agreement', 'detect_hardware',
-           'optimize_for_inference', 'resolve_precision', 'training_mixed_precision', 'unsupported_reason']
+__all__ = ['Agreement', 'Hardware', 'InferenceModel', 'PRECISIONS', 'PrecisionError', 'agreement', 'describe_choice',
+           'detect_hardware', 'optimize_for_inference', 'require_agreement', 'resolve_precision',
+           'training_mixed_precision', 'unsupported_reason']
 
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16', 'int8')
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -143,19 +144,22 @@ def training_mixed_precision(mixed_precision: str, hardware: Hardware) -> str:
 
 
 class _TorchRunner(nn.Module):
-    """The fused model with its weights in one dtype: float32 maps and logits from one pass."""
+    """The fused model with its trunk's weights cast once to `dtype`; the attention pooling, norm and head (a few
+    per cent of the work) stay float32, so near-tie logits are not rounded to bf16's 8 bits."""
 
-    def __init__(self, fused: nn.Module, dtype: torch.dtype):
+    def __init__(self, fused: PatchConvNet, dtype: torch.dtype):
         super().__init__()
-        self.model = fused.to(dtype=dtype, memory_format=torch.channels_last)
+        self.model = fused.to(memory_format=torch.channels_last)
+        for trunk in (self.model.stem, self.model.blocks):
+            trunk.to(dtype)
         self.dtype = dtype
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
-        features = self.model.forward_features(x)
+        features = self.model.forward_features(x).float()
         maps = self.model.forward_attention(features).mean(1)  # (B, num_class_tokens, h, w)
         logits = self.model.forward_head(features) if self.model.num_classes > 0 else None
-        return maps.float(), None if logits is None else logits.float()
+        return maps, logits
 
 
 class _OnnxRunner:
@@ -341,7 +345,3 @@ def describe_choice(precision: str, optimized: InferenceModel, hardware: Hardwar
     asked = f' (asked: {precision})' if precision != optimized.precision else ''
     return f'precision {optimized.describe()}{asked} on {hardware.describe()}'
 
-
-def supported(hardware: Hardware) -> Sequence[str]:
-    """The precisions `hardware` runs natively."""
-    return [p for p in PRECISIONS[1:] if unsupported_reason(p, hardware) is None]
