@@ -143,6 +143,28 @@ def test_int8_keeps_the_answers_where_the_cpu_has_vnni(digits_model):
     _assert_keeps_answers(model, optimized, test)
 
 
+def test_the_openvino_backend_keeps_the_answers_in_bf16(digits_model):
+    model, _, test = digits_model
+    if model.class_tokens == 'per_class':
+        pytest.skip('the optional backend is checked on the single-token model only (conversions take a while)')
+    if unsupported_reason('bf16', HERE):
+        pytest.skip(f"fast path not exercised: {unsupported_reason('bf16', HERE)}")
+    if importlib.util.find_spec('openvino') is None:
+        pytest.skip('the optional backend, openvino (the openvino extra), is not installed')
+    optimized = optimize_for_inference(model, 'bf16', backend='openvino')
+    assert optimized.describe() == 'bf16 (openvino)'
+    _assert_keeps_answers(model, optimized, test)
+
+
+def test_a_backend_that_does_not_run_the_precision_is_refused(digits_model):
+    model, _, _ = digits_model
+    with pytest.raises(PrecisionError, match="backend='onnxruntime' does not run fp32 on cpu: choose torch or "):
+        optimize_for_inference(model, 'fp32', backend='onnxruntime')
+    if not unsupported_reason('int8', HERE):
+        with pytest.raises(PrecisionError, match="backend='openvino' does not run int8"):
+            optimize_for_inference(model, 'int8', backend='openvino', calibration=[])
+
+
 def test_a_model_that_does_not_keep_the_answers_is_refused(digits_model):
     model, _, test = digits_model
     untrained = timm.create_model('patchconvnet_test_p4', num_classes=10, class_tokens=model.class_tokens).eval()

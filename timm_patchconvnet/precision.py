@@ -17,6 +17,7 @@ capability 8.0 (Ampere), float16 from 7.0.
   run by ONNX Runtime (the `onnx` extra). `check_images` compares it with float32 first (`agreement`).
 """
 import copy
+import importlib.util
 import os
 import tempfile
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Callable, FrozenSet, Iterable, NamedTuple, Optional, Tuple
 
 import torch
+from timm.data import resolve_model_data_config
 from torch import nn
 
 from .errors import install_hint, one_line
@@ -43,6 +45,12 @@ CUDA_CAPABILITY = {'bf16': (8, 0), 'fp16': (7, 0)}  # bf16 tensor cores from Amp
 MIN_TOP1_AGREEMENT = 0.995
 MIN_MEDIAN_PEARSON = 0.99
 MIN_P5_PEARSON = 0.95
+# what runs each precision (the first is the default; benchmarks/README.md has the figures); openvino runs on the
+# CPU only. OpenVINO running the same int8 graph as ONNX Runtime changed 3.6% of the digits test predictions (tests/
+# test_precision.py's bounds: 0.5%), so it is not offered for int8.
+BACKENDS = {'fp32': ('torch', 'openvino'), 'bf16': ('torch', 'openvino'), 'fp16': ('torch',), 'int8': ('onnxruntime',)}
+DEFAULT_BACKENDS = {precision: backends[0] for precision, backends in BACKENDS.items()}
+OPENVINO_PRECISIONS = {'fp32': 'f32', 'bf16': 'bf16'}  # its INFERENCE_PRECISION_HINT
 
 
 class PrecisionError(ValueError):
@@ -179,6 +187,40 @@ class _OnnxRunner:
         return maps.unsqueeze(1) if self.single_token else maps, torch.from_numpy(logits)
 
 
+def _openvino_model(model: PatchConvNet):
+    """The fused model's logits and maps (`export.py`'s graph) converted by OpenVINO from torch."""
+    import openvino
+
+    from . import fusion
+    from .export import _OutputsAndAttention
+
+    fused = _fused_copy(model, torch.device('cpu'))
+    example = torch.randn(2, *resolve_model_data_config(model)['input_size'])
+    post_ops, fusion.ONEDNN_POST_OPS = fusion.ONEDNN_POST_OPS, False  # public ops only: OpenVINO converts those
+    try:
+        return openvino.convert_model(_OutputsAndAttention(fused), example_input=example)
+    finally:
+        fusion.ONEDNN_POST_OPS = post_ops
+
+
+class _OpenVinoRunner:
+    """OpenVINO's CPU plugin running the fused model (`export.py`'s logits-and-maps graph) with `inference_precision`
+    (bf16: its own fused kernels, AVX512-BF16 or AMX; f32), threads as torch's."""
+
+    def __init__(self, model: PatchConvNet, inference_precision: str):
+        import openvino
+
+        compiled = openvino.Core().compile_model(_openvino_model(model), 'CPU', {
+            'INFERENCE_PRECISION_HINT': inference_precision, 'INFERENCE_NUM_THREADS': torch.get_num_threads()})
+        self.request = compiled.create_infer_request()
+        self.single_token = model.class_tokens == 'single'
+
+    def __call__(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        outputs = self.request.infer({0: x.detach().float().cpu().contiguous().numpy()})
+        logits, maps = (torch.from_numpy(outputs[i].copy()) for i in range(2))
+        return maps.unsqueeze(1) if self.single_token else maps, logits
+
+
 class InferenceModel(nn.Module):
     """A PatchConvNet prepared for inference at one precision (`optimize_for_inference`). It takes float32 batches
     as the model does and gives float32 logits; `get_attention_map`, `attention_and_logits` and `explain_image` take
@@ -224,6 +266,7 @@ def optimize_for_inference(
         model: PatchConvNet,
         precision: str = 'auto',
         *,
+        backend: Optional[str] = None,
         calibration: Optional[Iterable[torch.Tensor]] = None,
         check_images: Optional[torch.Tensor] = None,
         device: Optional[torch.device | str] = None,
@@ -233,27 +276,41 @@ def optimize_for_inference(
     Args:
         model: A PatchConvNet with attention pooling.
         precision: 'auto' (see `resolve_precision`), 'fp32', 'bf16', 'fp16' or 'int8'.
+        backend: What runs it (default: `DEFAULT_BACKENDS`): 'torch' (fp32, bf16, fp16), 'onnxruntime' (int8) or
+            'openvino' (fp32, bf16 on the CPU; the `openvino` extra).
         calibration: int8 only, required: preprocessed batches (B, C, H, W), a few hundred training images in all.
         check_images: Preprocessed held-out images (N, C, H, W): the result must agree with float32 on them
             (top-1 >= 99.5%, attention-map Pearson median >= 0.99, 5th percentile >= 0.95) or PrecisionError.
 
-    Raises PrecisionError for a precision the hardware does not run natively (one line) and ImportError naming the
-    `onnx` extra for int8 without ONNX Runtime.
+    Raises PrecisionError for a precision the hardware does not run natively or a backend that does not run it
+    (one line), and ImportError naming the extra of a backend that is not installed.
     """
     if not isinstance(model, PatchConvNet) or model.attn_pool is None:
         raise PrecisionError('optimize_for_inference needs a PatchConvNet with attention pooling (global_pool="token")')
     device = torch.device(device) if device is not None else next(model.parameters()).device
     resolved = resolve_precision(precision, detect_hardware(device))
+    backend = backend or DEFAULT_BACKENDS[resolved]
+    if backend not in BACKENDS[resolved] or (backend != 'torch' and device.type != 'cpu'):
+        raise PrecisionError(f'backend={backend!r} does not run {resolved} on {device.type}: choose '
+                             f'{" or ".join(BACKENDS[resolved])}' + (' (CPU only)' if backend != 'torch' else ''))
     if resolved == 'int8':
         if calibration is None:
             raise PrecisionError("precision='int8' needs calibration images: pass calibration=[batches, ...]")
-        optimized = InferenceModel(model, 'int8', 'onnxruntime', _int8_runner(model, calibration))
+        runner = _int8_runner(model, calibration)
+    elif backend == 'openvino':
+        runner = _OpenVinoRunner(_require_openvino(model), OPENVINO_PRECISIONS[resolved])
     else:
-        optimized = InferenceModel(model, resolved, 'torch', _TorchRunner(_fused_copy(model, device),
-                                                                           DTYPES[resolved]))
+        runner = _TorchRunner(_fused_copy(model, device), DTYPES[resolved])
+    optimized = InferenceModel(model, resolved, backend, runner)
     if check_images is not None:
         require_agreement(model, optimized, check_images)
     return optimized
+
+
+def _require_openvino(model: PatchConvNet) -> PatchConvNet:
+    if importlib.util.find_spec('openvino') is None:
+        raise ImportError(f"backend='openvino' needs the openvino package: {install_hint('openvino')}")
+    return model
 
 
 def _fused_copy(model: PatchConvNet, device: torch.device) -> nn.Module:
@@ -263,8 +320,9 @@ def _fused_copy(model: PatchConvNet, device: torch.device) -> nn.Module:
 
 
 def _int8_runner(model: PatchConvNet, calibration: Iterable[torch.Tensor]) -> _OnnxRunner:
-    """The fused model exported to ONNX, its Conv/MatMul/Gemm quantized on the calibration batches (QDQ format:
-    ONNX Runtime runs each quantized op as one int8 kernel, VNNI where the CPU has it)."""
+    """The fused model exported to ONNX, its convolutions quantized on the calibration batches (QDQ format: per
+    channel int8 weights, uint8 activations), run by ONNX Runtime (each quantized conv one int8 kernel, VNNI where
+    the CPU has it)."""
     try:
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -280,18 +338,13 @@ def _int8_runner(model: PatchConvNet, calibration: Iterable[torch.Tensor]) -> _O
             batch = next(self.batches, None)
             return None if batch is None else {'input': batch.detach().float().cpu().contiguous().numpy()}
 
-    folder = Path(tempfile.mkdtemp(prefix='patchconvnet-int8-'))
-    fused = _fused_copy(model, torch.device('cpu'))
-    export_onnx(fused, folder / 'model.onnx', attention=True)
-    quant_pre_process(str(folder / 'model.onnx'), str(folder / 'prepared.onnx'))
-    quantize_static(str(folder / 'prepared.onnx'), str(folder / 'int8.onnx'), Batches(), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=['Conv'], per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
-    runner = _OnnxRunner(folder / 'int8.onnx', model.class_tokens == 'single')
-    for name in os.listdir(folder):  # the session holds the graph: leave no files behind
-        (folder / name).unlink()
-    folder.rmdir()
-    return runner
+    with tempfile.TemporaryDirectory(prefix='patchconvnet-int8-') as folder:
+        exported, prepared, quantized = (os.path.join(folder, name) for name in ('model', 'prepared', 'int8'))
+        export_onnx(_fused_copy(model, torch.device('cpu')), exported, attention=True)
+        quant_pre_process(exported, prepared)
+        quantize_static(prepared, quantized, Batches(), quant_format=QuantFormat.QDQ, op_types_to_quantize=['Conv'],
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        return _OnnxRunner(Path(quantized), model.class_tokens == 'single')  # the session holds the graph
 
 
 class Agreement(NamedTuple):
