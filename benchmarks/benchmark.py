@@ -65,7 +65,7 @@ RUNTIMES = ('eager', 'fused', 'fused-public', 'onnxruntime', 'auto', 'bf16', 'bf
 FUSED = ('fused', 'fused-public')  # fused-public: reparameterized, without oneDNN's private fused convolutions
 # timm_patchconvnet.optimize_for_inference at a precision (auto: what the device runs natively, on CPU or CUDA,
 # compiled with --compile; bf16, int8: CPU), and the bf16 candidates beside it: the same bf16 model under
-# torch.compile (inductor, freezing), and OpenVINO's CPU plugin with a bf16 inference precision
+# torch.compile (inductor, freezing), and its OpenVINO backend (the CPU plugin with bf16 inference precision)
 PRECISION_RUNTIMES = ('auto', 'bf16', 'bf16-compiled', 'bf16-openvino', 'int8')
 INT8_CALIBRATION = (4, 8)  # batches x images: random images, enough for timing (the tests calibrate on real ones)
 
@@ -608,26 +608,12 @@ def precision_runtime(model: nn.Module, entry: Entry, args: argparse.Namespace) 
         calibration = [torch.randn(images, 3, entry.img_size, entry.img_size) for _ in range(batches)]
         return optimize_for_inference(model, 'int8', calibration=calibration)
     if entry.runtime == 'bf16-openvino':
-        return openvino_bf16(model, entry, args.threads)
+        return optimize_for_inference(model, 'bf16', backend='openvino')
     optimized = optimize_for_inference(model, 'auto' if entry.runtime == 'auto' else 'bf16')
     if entry.runtime == 'bf16-compiled' or (entry.runtime == 'auto' and args.compile):
         torch._inductor.config.freezing = True  # weights as constants: inductor prepacks them for oneDNN
         return torch.compile(optimized.runner, dynamic=False)
     return optimized
-
-
-def openvino_bf16(model: nn.Module, entry: Entry, threads: int) -> Callable[[torch.Tensor], object]:
-    """The fused model converted by OpenVINO from torch (public ops: no oneDNN private ones to convert), compiled
-    for its CPU plugin with bf16 as the inference precision."""
-    import openvino  # an optional candidate, measured here only
-
-    fusion.ONEDNN_POST_OPS = False  # a process of its own: nothing else sees it
-    converted = openvino.convert_model(reparameterize_model(model),
-                                       example_input=torch.randn(2, 3, entry.img_size, entry.img_size))
-    compiled = openvino.Core().compile_model(converted, 'CPU', {'INFERENCE_PRECISION_HINT': 'bf16',
-                                                                 'INFERENCE_NUM_THREADS': threads})
-    request = compiled.create_infer_request()
-    return lambda images: request.infer({0: images.numpy()})
 
 
 def device_name(device: torch.device) -> str:
