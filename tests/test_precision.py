@@ -196,3 +196,22 @@ def test_the_demo_serves_maps_at_the_precision_asked_and_says_which(digits):
     if unsupported_reason('bf16', HERE):
         with pytest.raises(DemoError, match='--precision: .*bf16'):
             load_model(str(RUNS / 'single'), precision='bf16')
+
+
+def test_the_slides_command_runs_at_the_precision_asked_and_prints_it(tmp_path, capsys):
+    pytest.importorskip('datasets', reason='optional: the train extra is not installed')
+    from datagen import write_idc_slides
+
+    from timm_patchconvnet.cli import slides
+
+    write_idc_slides(tmp_path / 'IDC', ['30001'], grid=3)
+    command = ['--model', str(RUNS / 'single'), '--data-dir', str(tmp_path / 'IDC'), '--patient', '30001',
+               '--cache-dir', str(tmp_path / 'cache'), '--out', str(tmp_path / 'maps')]
+    assert slides.main(command) == 0
+    expected = resolve_precision('auto', HERE)
+    printed = capsys.readouterr().out
+    assert f'precision {expected} (torch) (asked: auto) on {HERE.describe()}' in printed, printed
+    assert (tmp_path / 'maps' / '30001.png').is_file()
+    if unsupported_reason('bf16', HERE):
+        assert slides.main([*command, '--precision', 'bf16']) == 2
+        assert "error: precision='bf16' cannot run on" in capsys.readouterr().err
