@@ -609,8 +609,11 @@ def precision_runtime(model: nn.Module, entry: Entry, args: argparse.Namespace) 
         return optimize_for_inference(model, 'int8', calibration=calibration)
     if entry.runtime == 'bf16-openvino':
         return optimize_for_inference(model, 'bf16', backend='openvino')
-    optimized = optimize_for_inference(model, 'auto' if entry.runtime == 'auto' else 'bf16')
-    if entry.runtime == 'bf16-compiled' or (entry.runtime == 'auto' and args.compile):
+    if entry.runtime == 'auto':  # the default backend: OpenVINO for bf16 on the CPU where it is installed
+        optimized = optimize_for_inference(model, 'auto', backend='torch' if args.compile else None)
+    else:
+        optimized = optimize_for_inference(model, 'bf16', backend='torch')
+    if entry.runtime == 'bf16-compiled' or (entry.runtime == 'auto' and args.compile):  # torch.compile: torch's
         torch._inductor.config.freezing = True  # weights as constants: inductor prepacks them for oneDNN
         return torch.compile(optimized.runner, dynamic=False)
     return optimized
