@@ -44,6 +44,7 @@ import timm_patchconvnet
 from timm_patchconvnet import checkpoint_filter_fn, export_onnx, fusion
 from timm_patchconvnet.errors import EXTRA_PACKAGES, install_hint
 from timm_patchconvnet.patchconvnet import STEM_STRIDES
+from timm_patchconvnet.precision import PrecisionError, detect_hardware, optimize_for_inference, resolve_precision
 
 BASELINE = 'resnet50'  # the paper's comparison
 EVAL_CLASSES = 1000  # ImageNet heads for inference
@@ -60,8 +61,13 @@ OFFICIAL_SIZES = ('s60', 's120', 'b60', 'b120', 'l60', 'l120', 's60_multi')
 OFFICIAL_STEM_CONVS = (0, 2, 4, 6)
 # How our models can run in the inference part: as created, after timm.utils.reparameterize_model, or exported to
 # ONNX (timm_patchconvnet.export_onnx) and run by onnxruntime on the CPU.
-RUNTIMES = ('eager', 'fused', 'fused-public', 'onnxruntime')
+RUNTIMES = ('eager', 'fused', 'fused-public', 'onnxruntime', 'auto', 'bf16', 'bf16-compiled', 'bf16-openvino', 'int8')
 FUSED = ('fused', 'fused-public')  # fused-public: reparameterized, without oneDNN's private fused convolutions
+# timm_patchconvnet.optimize_for_inference at a precision (auto: what the device runs natively, on CPU or CUDA,
+# compiled with --compile; bf16, int8: CPU), and the bf16 candidates beside it: the same bf16 model under
+# torch.compile (inductor, freezing), and its OpenVINO backend (the CPU plugin with bf16 inference precision)
+PRECISION_RUNTIMES = ('auto', 'bf16', 'bf16-compiled', 'bf16-openvino', 'int8')
+INT8_CALIBRATION = (4, 8)  # batches x images: random images, enough for timing (the tests calibrate on real ones)
 
 
 class BenchmarkError(RuntimeError):
@@ -183,6 +189,31 @@ def usage_problem(args: argparse.Namespace) -> str | None:
         missing = [name for name in EXTRA_PACKAGES['onnx'] if importlib.util.find_spec(name) is None]
         if missing:
             return f"--runtimes onnxruntime needs {', '.join(missing)}: {install_hint('onnx')}"
+    return precision_runtimes_problem(args) or other_usage_problem(args)
+
+
+def precision_runtimes_problem(args: argparse.Namespace) -> str | None:
+    """Why the bf16 or int8 runtimes asked for cannot run here (CPU, float32 inputs, the hardware, the packages)."""
+    asked = [runtime for runtime in eval_runtimes(args) if runtime in PRECISION_RUNTIMES and runtime != 'auto']
+    if not asked:
+        return None
+    if args.device != 'cpu' or args.dtype != 'float32':
+        return f"--runtimes {' '.join(asked)} run on the CPU from float32 inputs: not with --device cuda or --dtype"
+    hardware = detect_hardware('cpu')
+    for runtime in asked:
+        try:
+            resolve_precision(runtime.split('-')[0], hardware)
+        except PrecisionError as err:
+            return f'--runtimes {runtime}: {err}'
+    if 'bf16-openvino' in asked and importlib.util.find_spec('openvino') is None:
+        return '--runtimes bf16-openvino needs openvino (pip install openvino)'
+    if 'int8' in asked and importlib.util.find_spec('onnxruntime') is None:
+        return f"--runtimes int8 needs onnxruntime: {install_hint('onnx')}"
+    return None
+
+
+def other_usage_problem(args: argparse.Namespace) -> str | None:
+    """The problems of --official and --json."""
     names = sorted({name for names in part_models(args).values() for name in names})
     if args.official and not any(official_counterpart(name) for name in names):
         return (f'--official: none of {", ".join(names)} has an official counterpart '
@@ -477,6 +508,10 @@ class Bench:
         self.args = args
         self.device = torch.device(args.device)
         self.channels_last = args.channels_last and entry.runtime != 'onnxruntime'
+        if entry.runtime in PRECISION_RUNTIMES:  # inference only; each prepares its own input layout and dtype
+            model = build_model(entry, args.official).eval().to(self.device)
+            self.model = self.run = precision_runtime(model, entry, args)
+            return
         if entry.runtime == 'onnxruntime':  # the parent exported the model once (prepare_onnx)
             session = onnx_session(onnx_file, args.threads)
             self.model = self.run = lambda images: session.run(None, {'input': images.numpy()})
@@ -564,6 +599,24 @@ class Bench:
             train_step(self.run, optimizer, images[:size], targets[:size], self.autocast())
         self.sync()
         return {'epoch_s': time.perf_counter() - start, 'images': EPOCH_IMAGES, 'steps': full_steps + bool(rest)}
+
+
+def precision_runtime(model: nn.Module, entry: Entry, args: argparse.Namespace) -> Callable[[torch.Tensor], object]:
+    """The entry's model as one of PRECISION_RUNTIMES runs it."""
+    if entry.runtime == 'int8':
+        batches, images = INT8_CALIBRATION
+        calibration = [torch.randn(images, 3, entry.img_size, entry.img_size) for _ in range(batches)]
+        return optimize_for_inference(model, 'int8', calibration=calibration)
+    if entry.runtime == 'bf16-openvino':
+        return optimize_for_inference(model, 'bf16', backend='openvino')
+    if entry.runtime == 'auto':  # the default backend: OpenVINO for bf16 on the CPU where it is installed
+        optimized = optimize_for_inference(model, 'auto', backend='torch' if args.compile else None)
+    else:
+        optimized = optimize_for_inference(model, 'bf16', backend='torch')
+    if entry.runtime == 'bf16-compiled' or (entry.runtime == 'auto' and args.compile):  # torch.compile: torch's
+        torch._inductor.config.freezing = True  # weights as constants: inductor prepacks them for oneDNN
+        return torch.compile(optimized.runner, dynamic=False)
+    return optimized
 
 
 def device_name(device: torch.device) -> str:
@@ -799,7 +852,8 @@ def benchmark(argv: list[str], args: argparse.Namespace) -> dict:
     for plan in plans.values():
         # An onnxruntime row's eager model is compared with the official one here (once), onnxruntime with eager
         # in prepare_onnx.
-        for entry in dict.fromkeys(replace(e, runtime='eager') if e.runtime == 'onnxruntime' else e for e in plan):
+        for entry in dict.fromkeys(replace(e, runtime='eager') if e.runtime == 'onnxruntime' or
+                                   e.runtime in PRECISION_RUNTIMES else e for e in plan):
             official = references(entry, plan)['official']
             if official is not None and not entry.grad_checkpointing:
                 parity.append(check_parity(entry, official, args))

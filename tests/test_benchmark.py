@@ -166,6 +166,7 @@ def test_saved_activations_are_exact_and_include_checkpoint_inputs():
     (['--only', 'train', '--runtimes', 'onnxruntime'], 'belong to the inference part'),
     (['--fuse', '--runtimes', 'eager'], '--fuse is --runtimes fused'),
     (['--runtimes', 'onnxruntime', '--dtype', 'bfloat16'], 'runs float32 on the CPU'),
+    (['--runtimes', 'bf16', 'int8', '--dtype', 'bfloat16'], 'run on the CPU from float32 inputs'),
     (['--runtimes', 'tensorrt'], "invalid choice: 'tensorrt'"),
     (['--models', 'no_such_model'], 'no_such_model is not a timm model'),
     (['--repeats', '0'], 'not a positive integer'),
@@ -190,6 +191,19 @@ def test_fuse_times_the_reparameterized_model_in_the_inference_part_only():
     assert inference.measure_eval()['eval_img_s'] > 0
     training = benchmark.Bench(training, args)
     assert type(training.model.blocks[0]).__name__ == 'ConvBlock'
+
+
+def test_the_bf16_row_is_the_model_optimized_once_in_bf16():
+    from timm_patchconvnet.precision import detect_hardware, unsupported_reason
+
+    reason = unsupported_reason('bf16', detect_hardware('cpu'))
+    if reason:  # the option is then refused, as test_bad_options_are_refused_with_a_reason checks for others
+        pytest.skip(f'fast path not exercised: {reason}')
+    args = benchmark.parse_args([*TINY, '--only', 'eval', '--runtimes', 'bf16'])
+    (entry, _) = benchmark.plan_part('eval', ['patchconvnet_test_p4'], args)
+    bench = benchmark.Bench(entry, args)
+    assert entry.label == 'patchconvnet_test_p4 (bf16)' and bench.model.precision == 'bf16'
+    assert bench.measure_eval()['eval_img_s'] > 0
 
 
 def test_onnxruntime_rows_need_the_onnx_extra(monkeypatch, capsys):

@@ -11,9 +11,10 @@ from torchvision import transforms
 
 from .images import to_gray, to_rgb
 from .patchconvnet import PatchConvNet
+from .precision import InferenceModel
 
 __all__ = ['ImageExplanation', 'attention_and_logits', 'explain_image', 'get_attention_map', 'model_input',
-           'overlay_attention', 'place_in_image', 'scale_to_unit']
+           'overlay_attention', 'place_in_image', 'pooling_maps_and_logits', 'scale_to_unit']
 
 ImageInput = Union[Image.Image, np.ndarray, torch.Tensor]
 
@@ -89,37 +90,46 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
 
 
 def _check_attention_pool(model: PatchConvNet) -> None:
+    if isinstance(model, InferenceModel):  # made from a PatchConvNet with attention pooling only
+        return
     if not isinstance(model, PatchConvNet) or model.attn_pool is None:
         raise ValueError('This needs a PatchConvNet with attention pooling (global_pool="token").')
 
 
 @torch.no_grad()
+def pooling_maps_and_logits(model: PatchConvNet, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Every class token's map (B, num_class_tokens, h, w), mean over heads, and the logits (None for a model
+    without classifier), from one pass of `model` or of an `InferenceModel` (float32 out)."""
+    if isinstance(model, InferenceModel):
+        return model.attention_and_logits(x)
+    with eval_mode(model):
+        features = model.forward_features(x)
+        attn = model.forward_attention(features).mean(1)
+        return attn, model.forward_head(features) if model.num_classes > 0 else None
+
+
 def _maps_and_logits(
         model: PatchConvNet,
         x: torch.Tensor,
         class_index: Optional[int],
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Token-grid maps (B, h, w), mean over heads, and the logits (None for a model without classifier)."""
-    with eval_mode(model):
-        features = model.forward_features(x)
-        attn = model.forward_attention(features).mean(1)  # (B, num_class_tokens, h, w)
-        logits = model.forward_head(features) if model.num_classes > 0 else None
-        if model.class_tokens == 'per_class':
-            num_tokens = attn.shape[1]
-            if class_index is None:
-                if logits is None:
-                    raise ValueError('This per-class-token model has no classifier to predict a class: '
-                                     'pass class_index.')
-                index = logits.argmax(-1)
-            elif not 0 <= class_index < num_tokens:
-                raise ValueError(f'class_index={class_index} is out of range for {num_tokens} class tokens.')
-            else:
-                index = torch.full((x.shape[0],), class_index, device=x.device)
-            maps = attn[torch.arange(x.shape[0], device=x.device), index]
+    attn, logits = pooling_maps_and_logits(model, x)
+    if model.class_tokens == 'per_class':
+        num_tokens = attn.shape[1]
+        if class_index is None:
+            if logits is None:
+                raise ValueError('This per-class-token model has no classifier to predict a class: pass class_index.')
+            index = logits.argmax(-1)
+        elif not 0 <= class_index < num_tokens:
+            raise ValueError(f'class_index={class_index} is out of range for {num_tokens} class tokens.')
         else:
-            if class_index not in (None, 0):
-                raise ValueError('class_index only applies to models with per-class tokens.')
-            maps = attn[:, 0]
+            index = torch.full((x.shape[0],), class_index, device=x.device)
+        maps = attn[torch.arange(x.shape[0], device=x.device), index]
+    else:
+        if class_index not in (None, 0):
+            raise ValueError('class_index only applies to models with per-class tokens.')
+        maps = attn[:, 0]
     if not torch.isfinite(maps).all():  # a finite input can overflow inside the model (float max everywhere)
         raise ValueError(f'The model overflowed on this input (values up to {x.abs().max().item():.3g}): the attention '
                          'map would be NaN. A tensor is taken as preprocessed: normalised, of the order of 1.')
@@ -138,7 +148,8 @@ def get_attention_map(
     """The attention-based pooling's weight on each patch of `img`, as a map (H, W), or (B, H, W) for a batch.
 
     Args:
-        model: A PatchConvNet with attention pooling (global_pool='token').
+        model: A PatchConvNet with attention pooling (global_pool='token'), or the `InferenceModel` that
+            `optimize_for_inference(model, precision)` makes of one (bf16, int8, ...: maps in float32 either way).
         img: A PIL image or an HxWxC uint8 array (preprocessed with the model's data config: timm's
             resolve_data_config / create_transform), or a (C, H, W) / (B, C, H, W) tensor taken as preprocessed.
         class_index: For per-class tokens, the class whose map is returned (default: the predicted class).

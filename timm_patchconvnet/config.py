@@ -127,7 +127,9 @@ class TrainConfig:
                                             'runs and processes (default: $PATCHCONVNET_CACHE or '
                                             '~/.cache/timm_patchconvnet); also datasets\' cache_dir', value_type=str,
                                       fixed_on_resume=False, public=False)
-    mixed_precision: str = option('no', "through Accelerate ('bf16' on a recent GPU)", choices=('no', 'fp16', 'bf16'))
+    mixed_precision: str = option('no', "through Accelerate; 'auto': bf16 where the CPU (AVX512-BF16, AMX) or GPU "
+                                        "(Ampere on) runs it natively, fp16 on older GPUs, else no",
+                                  choices=('no', 'auto', 'fp16', 'bf16'))
     compile: bool = option(False, 'torch.compile the model (inductor, fullgraph): faster steps on a GPU after a '
                                   'minute of compiling', fixed_on_resume=False, public=False)
     report_to: Optional[str] = option(None, "an Accelerate tracker: 'tensorboard', 'wandb', 'all', ...", value_type=str,

@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--out', default='slides', help='folder of the maps, one PNG per patient (default: slides)')
     parser.add_argument('--threshold', type=float, help="IDC probability threshold (default: the run's, else 0.5)")
     parser.add_argument('--batch-size', type=int, default=256, help='patches per forward pass (default: 256)')
+    parser.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'bf16', 'fp16'),
+                        help='auto: bf16 where the CPU or GPU runs it natively, else fp32 (default: auto; printed)')
     add_option_arguments(parser, ('cache_dir',), helps=dict(
         cache_dir="where the check of an IDC folder's files is kept, shared with patchconvnet-train (default: "
                   "$PATCHCONVNET_CACHE or ~/.cache/timm_patchconvnet); also datasets' cache_dir"))
@@ -55,6 +57,7 @@ def main(argv=None) -> int:
         parser.error(f'argument --batch-size: must be >= 1, got {args.batch_size}')
     try:
         from ..data import DataError, load_idc_patches
+        from ..precision import PrecisionError, describe_choice, detect_hardware, optimize_for_inference
         from ..pretrained import PretrainedWeightsUnavailableError, create_pretrained
         from ..slides import SlideError, predict_slide, render_slide, slide_from_rows
     except ModuleNotFoundError as err:
@@ -67,7 +70,9 @@ def main(argv=None) -> int:
     if not 0 <= threshold <= 1:
         parser.error(f'argument --threshold: must be in [0, 1], got {threshold}')
     try:
-        model = create_pretrained(model_ref.timm_name).eval()
+        source = create_pretrained(model_ref.timm_name).eval()
+        model = optimize_for_inference(source, args.precision)
+        print(describe_choice(args.precision, model, detect_hardware('cpu')))
         patches = load_idc_patches(args.data_dir, args.hub_id, args.cache_dir)
         missing = [c for c in ('patient_id', 'x', 'y') if c not in patches.column_names]
         if missing:
@@ -81,7 +86,7 @@ def main(argv=None) -> int:
             region = (f"; Dice {scores['dice']:.3f}, IoU {scores['iou']:.3f}" if scores.get('dice') is not None
                       else '')
             print(f'{path}: {len(slide.patches)} patches{region}')
-    except (DataError, SlideError, PretrainedWeightsUnavailableError, RuntimeError, OSError) as err:
+    except (DataError, SlideError, PretrainedWeightsUnavailableError, PrecisionError, RuntimeError, OSError) as err:
         print(f'error: {one_line(err)}', file=sys.stderr)
         return 2
     return 0

@@ -209,6 +209,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--slide-data', metavar='DIR',
                         help="IDC patches with patient ids (the Kaggle folder or a patchconvnet-push-idc export) "
                              "for the whole-slide tab's patient menu (needs the train extra)")
+    parser.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'bf16', 'fp16'),
+                        help="of the attention maps: auto is bf16 where the CPU or GPU runs it natively, else fp32 "
+                             "(default: auto); each answer's notes say which ran")
     parser.add_argument('--examples', type=Path, metavar='DIR',
                         help="a folder of example images (PNG, JPEG, WebP), offered beside scikit-learn's sample "
                              "photos (default: examples/ beside app.py, or a checkout's demo/examples/)")
@@ -228,7 +231,7 @@ def main(argv: Optional[Sequence[str]] = None, examples: Optional[Path] = None) 
         print(f'error: --examples {args.examples} is not a folder', file=sys.stderr)
         return 2
     try:
-        models = load_all(specs)
+        models = load_all(specs, args.precision)
         slide_data = load_slide_data(args.slide_data) if args.slide_data else None
     except (DemoError, SlideError) as err:
         print(f'error: {one_line(err, MESSAGE_LIMIT)}', file=sys.stderr)
@@ -236,6 +239,8 @@ def main(argv: Optional[Sequence[str]] = None, examples: Optional[Path] = None) 
     except ModuleNotFoundError as err:  # --slide-data reads with `datasets`, of the train extra
         print(f'error: --slide-data needs {err.name!r}: {install_hint("train")}', file=sys.stderr)
         return 2
+    for name, served in models.items():
+        print(f'{name}: precision {served.precision}')
     private_temp_dir()
     bound_allocator()  # before the server's threads: see demo/memory.py
     app = build_app(models, args.concurrency, args.examples or examples, slide_data)

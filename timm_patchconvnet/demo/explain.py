@@ -11,7 +11,6 @@ from PIL import Image
 from ..attention import ImageExplanation, explain_image, overlay_attention
 from ..gradcam import GRADCAM_NEEDS, gradcam_explanation
 from ..images import is_high_bit_depth, to_rgb
-from ..patchconvnet import PatchConvNet
 from .models import DemoModel
 
 __all__ = ['ATTENTION', 'COLORMAPS', 'DISPLAY_SIDE', 'DisplayView', 'Explanation', 'GRADCAM', 'PREDICTED', 'draw',
@@ -58,14 +57,15 @@ def explain(models: Dict[str, DemoModel], image: Optional[Image.Image], model_na
         notes.append(mode_note(image))
         image = to_rgb(image)
     class_index = chosen_class(served, model_name, class_choice)
-    result = explain_map(served.model, image, class_index, map_source)
+    result = explain_map(served, image, class_index, map_source)
     probabilities = result.probabilities
     shown = served.labels[class_index if class_index is not None else int(probabilities.argmax())]
     whose = f'the class token of "{shown}"' if served.per_class else 'the class token'
     h, w = result.grid.shape
     what = f'Grad-CAM of "{shown}" on the last trunk block' if map_source == GRADCAM else f'Attention of {whose}'
     notes.append(f'{what} over a {h}x{w} token grid; '
-                 f'the model saw the image at {served.model.pretrained_cfg["input_size"][-1]} px.')
+                 f'the model saw the image at {served.model.pretrained_cfg["input_size"][-1]} px, in '
+                 f'{served.precision if map_source == ATTENTION else "fp32 (torch)"}.')
     view = display_view(image, result.on_image, result.grid)
     overlay, grid = draw(view, colormap, opacity)
     return Explanation(dict(zip(served.labels, probabilities.tolist())), overlay, grid, view, ' '.join(notes))
@@ -80,16 +80,16 @@ def chosen_class(served: DemoModel, model_name: str, class_choice: Optional[str]
     return served.labels.index(class_choice)
 
 
-def explain_map(model: PatchConvNet, image: Image.Image, class_index: Optional[int],
+def explain_map(served: DemoModel, image: Image.Image, class_index: Optional[int],
                 map_source: str) -> ImageExplanation:
-    """`explain_image`'s answer with the map chosen: the pooling's attention, or Grad-CAM of the same class (the
-    chosen one for per-class tokens, else the predicted one)."""
+    """`explain_image`'s answer with the map chosen: the pooling's attention (at the served precision), or Grad-CAM
+    of the same class (the chosen one for per-class tokens, else the predicted one; float32, it needs gradients)."""
     if map_source == ATTENTION:
-        return explain_image(model, image, class_index=class_index)
+        return explain_image(served.runner, image, class_index=class_index)
     if map_source != GRADCAM:
         raise gr.Error(f'Unknown map {map_source!r}: choose {ATTENTION!r} or {GRADCAM!r}.')
     try:
-        return gradcam_explanation(model, image, class_index=class_index)
+        return gradcam_explanation(served.model, image, class_index=class_index)
     except ImportError as err:  # the `explain` extra is optional: say what to install, in the page
         raise gr.Error(GRADCAM_NEEDS) from err
 

@@ -8,6 +8,7 @@ from timm.data import ImageNetInfo, infer_imagenet_subset
 from ..errors import one_line
 from ..model_ref import ModelRef, ModelRefError, parse_model_ref
 from ..patchconvnet import PatchConvNet
+from ..precision import InferenceModel, PrecisionError, optimize_for_inference
 from ..pretrained import PretrainedWeightsUnavailableError, create_pretrained
 
 __all__ = ['DemoError', 'DemoModel', 'MESSAGE_LIMIT', 'class_names', 'load_all', 'load_model', 'parse_demo_model']
@@ -18,8 +19,19 @@ MESSAGE_LIMIT = 400  # characters of a model's load error shown: state-dict and 
 @dataclass
 class DemoModel:
     name: str
-    model: PatchConvNet
+    model: PatchConvNet  # float32: Grad-CAM's gradients
     labels: List[str]
+    inference: Optional[InferenceModel] = None  # the attention maps' model at the precision chosen (`--precision`)
+
+    @property
+    def runner(self) -> PatchConvNet:
+        """What the attention maps run: the optimized model, else the model itself."""
+        return self.inference if self.inference is not None else self.model
+
+    @property
+    def precision(self) -> str:
+        """The precision the maps run at, in words (shown in every answer)."""
+        return self.inference.describe() if self.inference is not None else 'fp32 (torch)'
 
     @property
     def per_class(self) -> bool:
@@ -38,9 +50,10 @@ def parse_demo_model(spec: str) -> ModelRef:
         raise DemoError(f'--model {err}') from err
 
 
-def load_model(spec: str, name: Optional[str] = None) -> DemoModel:
+def load_model(spec: str, name: Optional[str] = None, precision: str = 'fp32') -> DemoModel:
     """Build the model named by `spec` (a training folder, `local-dir:`/`hf-hub:` id, or a timm name with optional
-    tag); `name`: the name shown to users (default: the model's display name)."""
+    tag); `name`: the name shown to users (default: the model's display name); `precision`: of its attention maps
+    (`precision.resolve_precision`; int8, which needs calibration images, is not offered)."""
     ref = parse_demo_model(spec)
     try:
         model = create_pretrained(ref.timm_name)
@@ -50,7 +63,14 @@ def load_model(spec: str, name: Optional[str] = None) -> DemoModel:
         raise DemoError(one_line(f'Cannot load model {spec!r}: {type(err).__name__}: {err}', MESSAGE_LIMIT)) from err
     if not isinstance(model, PatchConvNet) or model.attn_pool is None or model.num_classes == 0:
         raise DemoError(f'{spec!r} is not a PatchConvNet classifier with attention pooling: it has no map to show.')
-    return DemoModel(name or ref.display_name, model.eval(), class_names(model))
+    model = model.eval()
+    if precision == 'int8':
+        raise DemoError("--precision int8 needs calibration images, which the demo does not have: use auto or bf16")
+    try:
+        inference = optimize_for_inference(model, precision)
+    except PrecisionError as err:
+        raise DemoError(f'--precision: {err}') from err
+    return DemoModel(name or ref.display_name, model, class_names(model), inference)
 
 
 def class_names(model: PatchConvNet) -> List[str]:
@@ -65,7 +85,7 @@ def class_names(model: PatchConvNet) -> List[str]:
     return [f'class {i}' for i in range(model.num_classes)]
 
 
-def load_all(specs: Sequence[str]) -> Dict[str, DemoModel]:
+def load_all(specs: Sequence[str], precision: str = 'fp32') -> Dict[str, DemoModel]:
     """The models by the name users see (`ModelRef.display_name`), made unique with a number when two folders share
     one. Every string is read before any model is built, so a mistyped one stops the start-up at once."""
     names = [parse_demo_model(spec).display_name for spec in specs]
@@ -75,5 +95,6 @@ def load_all(specs: Sequence[str]) -> Dict[str, DemoModel]:
         while name in models:
             copy += 1
             name = f'{base} ({copy})'
-        models[name] = load_model(spec, name)
+        models[name] = load_model(spec, name, precision)
     return models
+

@@ -31,6 +31,7 @@ from ..data.device_transforms import BatchPreprocess
 from ..data.splits import column
 from ..dataset_specs import DATASETS, SPLIT_NAMES
 from ..model_ref import parse_model_ref
+from ..precision import PrecisionError, detect_hardware, training_mixed_precision
 from .loaders import Loaders, build_loaders, model_input
 from .metrics import classification_metrics, patient_results
 from .model import TrainingError, create_training_model, fitted_pretrained_cfg
@@ -142,8 +143,13 @@ def _accelerator(cfg: TrainConfig, **kwargs: Any) -> Accelerator:
     """Accelerate for `cfg`: its precision, torch.compile (inductor, fullgraph) with --compile, and on CUDA
     copies of pinned batches that do not block."""
     dynamo = TorchDynamoPlugin(backend='inductor', fullgraph=True) if cfg.compile else None
+    try:  # Accelerate autocasts to bf16 on the CPU too: where it is native (AVX512-BF16, AMX), 'auto' chooses it
+        hardware = detect_hardware('cuda' if torch.cuda.is_available() else 'cpu')
+        mixed_precision = training_mixed_precision(cfg.mixed_precision, hardware)
+    except PrecisionError as err:
+        raise TrainingError(f'--mixed-precision: {err}') from err
     return Accelerator(
-        cpu=_processes_without_gpus(), mixed_precision=cfg.mixed_precision, dynamo_plugin=dynamo,
+        cpu=_processes_without_gpus(), mixed_precision=mixed_precision, dynamo_plugin=dynamo,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=torch.cuda.is_available()),
         **kwargs)
 
