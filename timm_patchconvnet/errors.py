@@ -11,6 +11,7 @@ __all__ = ['EXTRA_PACKAGES', 'install_hint', 'one_line']
 EXTRA_PACKAGES = {
     'onnx': ('onnx', 'onnxscript', 'onnxruntime'),
     'explain': ('grad-cam',),
+    'slides': ('openslide-python', 'openslide-bin', 'scikit-image', 'shapely', 'pyarrow', 'tqdm'),
 }
 
 
