@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
+import openslide
 import torch
 from shapely.geometry import Polygon
 from timm.data import resolve_data_config
@@ -18,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from ..attention import attention_and_logits
 from ..demo.models import class_names
+from ..errors import one_line
 from ..patchconvnet import PatchConvNet
 from .regions import regions_from_grid
 from .tiles import MIN_TISSUE_SHARE, TileDataset, TileGrid, tile_grid, tissue_share
@@ -89,7 +91,10 @@ def predict_wsi(model: PatchConvNet, path: Path, *, model_mpp: float, mpp: Optio
     with open_wsi(path, mpp) as slide:
         plan = read_plan(slide, model_mpp, tile_px, overlap)
         grid = tile_grid(slide.dimensions, plan)
-        thumbnail, downsample = read_thumbnail(slide, plan)
+        try:
+            thumbnail, downsample = read_thumbnail(slide, plan)
+        except openslide.OpenSlideError as err:
+            raise WsiError(f'{path}: cannot be read ({one_line(err)}): a truncated or corrupt file?') from None
         tissue = tissue_mask(thumbnail, downsample * slide.mpp)
         dimensions, vendor, scale = slide.dimensions, slide.vendor, slide.mpp
     rows, columns = np.nonzero(tissue_share(tissue, grid, downsample) >= MIN_TISSUE_SHARE)
