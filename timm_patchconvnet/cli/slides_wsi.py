@@ -34,7 +34,7 @@ def wsi_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from ..slides.wsi import model_mpp
         from ..slides.wsi_batch import expand_slide_paths, run_slides
     except ModuleNotFoundError as err:
-        return missing_dependency(err, 'whole-slide images', 'slides')
+        return missing_dependency(err, 'whole-slide inference', 'slides')
     from .slides import run_threshold
     for name in ('mpp', 'model_mpp'):
         if getattr(args, name) is not None and not getattr(args, name) > 0:
