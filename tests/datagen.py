@@ -139,8 +139,9 @@ def write_pyramid_slide(path: Path, width: int, height: int, mpp: Optional[float
                         levels: int = 99, **content) -> Path:
     """A pyramidal tiled TIFF that OpenSlide reads as a generic-tiff slide: level 0 `width` x `height` at `mpp`
     (in the resolution tags), then each level half the last, every level its own page marked reduced-resolution
-    (SubFileType 1), down to one tile or `levels` levels; `mpp` None: no resolution tags. Pixels come from `pixels(x0, y0, w, h, mpp)` (default `slide_pixels` with
-    `content`) a tile at a time, so a large slide is never held whole."""
+    (SubFileType 1), down to one tile or `levels` levels; `mpp` None: no resolution tags. Pixels come from
+    `pixels(x0, y0, w, h, mpp)` (default `slide_pixels` with `content`) a tile at a time, so a large slide is never
+    held whole."""
     import tifffile
     pixels = pixels or (lambda *args: slide_pixels(*args, **content))
     with tifffile.TiffWriter(path) as tif:

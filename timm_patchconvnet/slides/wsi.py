@@ -61,8 +61,9 @@ def open_wsi(path: Path, mpp: Optional[float] = None) -> WholeSlide:
     try:
         handle = openslide.OpenSlide(str(path))
     except openslide.OpenSlideUnsupportedFormatError:
-        raise WsiError(f'{path}: not a slide format OpenSlide reads (Aperio .svs, generic tiled TIFF, Hamamatsu, '
-                       'Leica, MIRAX, Philips, Sakura, Trestle, Ventana, Zeiss, DICOM)') from None
+        raise WsiError(f'{path}: OpenSlide cannot read it: not a slide format it reads (Aperio .svs, generic tiled '
+                       'TIFF, Hamamatsu, Leica, MIRAX, Philips, Sakura, Trestle, Ventana, Zeiss, DICOM), or a '
+                       'truncated or corrupt slide file') from None
     except (openslide.OpenSlideError, OSError) as err:
         raise WsiError(f'{path}: cannot be read as a slide: {one_line(err)}') from None
     try:
