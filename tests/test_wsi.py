@@ -207,14 +207,20 @@ def test_a_slide_16_times_larger_raises_peak_memory_by_at_most_30_percent(tmp_pa
     assert large['peak'] - large['before'] <= small['peak'] - small['before'] + 64 * 1024, memory
 
 
-def test_model_mpp_comes_from_the_idc_tag_and_a_run_folders_data_set(tmp_path):
+def test_model_mpp_comes_from_the_idc_tag_a_saved_config_or_a_run_folders_data_set(tmp_path):
     from timm_patchconvnet.model_ref import parse_model_ref
     assert model_mpp(parse_model_ref('patchconvnet_s60_p4.idc'), {}) == 4.0
     assert model_mpp(parse_model_ref('patchconvnet_s60_p4.cifar10'), {}) is None
     run = tmp_path / 'run'
     save_model_folder(timm.create_model('patchconvnet_test_p4', num_classes=2), run, ['a', 'b'])
+    assert model_mpp(parse_model_ref(str(run)), {}) is None
     (run / 'metrics.json').write_text(json.dumps({'data': {'dataset': 'idc'}, 'test': {'threshold': 0.4}}))
-    assert model_mpp(parse_model_ref(str(run)), {}) == 4.0
+    assert model_mpp(parse_model_ref(str(run)), {}) == 4.0  # a run saved before config.json carried it
+    saved = tmp_path / 'saved'  # as training saves an IDC model: the mpp in config.json, which the Hub export keeps
+    save_model_folder(timm.create_model('patchconvnet_test_p4', num_classes=2), saved, ['a', 'b'], mpp=4.0)
+    assert json.loads((saved / 'config.json').read_text())['mpp'] == 4.0
+    assert model_mpp(parse_model_ref(f'local-dir:{saved}'), {}) == 4.0
+    assert timm.create_model(f'local-dir:{saved}', pretrained=True).num_classes == 2  # timm still loads it
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -141,20 +141,34 @@ def read_rgb(handle: openslide.OpenSlide, location: Tuple[int, int], level: int,
 
 
 def model_mpp(ref: Optional[ModelRef], pretrained_cfg: dict) -> Optional[float]:
-    """The microns per pixel of the images a model was trained on, where it is known: the data set a training run
-    recorded, an `mpp` in a saved model's config.json, or a registered tag named after a data set (`.idc`)."""
+    """The microns per pixel of the images a model was trained on, where it is known: the `mpp` of a saved model's
+    config.json (training writes it; a Hub model's is read from the local cache), the data set a training run
+    recorded, or a registered tag named after a data set (`.idc`)."""
+    recorded = _saved_config(ref).get('mpp')
+    if isinstance(recorded, (int, float)) and recorded > 0:
+        return float(recorded)
     if ref is not None and ref.run_folder is not None:
         try:
             data = json.loads((ref.run_folder / 'metrics.json').read_text())['data']
             return dataset_spec(data.get('dataset') or data.get('kind') or '').mpp
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
-    if ref is not None and ref.path is not None and (ref.path / 'config.json').is_file():
-        try:
-            recorded = json.loads((ref.path / 'config.json').read_text()).get('mpp')
-            if recorded:
-                return float(recorded)
-        except (OSError, ValueError, TypeError, AttributeError):
-            pass
     tag = (ref.tag if ref is not None and ref.source == 'timm' else '') or pretrained_cfg.get('tag') or ''
     return DATASETS[tag].mpp if tag in DATASETS else None
+
+
+def _saved_config(ref: Optional[ModelRef]) -> dict:
+    """The config.json of a model folder or of a Hub model in the local cache; {} for any other model."""
+    path = None
+    if ref is not None and ref.source == 'local-dir':
+        path = ref.path / 'config.json'
+    elif ref is not None and ref.source == 'hf-hub':
+        from huggingface_hub import try_to_load_from_cache  # timm's own dependency
+        repo, _, revision = ref.name.partition('@')
+        cached = try_to_load_from_cache(repo, 'config.json', revision=revision or None)
+        path = Path(cached) if isinstance(cached, str) else None
+    try:
+        config = json.loads(path.read_text()) if path is not None else {}
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
