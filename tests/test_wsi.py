@@ -220,7 +220,8 @@ def test_model_mpp_comes_from_the_idc_tag_a_saved_config_or_a_run_folders_data_s
     save_model_folder(timm.create_model('patchconvnet_test_p4', num_classes=2), saved, ['a', 'b'], mpp=4.0)
     assert json.loads((saved / 'config.json').read_text())['mpp'] == 4.0
     assert model_mpp(parse_model_ref(f'local-dir:{saved}'), {}) == 4.0
-    assert timm.create_model(f'local-dir:{saved}', pretrained=True).num_classes == 2  # timm still loads it
+    loaded = timm.create_model(f'local-dir:{saved}', pretrained=True)  # timm still loads it, and it says where from
+    assert loaded.num_classes == 2 and model_mpp(None, loaded.pretrained_cfg) == 4.0
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -144,7 +144,7 @@ def model_mpp(ref: Optional[ModelRef], pretrained_cfg: dict) -> Optional[float]:
     """The microns per pixel of the images a model was trained on, where it is known: the `mpp` of a saved model's
     config.json (training writes it; a Hub model's is read from the local cache), the data set a training run
     recorded, or a registered tag named after a data set (`.idc`)."""
-    recorded = _saved_config(ref).get('mpp')
+    recorded = _saved_config(ref, pretrained_cfg).get('mpp')
     if isinstance(recorded, (int, float)) and recorded > 0:
         return float(recorded)
     if ref is not None and ref.run_folder is not None:
@@ -157,15 +157,17 @@ def model_mpp(ref: Optional[ModelRef], pretrained_cfg: dict) -> Optional[float]:
     return DATASETS[tag].mpp if tag in DATASETS else None
 
 
-def _saved_config(ref: Optional[ModelRef]) -> dict:
-    """The config.json of a model folder or of a Hub model in the local cache; {} for any other model."""
+def _saved_config(ref: Optional[ModelRef], pretrained_cfg: dict) -> dict:
+    """The config.json of a model folder or of a Hub model in the local cache (named by `ref`, else by where timm
+    loaded the model from: its `pretrained_cfg`); {} for any other model."""
+    source = ref.source if ref is not None else pretrained_cfg.get('source')
     path = None
-    if ref is not None and ref.source == 'local-dir':
-        path = ref.path / 'config.json'
-    elif ref is not None and ref.source == 'hf-hub':
+    if source == 'local-dir':
+        path = (ref.path if ref is not None else Path(pretrained_cfg.get('file') or '.')) / 'config.json'
+    elif source == 'hf-hub':
         from huggingface_hub import try_to_load_from_cache  # timm's own dependency
-        repo, _, revision = ref.name.partition('@')
-        cached = try_to_load_from_cache(repo, 'config.json', revision=revision or None)
+        repo, _, revision = (ref.name if ref is not None else pretrained_cfg.get('hf_hub_id') or '').partition('@')
+        cached = try_to_load_from_cache(repo, 'config.json', revision=revision or None) if repo else None
         path = Path(cached) if isinstance(cached, str) else None
     try:
         config = json.loads(path.read_text()) if path is not None else {}
