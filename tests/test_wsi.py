@@ -22,7 +22,8 @@ from datagen import slide_pixels, write_pyramid_slide  # noqa: E402
 from timm_patchconvnet.cli.slides import main as slides_main  # noqa: E402
 from timm_patchconvnet.model_folder import save_model_folder  # noqa: E402
 from timm_patchconvnet.slides.predict_wsi import predict_wsi  # noqa: E402
-from timm_patchconvnet.slides.tiles import TileDataset  # noqa: E402
+from timm_patchconvnet.slides.regions import regions_from_grid  # noqa: E402
+from timm_patchconvnet.slides.tiles import TileDataset, TileGrid  # noqa: E402
 from timm_patchconvnet.slides.tissue import tissue_mask  # noqa: E402
 from timm_patchconvnet.slides.wsi import WsiError, model_mpp, open_wsi, read_plan  # noqa: E402
 from timm_patchconvnet.slides.wsi_outputs import OUTPUT_FILES  # noqa: E402
@@ -127,6 +128,15 @@ def test_the_planted_tumour_is_found_with_dice_of_at_least_0_8(fine_result):
     assert 0.8 * tissue_mm2 <= fine_result.tissue_mm2 <= 1.05 * tissue_mm2  # the ink is not tissue
 
 
+def test_regions_merge_cells_across_tiles_and_keep_holes():
+    ring = np.ones((5, 5), bool)
+    ring[2, 2] = False
+    ring[4, 4] = False
+    grid = TileGrid(rows=5, columns=5, size=100., stride=100.)
+    (polygon,) = regions_from_grid(ring, grid)
+    assert polygon.is_valid and len(polygon.interiors) == 1 and polygon.area == 23 * 100 ** 2
+
+
 def test_the_geojson_is_qupath_annotations_whose_area_matches_the_plant_and_the_summary(fine_result, tmp_path):
     folder = fine_result.save(tmp_path / 'out')
     assert sorted(p.name for p in folder.iterdir()) == sorted(OUTPUT_FILES)
@@ -160,6 +170,12 @@ def test_the_same_slide_at_0_25_and_0_5_mpp_gives_the_same_regions_in_microns(sl
     coarse = predict_wsi(model, slides['0.5'], model_mpp=MODEL_MPP)
     assert coarse.plan.level == 1 and coarse.plan.read_size == 64  # read at 1 µm/px, resized to 32
     assert _dice(_um(fine_result.regions, 0.25), _um(coarse.regions, 0.5)) >= 0.9
+
+
+def test_overlapping_tiles_halve_the_grid_step_and_still_find_the_tumour(slides, model):
+    result = predict_wsi(model, slides['0.5'], model_mpp=MODEL_MPP, overlap=0.5)
+    assert result.grid.stride == result.plan.tile_level0 / 2 == 64  # 32 µm cells of 64 µm tiles, at 0.5 µm/px
+    assert _dice(_um(result.regions, 0.5), box(*TUMOUR_UM)) >= 0.8
 
 
 def test_workers_each_open_their_own_handle_and_give_the_same_result(slides, model, fine_result):

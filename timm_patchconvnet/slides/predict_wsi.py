@@ -15,6 +15,7 @@ import openslide
 import torch
 from shapely.geometry import Polygon
 from timm.data import resolve_data_config
+from timm.data.transforms import str_to_pil_interp
 from torch.utils.data import DataLoader
 
 from ..attention import attention_and_logits
@@ -27,9 +28,6 @@ from .tissue import read_thumbnail, tissue_mask
 from .wsi import ReadPlan, WsiError, open_wsi, read_plan
 
 __all__ = ['WsiResult', 'predict_wsi']
-
-INTERPOLATIONS = {'bilinear': 2, 'bicubic': 3, 'nearest': 0, 'lanczos': 1}  # timm's names -> PIL's filters
-
 
 @dataclass
 class WsiResult:
@@ -99,7 +97,7 @@ def predict_wsi(model: PatchConvNet, path: Path, *, model_mpp: float, mpp: Optio
         dimensions, vendor, scale = slide.dimensions, slide.vendor, slide.mpp
     rows, columns = np.nonzero(tissue_share(tissue, grid, downsample) >= MIN_TISSUE_SHARE)
     origins = grid.tile_origins(rows, columns)
-    data = TileDataset(Path(path), plan, origins, INTERPOLATIONS.get(config.get('interpolation'), 3))
+    data = TileDataset(Path(path), plan, origins, str_to_pil_interp(config.get('interpolation') or 'bicubic'))
     param = next(model.parameters())
     loader = DataLoader(data, batch_size=batch_size, num_workers=num_workers, pin_memory=param.device.type == 'cuda',
                         persistent_workers=False)

@@ -9,6 +9,7 @@ too, as are blank regions (low saturation whatever the brightness).
 from typing import Tuple
 
 import numpy as np
+from PIL import Image
 from skimage import color, filters, morphology
 
 from .wsi import ReadPlan, WholeSlide, read_rgb
@@ -42,7 +43,7 @@ def read_thumbnail(slide: WholeSlide, plan: ReadPlan) -> Tuple[np.ndarray, float
         y0 = int(top * downsample)
         read_h = max(1, round((bottom - top) * downsample / factor))
         strip = read_rgb(slide.handle, (0, y0), level, (level_w, read_h))
-        thumbnail[top:bottom] = np.asarray(strip.resize((out_w, bottom - top), resample=2))  # bilinear
+        thumbnail[top:bottom] = np.asarray(strip.resize((out_w, bottom - top), resample=Image.BILINEAR))
     return thumbnail, downsample
 
 
