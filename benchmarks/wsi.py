@@ -12,10 +12,12 @@ untrained at the IDC size (50x50, 4 µm/px): the time does not depend on its wei
 """
 import argparse
 import re
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, List, Tuple
 
 import numpy as np
 import timm
@@ -45,10 +47,14 @@ def stand_in_pixels(tissue_um):
     return pixels
 
 
-def model_alone(model, result, batch_size: int) -> float:
-    """Seconds of the model alone over the pipeline's own tiles, read into memory first, batched the same way."""
+def tiles_of(result) -> torch.Tensor:
+    """The pipeline's own tiles (uint8), read into memory for the model-alone timing."""
     data = TileDataset(result.path, result.plan, np.stack([result.tiles['x'], result.tiles['y']], 1))
-    tiles = torch.cat([pixels for pixels, _, _ in DataLoader(data, batch_size=256)])
+    return torch.cat([pixels for pixels, _, _ in DataLoader(data, batch_size=256)])
+
+
+def model_alone(model, tiles: torch.Tensor, batch_size: int) -> float:
+    """Seconds of the model alone over `tiles`, normalised and batched as the pipeline does."""
     mean = torch.tensor(model.pretrained_cfg['mean']).view(1, -1, 1, 1) * 255
     std = torch.tensor(model.pretrained_cfg['std']).view(1, -1, 1, 1) * 255
     start = time.perf_counter()
@@ -59,6 +65,30 @@ def model_alone(model, result, batch_size: int) -> float:
     return time.perf_counter() - start
 
 
+def pipeline_seconds(model, path: Path, out: Path, args) -> Tuple[float, Any]:
+    """Seconds of the whole pipeline, the five outputs written included, and its result."""
+    start = time.perf_counter()
+    result = predict_wsi(model, path, model_mpp=IDC_MPP, batch_size=args.batch_size, num_workers=args.workers)
+    result.save(out)
+    return time.perf_counter() - start, result
+
+
+def timed_rounds(model, path: Path, folder: Path, args) -> Tuple[List[float], List[float], Any]:
+    """`args.rounds` rounds of the pipeline and the model alone, in alternating order (a machine shared with other
+    work slows whichever runs while it is busy)."""
+    _, result = pipeline_seconds(model, path, folder / 'out', args)  # warm-up, and the tiles to time alone
+    tiles = tiles_of(result)
+    Path('/proc/self/clear_refs').write_text('5')  # Linux: the peak RSS starts again (the writer's is not ours)
+    pipelines, alones = [], []
+    for round_index in range(args.rounds):
+        for step in ('pipeline', 'alone') if round_index % 2 == 0 else ('alone', 'pipeline'):
+            if step == 'pipeline':
+                pipelines.append(pipeline_seconds(model, path, folder / 'out', args)[0])
+            else:
+                alones.append(model_alone(model, tiles, args.batch_size))
+    return pipelines, alones, result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--model', default='patchconvnet_ti12_p4')
@@ -67,6 +97,7 @@ def main() -> None:
     parser.add_argument('--batch-size', type=int, default=256)
     parser.add_argument('--workers', type=int, default=1)
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
+    parser.add_argument('--rounds', type=int, default=3, help='timed rounds of each, alternating (default: 3)')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     margin_um = 1000.
@@ -79,26 +110,21 @@ def main() -> None:
         path = write_pyramid_slide(Path(folder) / 'stand_in.tif', width, height, args.mpp, tile=1024,
                                    pixels=stand_in_pixels(tissue_um))
         written = time.perf_counter() - start
-        with torch.inference_mode():  # warm-up: oneDNN picks its kernels for this batch shape once
-            attention_and_logits(model, torch.zeros(args.batch_size, 3, 50, 50).contiguous(
-                memory_format=torch.channels_last))
-        Path('/proc/self/clear_refs').write_text('5')  # Linux: the peak RSS starts again (the writer's is not ours)
-        start = time.perf_counter()
-        result = predict_wsi(model, path, model_mpp=IDC_MPP, batch_size=args.batch_size, num_workers=args.workers)
-        result.save(Path(folder) / 'out')
-        pipeline = time.perf_counter() - start
-        alone = model_alone(model, result, args.batch_size)
+        pipelines, alones, result = timed_rounds(model, path, Path(folder), args)
     tiles = len(result.tiles['x'])
     peak_mb = int(re.search(r'VmHWM:\s+(\d+) kB', Path('/proc/self/status').read_text()).group(1)) / 1024
     print(f'{args.model} at 50x50 ({IDC_MPP} µm/px); stand-in slide {width} x {height} px at {args.mpp} µm/px '
           f'({args.tissue_mm[0]:g} x {args.tissue_mm[1]:g} mm of tissue, written in {written:.0f} s); batch '
-          f'{args.batch_size}, {args.workers} worker(s), {args.threads} thread(s), torch {torch.__version__}\n')
-    print('| tiles | pipeline s | pipeline tiles/s | model alone tiles/s | pipeline / model | tissue mm² '
+          f'{args.batch_size}, {args.workers} worker(s), {args.threads} thread(s), medians of {args.rounds} rounds, '
+          f'torch {torch.__version__}\n')
+    ratios = sorted(a / p for a, p in zip(alones, pipelines))
+    pipeline, alone = statistics.median(pipelines), statistics.median(alones)
+    print('| tiles | pipeline s | pipeline tiles/s | model alone tiles/s | pipeline / model (range) | tissue mm² '
           '| peak RSS MB |')
     print('|---|---|---|---|---|---|---|')
-    print(f'| {tiles} | {pipeline:.1f} | {tiles / pipeline:.0f} | {tiles / alone:.0f} | {alone / pipeline:.0%} | '
-          f'{result.tissue_mm2:.0f} | {peak_mb:.0f} |')
-
+    print(f'| {tiles} | {pipeline:.1f} | {tiles / pipeline:.0f} | {tiles / alone:.0f} | '
+          f'{statistics.median(ratios):.0%} ({ratios[0]:.0%}-{ratios[-1]:.0%}) | {result.tissue_mm2:.0f} '
+          f'| {peak_mb:.0f} |')
 
 if __name__ == '__main__':
     main()
