@@ -331,3 +331,12 @@ def test_the_command_without_the_slides_extra_names_it(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith('error: whole-slide inference needs')
     assert "pip install 'timm-patchconvnet[slides]'" in done.stderr and "'openslide'" in done.stderr
+
+
+@pytest.mark.parametrize('flags, named', [(['--mpp', '0'], '--mpp'), (['--model-mpp', '-4'], '--model-mpp'),
+                                         (['--data-dir', '.'], '--data-dir')])
+def test_a_bad_wsi_command_line_is_one_error_line(flags, named, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        slides_main(['--wsi', 'slide.svs', '--model', 'patchconvnet_test_p4', *flags])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert stopped.value.code == 2 and len(lines) == 1 and lines[0].startswith(f'error: argument {named}'), lines
