@@ -1,9 +1,11 @@
 """Data sets that tests write themselves, in the real layouts and schemas (no network)."""
+import functools
 import io
 import shutil
 import struct
 import zlib
 from pathlib import Path
+from typing import Optional
 
 import datasets
 import numpy as np
@@ -99,3 +101,65 @@ def write_idc_slides(root: Path, patients, grid: int = 6, seed: int = 0) -> dict
                     positive.add((x, y))
         regions[patient] = positive
     return regions
+
+
+SLIDE_TEXTURE_MPP = 0.25  # scikit-image's immunohistochemistry photograph taken as a 40x scan
+
+
+@functools.lru_cache(maxsize=1)
+def _ihc_texture() -> np.ndarray:
+    from skimage.data import immunohistochemistry
+    return immunohistochemistry()
+
+
+def slide_pixels(x0: int, y0: int, width: int, height: int, mpp: float, tissue_um, tumour_um, ink_um=None):
+    """The RGB pixels (height, width, 3) at `mpp` from level-0 pixel (x0, y0) of a stand-in slide: white glass,
+    a `tissue_um` box (left, top, right, bottom in µm) of scikit-image's IHC photograph tiled up, and inside it a
+    `tumour_um` box of the same tissue, denser and purple; `ink_um`: a box of green pen ink on the glass."""
+    texture = _ihc_texture()
+    xs_um = (np.arange(x0, x0 + width) + .5) * mpp
+    ys_um = (np.arange(y0, y0 + height) + .5) * mpp
+    tx = (xs_um / SLIDE_TEXTURE_MPP).astype(np.int64) % texture.shape[1]
+    ty = (ys_um / SLIDE_TEXTURE_MPP).astype(np.int64) % texture.shape[0]
+    pixels = texture[ty][:, tx].copy()
+
+    def inside(box):
+        rows = (ys_um >= box[1]) & (ys_um < box[3])
+        return rows[:, None] & ((xs_um >= box[0]) & (xs_um < box[2]))[None]
+    tumour = inside(tumour_um)
+    purple = pixels[tumour].astype(np.float32) * (0.75, 0.35, 0.85)
+    pixels[tumour] = purple.astype(np.uint8)
+    pixels[~inside(tissue_um)] = 248
+    if ink_um is not None:
+        pixels[inside(ink_um)] = (40, 170, 60)
+    return pixels
+
+
+def write_pyramid_slide(path: Path, width: int, height: int, mpp: Optional[float], pixels=None, tile: int = 256,
+                        levels: int = 99, **content) -> Path:
+    """A pyramidal tiled TIFF that OpenSlide reads as a generic-tiff slide: level 0 `width` x `height` at `mpp`
+    (in the resolution tags), then each level half the last, every level its own page marked reduced-resolution
+    (SubFileType 1), down to one tile or `levels` levels; `mpp` None: no resolution tags. Pixels come from
+    `pixels(x0, y0, w, h, mpp)` (default `slide_pixels` with `content`) a tile at a time, so a large slide is never
+    held whole."""
+    import tifffile
+    pixels = pixels or (lambda *args: slide_pixels(*args, **content))
+    with tifffile.TiffWriter(path) as tif:
+        level, factor = 0, 1
+        while True:
+            w, h = -(-width // factor), -(-height // factor)
+            level_mpp = (mpp or 1.) * factor
+
+            def tiles(w=w, h=h, level_mpp=level_mpp):
+                for y0 in range(0, h, tile):
+                    for x0 in range(0, w, tile):
+                        block = np.full((tile, tile, 3), 248, np.uint8)
+                        part = pixels(x0, y0, min(tile, w - x0), min(tile, h - y0), level_mpp)
+                        block[:part.shape[0], :part.shape[1]] = part
+                        yield block
+            scale = dict(resolution=(1e4 / level_mpp, 1e4 / level_mpp), resolutionunit='CENTIMETER') if mpp else {}
+            tif.write(tiles(), shape=(h, w, 3), dtype=np.uint8, tile=(tile, tile), photometric='rgb',
+                      compression='zlib', compressionargs={'level': 1}, subfiletype=1 if level else 0, **scale)
+            if max(w, h) <= tile or level + 1 >= levels:
+                return path
+            level, factor = level + 1, factor * 2

@@ -294,12 +294,18 @@ def slide_server(tmp_path_factory):
     """The demo serving a two-class model with `--slide-data`: a Kaggle-layout IDC folder of two patients."""
     root = tmp_path_factory.mktemp('slides')
     write_idc_slides(root / 'IDC', ['30001', '30002'], grid=3)
-    model = timm.create_model('patchconvnet_test_p4', num_classes=2, init_values=1.0)
-    save_model_folder(model, root / 'idc-model', ['no IDC', 'IDC'])
-    command = [sys.executable, str(ROOT / 'demo' / 'app.py'), '--model', str(root / 'idc-model'),
-               '--slide-data', str(root / 'IDC')]
-    with _serving(command, tmp_path_factory.mktemp('slide-cwd'), {}) as url:
+    with _idc_demo(root, tmp_path_factory.mktemp('slide-cwd'), '--slide-data', str(root / 'IDC')) as url:
         yield {'url': url, 'data': root / 'IDC'}
+
+
+@contextmanager
+def _idc_demo(root: Path, cwd: Path, *flags: str, mpp: Optional[float] = None):
+    """The demo serving `root`/idc-model, a two-class patchconvnet_test_p4 (saved with `mpp`), with `flags`."""
+    model = timm.create_model('patchconvnet_test_p4', num_classes=2, init_values=1.0)
+    save_model_folder(model, root / 'idc-model', ['no IDC', 'IDC'], mpp=mpp)
+    command = [sys.executable, str(ROOT / 'demo' / 'app.py'), '--model', str(root / 'idc-model'), *flags]
+    with _serving(command, cwd, {}) as url:
+        yield url
 
 
 def test_in_a_real_browser_the_whole_slide_tab_draws_an_upload_a_patient_and_refuses_a_hostile_zip(
@@ -361,3 +367,53 @@ def test_the_exported_space_runs_on_its_own_copy_of_the_package(checkpoints, ima
                                                     PREDICTED, 'jet', 0.5, api_name='/explain')
     assert set(result[3]) == set(PER_CLASS_LABELS)
     assert any(p.name == images['rgb'].name for p in (tmp_path / 'host-temp').rglob('*'))  # the upload went there
+
+
+@pytest.fixture(scope='module')
+def wsi_server(tmp_path_factory):
+    """The demo with `--wsi-folder`: a folder holding a small pyramidal slide and a truncated copy of it, and a
+    two-class model whose config.json records its scale (2 µm/px)."""
+    pytest.importorskip('openslide', reason='the slides extra is not installed')
+    from datagen import write_pyramid_slide
+    root = tmp_path_factory.mktemp('wsi')
+    (root / 'slides').mkdir()
+    slide = write_pyramid_slide(root / 'slides' / 'slide.tif', 1024, 1024, 0.5, tissue_um=(64, 64, 448, 448),
+                                tumour_um=(128, 128, 320, 320))
+    data = slide.read_bytes()
+    (root / 'broken.tif').write_bytes(data[:len(data) // 2])
+    with _idc_demo(root, tmp_path_factory.mktemp('wsi-cwd'), '--wsi-folder', str(root / 'slides'), mpp=2.0) as url:
+        yield {'url': url, 'broken': root / 'broken.tif'}
+
+
+def test_in_a_real_browser_the_whole_slide_image_tab_runs_a_folder_slide_and_refuses_a_broken_upload(
+        browser, wsi_server, tmp_path):
+    import json
+
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={'width': 1280, 'height': 1000})
+    page.goto(wsi_server['url'])
+    page.get_by_role('tab', name='Whole-slide image').click()
+    page.get_by_label('...or a slide of the folder').click()
+    page.get_by_role('option', name='slide.tif').click()
+    page.get_by_role('button', name='Run the slide').click()
+    notes = page.locator('#wsi-notes')
+    expect(notes).to_contain_text('slide.tif: ', timeout=60_000)
+    expect(notes).to_contain_text('tiles at 2 µm/px')  # the model's scale, read from its config.json
+    page.wait_for_function("() => { const img = document.querySelector('#wsi-overlay img'); "
+                           'return img && img.complete && img.naturalWidth > 300 }', timeout=60_000)
+    files = page.locator('#wsi-files')  # Gradio shows a file's name and extension apart: 'regions .geojson'
+    expect(files.get_by_role('link')).to_have_count(2)
+    expect(files).to_contain_text('.geojson')
+    expect(files).to_contain_text('summary')
+    page.screenshot(path=str(tmp_path / 'wsi.png'), full_page=True)
+    page.locator('#wsi-file input[type=file]').set_input_files(str(wsi_server['broken']))
+    page.get_by_role('button', name='Run the slide').click()
+    expect(page.get_by_text('OpenSlide cannot read it').first).to_be_visible(timeout=60_000)
+    page.close()
+    # the downloads are the real files: a QuPath FeatureCollection and the summary
+    overlay, files, _ = Client(wsi_server['url'], verbose=False).predict(
+        'idc-model', None, 'slide.tif', None, None, 0.5, api_name='/whole_slide_image')
+    by_name = {Path(f).name: Path(f) for f in files}
+    assert json.loads(by_name['regions.geojson'].read_text())['type'] == 'FeatureCollection'
+    assert json.loads(by_name['summary.json'].read_text())['slide'] == 'slide.tif'

@@ -245,6 +245,7 @@ def test_a_patient_level_idc_card_reports_the_binary_metrics(cifar_run, tmp_path
     assert card.data.datasets == ['someone/idc'] and 'histopathology' in card.data.tags
     assert '**Patient-level split (seeded patient split)**' in card.text
     assert 'has not been validated clinically' in card.text
+    assert 'Scale: about 4.0 µm per pixel' in card.text  # DatasetSpec('idc').mpp, read by patchconvnet-slides --wsi
 
     local_source = str(tmp_path / 'private' / 'IDC')  # train.py's patch-level warning names the data folder
     metrics['data'].update(patient_level=False, protocol_kind='patch-level', source=local_source,

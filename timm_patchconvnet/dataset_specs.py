@@ -58,6 +58,8 @@ class DatasetSpec:
     # this project's own Hub copy (HUB_NAMESPACE/<name>), the default source when no other is given, once published
     project_hub_copy: Optional[str] = None
     project_hub_copy_published: bool = False
+    # microns per pixel of its images, for histology: whole-slide inference (`slides.wsi`) reads slides at this scale
+    mpp: Optional[float] = None
 
     @property
     def bundled(self) -> bool:
@@ -95,7 +97,11 @@ DATASETS: Dict[str, DatasetSpec] = {spec.name: spec for spec in (
                'invasive ductal carcinoma (IDC) positive or negative; edge patches smaller than 50x50 are resized',
         card_tags=('histopathology', 'breast-cancer', 'medical-imaging'), medical=True, preset='idc-finetune',
         # Janowczyk & Madabhushi 2016 (J Pathol Inform 7:29): 84/29/49 cases, Cruz-Roa et al. 2014's split
-        published_splits={'janowczyk': 'idc_janowczyk_split.json'}, project_hub_copy='IDC'),
+        published_splits={'janowczyk': 'idc_janowczyk_split.json'}, project_hub_copy='IDC',
+        # UNCONFIRMED: the slides were scanned at 40x (about 0.25 um/px) and the patches cut after downsampling;
+        # secondary sources (the Kaggle page, tutorials after Janowczyk & Madabhushi 2016) say the patches are at
+        # 2.5x, a 16x downsampling, so about 4 um/px. No primary source for the factor was found offline.
+        mpp=4.0),
 )}
 
 # an IDC patch's file name in the Kaggle folder: its patient, the slide pixel of its top-left corner, its class

@@ -12,6 +12,7 @@ EXTRA_PACKAGES = {
     'onnx': ('onnx', 'onnxscript', 'onnxruntime'),
     'explain': ('grad-cam',),
     'openvino': ('openvino',),
+    'slides': ('openslide-python', 'openslide-bin', 'scikit-image', 'shapely', 'pyarrow', 'tqdm'),
 }
 
 

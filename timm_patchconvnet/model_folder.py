@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Sequence
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -55,15 +55,18 @@ def atomic_write_json(path: Path, data: Dict[str, Any]) -> None:
     atomic_file(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + '\n'))
 
 
-def save_model_folder(model: nn.Module, folder: Path, label_names: Sequence[str]) -> None:
+def save_model_folder(model: nn.Module, folder: Path, label_names: Sequence[str], mpp: Optional[float] = None) -> None:
     """`model.safetensors` + `config.json` in timm's `save_for_hf` layout, each file replaced atomically, so that
     `timm.create_model('local-dir:FOLDER', pretrained=True)` rebuilds the model with its label names, and so does
-    transformers' `AutoModelForImageClassification.from_pretrained(FOLDER)` (see `portable_model_config`)."""
+    transformers' `AutoModelForImageClassification.from_pretrained(FOLDER)` (see `portable_model_config`). `mpp`:
+    the microns per pixel of the training images, where known (whole-slide inference reads slides at that scale)."""
     folder.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder, prefix='.staging.'))
     try:
         with _default_layout(model):
-            save_for_hf(model, staging, model_config={'label_names': list(label_names)}, safe_serialization=True)
+            extra = {'mpp': mpp} if mpp else {}
+            save_for_hf(model, staging, model_config={'label_names': list(label_names), **extra},
+                        safe_serialization=True)
         write_model_config(staging / 'config.json', json.loads((staging / 'config.json').read_text()))
         for name in ('model.safetensors', 'config.json'):  # weights first: config.json marks a complete model
             _fsync(staging / name)

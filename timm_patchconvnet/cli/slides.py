@@ -9,6 +9,15 @@ per patch with the annotated region's outline, and the pooling's attention insid
 set with patient_id, x and y (patchconvnet-push-idc writes one). Prints each slide's Dice and IoU between the
 predicted IDC region (patches at or over the threshold) and the annotated one (class-1 patches). Needs the `train`
 extra (`datasets` reads the data).
+
+Whole-slide images (any format OpenSlide reads; the `slides` extra):
+
+    patchconvnet-slides --wsi slides/*.svs --model runs/idc --out predictions/
+
+reads each slide's tissue at the model's microns per pixel (--model-mpp; the slide's own from its file, or --mpp)
+and writes into predictions/<slide file>/: overlay.png, attention.png, tiles.parquet, regions.geojson (QuPath
+annotations) and summary.json. Slides whose outputs are complete are skipped; a slide that fails is listed at the
+end while the others finish.
 """
 import argparse
 import json
@@ -19,21 +28,24 @@ from typing import Optional
 from ..errors import one_line
 from ..model_ref import ModelRef, ModelRefError, parse_model_ref
 from . import OneLineErrorParser, add_option_arguments, missing_dependency
+from .slides_wsi import add_wsi_arguments, wsi_main
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--model', required=True, help='a training output folder, local-dir:DIR, hf-hub:ORG/NAME or '
                                                        'a timm name with tag')
-    source = parser.add_mutually_exclusive_group(required=True)
+    source = parser.add_mutually_exclusive_group()
     source.add_argument('--data-dir', help='the Kaggle IDC folder or a folder of parquet files with patient ids')
     source.add_argument('--hub-id', help='a Hub data set with patient_id, x and y')
-    parser.add_argument('--patient', action='append', required=True, help='a patient id; repeatable')
+    source.add_argument('--wsi', nargs='+', metavar='PATH', help='whole-slide images: files, folders or globs')
+    parser.add_argument('--patient', action='append', help='a patient id; repeatable (with --data-dir or --hub-id)')
     parser.add_argument('--out', default='slides', help='folder of the maps, one PNG per patient (default: slides)')
     parser.add_argument('--threshold', type=float, help="IDC probability threshold (default: the run's, else 0.5)")
     parser.add_argument('--batch-size', type=int, default=256, help='patches per forward pass (default: 256)')
     parser.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'bf16', 'fp16'),
                         help='auto: bf16 where the CPU or GPU runs it natively, else fp32 (default: auto; printed)')
+    add_wsi_arguments(parser.add_argument_group('whole-slide images (--wsi)'))
     add_option_arguments(parser, ('cache_dir',), helps=dict(
         cache_dir="where the check of an IDC folder's files is kept, shared with patchconvnet-train (default: "
                   "$PATCHCONVNET_CACHE or ~/.cache/timm_patchconvnet); also datasets' cache_dir"))
@@ -55,6 +67,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f'argument --batch-size: must be >= 1, got {args.batch_size}')
+    if args.wsi:
+        return wsi_main(parser, args)
+    if not (args.data_dir or args.hub_id) or not args.patient:
+        parser.error('give --wsi PATH..., or --data-dir/--hub-id with --patient')
     try:
         from ..data import DataError, load_idc_patches
         from ..precision import PrecisionError, describe_choice, detect_hardware, optimize_for_inference

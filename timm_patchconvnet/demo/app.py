@@ -9,7 +9,8 @@ A model is a training folder, `local-dir:FOLDER`, `hf-hub:ORG/NAME` or a timm mo
 `--model` the models come from the PATCHCONVNET_MODELS variable (comma-separated; a Space sets it in its settings;
 PATCHCONVNET_CHECKPOINTS, its name before 0.2, is read too), else the official ImageNet S60. Upload an image or
 pick an example: the top classes, the pooling's attention (or Grad-CAM) over the image and its raw token-grid map;
-the "Whole slide" tab draws an IDC patient's slide from a zip of its patches (or a patient of `--slide-data`).
+the "Whole slide" tab draws an IDC patient's slide from a zip of its patches (or a patient of `--slide-data`); with
+the slides extra, the "Whole-slide image" tab runs a slide file, uploaded or from `--wsi-folder`.
 Images are checked before they are decoded; a bad one gets a message in the page and the server goes on serving.
 A queue runs at most `--concurrency` predictions at once.
 Models are shown by name (a folder's name, never its path); uploads go to a private folder (GRADIO_TEMP_DIR when
@@ -31,6 +32,7 @@ import gradio as gr
 from ..errors import install_hint, one_line
 from ..slides import SlideError
 from ..slides.demo_tab import load_slide_data, whole_slide_tab
+from ..slides.wsi_tab import slides_extra_installed, whole_slide_image_tab
 from .examples import example_images
 from .explain import ATTENTION, COLORMAPS, GRADCAM, PREDICTED, Explanation, draw, explain
 from .memory import bound_allocator, trimmed
@@ -163,9 +165,10 @@ def connect_image_tab(models: Dict[str, DemoModel], inputs: ImageInputs, outputs
 
 
 def build_app(models: Dict[str, DemoModel], concurrency: int = 1, examples: Optional[Path] = None,
-              slide_data: Any = None) -> gr.Blocks:
+              slide_data: Any = None, wsi_folder: Optional[Path] = None) -> gr.Blocks:
     """The app serving `models`; `examples`: the folder of example images (see `examples.example_images`);
-    `slide_data`: IDC patches with patient ids for the whole-slide tab's patient menu (`demo_tab.load_slide_data`)."""
+    `slide_data`: IDC patches with patient ids for the whole-slide tab's patient menu (`demo_tab.load_slide_data`);
+    `wsi_folder`: slide files offered in the "Whole-slide image" tab (shown with the slides extra)."""
     with gr.Blocks(title='PatchConvNet attention', delete_cache=CACHE_CLEANUP) as app:
         gr.Markdown('# Where PatchConvNet looked\nThe attention-based pooling of PatchConvNet (Touvron et al. 2021) '
                     'weighs every patch of the image; the heatmap shows those weights.')
@@ -173,6 +176,9 @@ def build_app(models: Dict[str, DemoModel], concurrency: int = 1, examples: Opti
             inputs, outputs, view = image_tab(models, example_images(examples))
         with gr.Tab('Whole slide'):
             whole_slide_tab(models, slide_data)
+        if slides_extra_installed():
+            with gr.Tab('Whole-slide image'):
+                whole_slide_image_tab(models, wsi_folder)
         connect_image_tab(models, inputs, outputs, view, concurrency)
     answer_malformed_inputs(app)
     return app.queue(max_size=64)
@@ -212,6 +218,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'bf16', 'fp16'),
                         help="of the attention maps: auto is bf16 where the CPU or GPU runs it natively, else fp32 "
                              "(default: auto); each answer's notes say which ran")
+    parser.add_argument('--wsi-folder', type=Path, metavar='DIR',
+                        help='whole-slide images offered in the "Whole-slide image" tab, any size (uploads are '
+                             f'limited to {MAX_FILE_SIZE}; needs the slides extra)')
     parser.add_argument('--examples', type=Path, metavar='DIR',
                         help="a folder of example images (PNG, JPEG, WebP), offered beside scikit-learn's sample "
                              "photos (default: examples/ beside app.py, or a checkout's demo/examples/)")
@@ -230,6 +239,10 @@ def main(argv: Optional[Sequence[str]] = None, examples: Optional[Path] = None) 
     if args.examples is not None and not args.examples.is_dir():
         print(f'error: --examples {args.examples} is not a folder', file=sys.stderr)
         return 2
+    if args.wsi_folder is not None and not (args.wsi_folder.is_dir() and slides_extra_installed()):
+        print(f'error: --wsi-folder {args.wsi_folder} ' + ('needs the slides extra: ' + install_hint('slides')
+              if args.wsi_folder.is_dir() else 'is not a folder'), file=sys.stderr)
+        return 2
     try:
         models = load_all(specs, args.precision)
         slide_data = load_slide_data(args.slide_data) if args.slide_data else None
@@ -243,6 +256,6 @@ def main(argv: Optional[Sequence[str]] = None, examples: Optional[Path] = None) 
         print(f'{name}: precision {served.precision}')
     private_temp_dir()
     bound_allocator()  # before the server's threads: see demo/memory.py
-    app = build_app(models, args.concurrency, args.examples or examples, slide_data)
+    app = build_app(models, args.concurrency, args.examples or examples, slide_data, args.wsi_folder)
     app.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE)
     return 0

@@ -161,7 +161,7 @@ def _model_card(run: TrainingRun, repo_id: str, dataset_id: Optional[str]) -> Mo
         protocol_kind=data.get('protocol_kind', 'seeded patient split'),
         patient_results=test if isinstance(test.get('per_patient'), dict) else None,
         slides=[f'{SLIDES_DIR}/{path.name}' for path in _slide_files(run)],
-        medical=spec.medical, cites_seed_paper=spec.publishes_tag)
+        medical=spec.medical, cites_seed_paper=spec.publishes_tag, mpp=spec.mpp)
 
 
 def _slide_files(run: TrainingRun) -> List[Path]:

@@ -39,6 +39,10 @@ SDK_PACKAGES = ('gradio',)  # installed by the Space itself, at the card's sdk_v
 SPACE_LEAVES_OUT = {
     ('timm_patchconvnet.slides.demo_tab', 'timm_patchconvnet.data'):
         "--slide-data's patient menu (`datasets`, the train extra): the Space's app.py is started without it",
+    ('timm_patchconvnet.slides.wsi_tab', 'timm_patchconvnet.slides.predict_wsi'):
+        'whole-slide inference (the slides extra): the tab is shown only where OpenSlide is installed',
+    ('timm_patchconvnet.slides.wsi_tab', 'timm_patchconvnet.slides.wsi'):
+        'whole-slide inference (the slides extra): the tab is shown only where OpenSlide is installed',
     ('timm_patchconvnet.export', 'onnx'): 'ONNX export (the onnx extra), which the demo never runs',
     ('timm_patchconvnet.export', 'onnxscript'): 'ONNX export (the onnx extra), which the demo never runs',
 }

@@ -29,7 +29,7 @@ from ..data import DataSplits, load_splits
 from ..data.decode_cache import DecodeCacheError, ImageReadError
 from ..data.device_transforms import BatchPreprocess
 from ..data.splits import column
-from ..dataset_specs import DATASETS, SPLIT_NAMES
+from ..dataset_specs import DATASETS, SPLIT_NAMES, dataset_spec
 from ..model_ref import parse_model_ref
 from ..precision import PrecisionError, detect_hardware, training_mixed_precision
 from .loaders import Loaders, build_loaders, model_input
@@ -127,7 +127,7 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, out: Path, started: float
             epoch=progress.epoch + 1, train_loss=train_loss, **validation, lr=scheduler.get_last_lr()[0],
             seconds=time.time() - epoch_started), val_loss)
         write_outputs(EpochEnd(accelerator, candidate, improved, splits.label_names, progress.epoch,
-                               progress.state_dict(), recipe.state_tensors()), out)
+                               progress.state_dict(), recipe.state_tensors(), dataset_spec(splits.dataset).mpp), out)
         _report(accelerator, progress.history[-1])
 
     best = _reload_best(accelerator, model, out)  # the best model, not the last one, is the result

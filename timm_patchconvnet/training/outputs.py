@@ -37,6 +37,7 @@ class EpochEnd(NamedTuple):
     epoch: int
     progress: Dict[str, Any]  # Progress.state_dict()
     state_tensors: Dict[str, Dict[str, torch.Tensor]]  # Recipe.state_tensors(): safetensors files saved with the state
+    mpp: Optional[float] = None  # microns per pixel of the data's images (DatasetSpec.mpp), saved in config.json
 
 
 class FinishedRun(NamedTuple):
@@ -56,7 +57,7 @@ class Output(NamedTuple):
 
 def _save_best_model(epoch: EpochEnd, out: Path) -> None:
     if epoch.improved and epoch.accelerator.is_main_process:
-        save_model_folder(epoch.model, out, epoch.label_names)
+        save_model_folder(epoch.model, out, epoch.label_names, mpp=epoch.mpp)
 
 
 def _save_state(epoch: EpochEnd, out: Path) -> None:
