@@ -76,14 +76,14 @@ class HubLayoutReader(Reader):
 
 
 def _generic_splits(source: datasets.DatasetDict, source_name: str, request: ReadRequest, spec: DatasetSpec,
-                    skipped_images: int = 0) -> DataSplits:
+                    left_out: Optional[LeftOut] = None) -> DataSplits:
     """Any image classification source: its own splits, a missing validation or test split carved from train."""
     source = standardise(source)
     (train, validation, test), protocol = complete_splits(
         source, request.seed, request.val_fraction, request.test_fraction)
     return DataSplits(train=train, validation=validation, test=test, label_names=label_names_of(train),
                       dataset=spec.name, source=source_name, protocol=protocol,
-                      left_out=LeftOut(skipped_images=skipped_images))
+                      left_out=left_out or LeftOut())
 
 
 @register_reader('hub')
@@ -102,7 +102,7 @@ class FolderReader(Reader):
     def read(self, request: ReadRequest) -> DataSplits:
         folder = existing_folder(self.location, '--dataset')
         source = load_local_folder(folder, request.cache_dir)
-        skipped = 0
+        left_out = None
         if not has_parquet(folder):
-            source, skipped = without_unreadable_images(source, folder)
-        return _generic_splits(source, str(folder), request, self.spec, skipped)
+            source, left_out = without_unreadable_images(source, folder)
+        return _generic_splits(source, str(folder), request, self.spec, left_out)

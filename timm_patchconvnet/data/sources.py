@@ -3,18 +3,18 @@
 import io
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Tuple
 
 import datasets
 import numpy as np
 
 from ..dataset_specs import SPLIT_NAMES
 from .decode_cache import ImageReadError, open_rgb
-from .reader import DataError
+from .reader import DataError, LeftOut
 from .splits import hold_out, stratification, three_way_split
 
 __all__ = ['complete_splits', 'existing_folder', 'has_parquet', 'label_names_of', 'load_hub', 'load_local_folder',
-           'pool', 'standardise', 'warn_unreadable', 'without_unreadable_images']
+           'pool', 'standardise', 'warn_left_out', 'without_unreadable_images']
 
 _logger = logging.getLogger(__name__)
 
@@ -107,9 +107,10 @@ def complete_splits(
     return (train, validation, test), protocol
 
 
-def without_unreadable_images(source: datasets.DatasetDict, folder: Path) -> Tuple[datasets.DatasetDict, int]:
-    """Each split of an imagefolder without the files PIL cannot decode (each decoded once, here), and their count."""
-    kept, unreadable = {}, []
+def without_unreadable_images(source: datasets.DatasetDict, folder: Path) -> Tuple[datasets.DatasetDict, LeftOut]:
+    """Each split of an imagefolder without the files PIL cannot decode (each decoded once, here), and what was left
+    out: those files, and class folders without an image (their class would vanish from the data unsaid)."""
+    kept, unreadable, class_folders = {}, [], set()
     for name, split in source.items():
         files = split.cast_column('image', datasets.Image(decode=False))['image']  # {'path', 'bytes'}, not decoded
         try:
@@ -118,15 +119,23 @@ def without_unreadable_images(source: datasets.DatasetDict, folder: Path) -> Tup
         except ImageReadError as err:
             raise DataError(str(err)) from err
         unreadable += [f['path'] for f, ok in zip(files, readable) if not ok]
+        class_folders |= {Path(f['path']).parent for f, ok in zip(files, readable) if ok and f['path']}
         kept[name] = split if all(readable) else split.select(np.flatnonzero(readable))
     if all(len(split) == 0 for split in kept.values()):
         raise DataError(f'No readable images in {folder}: all {len(unreadable)} image files failed to decode.')
-    warn_unreadable(unreadable, folder)
-    return datasets.DatasetDict(kept), len(unreadable)
+    left_out = LeftOut()
+    left_out.add('skipped_images', unreadable)
+    # a class folder is any sibling of one that holds images: those without any are empty classes
+    parents = {c.parent for c in class_folders if c.parent.is_relative_to(folder)}
+    empty = sorted({str(d.relative_to(folder)) for parent in parents for d in parent.iterdir()
+                    if d.is_dir() and not d.name.startswith('.')} -
+                   {str(c.relative_to(folder)) for c in class_folders if c.is_relative_to(folder)})
+    left_out.add('empty_classes', empty)
+    return datasets.DatasetDict(kept), left_out
 
 
-def warn_unreadable(unreadable: Sequence[Union[Path, str]], root: Path) -> None:
-    if unreadable:
-        _logger.warning('Skipped %d unreadable image file(s) in %s (e.g. %s): each file is decoded once before '
-                        'training, and these failed; metrics.json counts them as skipped_images.',
-                        len(unreadable), root, unreadable[0])
+def warn_left_out(left_out: LeftOut, source: str) -> None:
+    """The one line on what reading left out of `source` (metrics.json records the counts)."""
+    summary = left_out.summary(source)
+    if summary:
+        _logger.warning(summary)
