@@ -125,6 +125,9 @@ class TrainConfig:
                                             'runs and processes (default: $PATCHCONVNET_CACHE or '
                                             '~/.cache/timm_patchconvnet); also datasets\' cache_dir', value_type=str,
                                       fixed_on_resume=False, public=False)
+    verify_cache: bool = option(False, 'check the pixels of the decoded cache against the checksums recorded when it '
+                                       'was built (reads it whole), rebuilding an entry that differs',
+                                fixed_on_resume=False, public=False)
     mixed_precision: str = option('no', "through Accelerate ('bf16' on a recent GPU)", choices=('no', 'fp16', 'bf16'))
     compile: bool = option(False, 'torch.compile the model (inductor, fullgraph): faster steps on a GPU after a '
                                   'minute of compiling', fixed_on_resume=False, public=False)
