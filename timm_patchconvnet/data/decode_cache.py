@@ -6,15 +6,16 @@ and resized to the model's input size exactly as the evaluation transform does (
 stored. Augmentation and normalisation then run on whole batches on the training device (`batch_transforms`).
 
 An entry of the cache is a folder named by a hash of its key: the split's `datasets` fingerprint, a key of the
-source (for a folder of files: its listing with sizes and modification times), the decode settings and the format
+source (for a folder of files: its listing with sizes, times and inodes), the decode settings and the format
 version. A changed source, other settings or another version give another key, so a stale entry is never used;
 an entry whose recorded key or files do not match is rebuilt. Entries are built under a file lock into a temporary
 folder and renamed into place, so processes building the same entry at once end with one whole entry, and a failed
 build (a full disk) leaves none; the staging folder of a killed build is removed by the next one.
 
-`meta.json` records each file's size and an xxh3 checksum of each (xxhash, 17x faster than CRC-32 here): the sizes, the labels and the index of readable rows are
-checked at every open (a tampered or truncated file is found, and the entry rebuilt), the pixels when the entry is
-built (read back) and when asked (`verify=True`, train.py's --verify-cache).
+`meta.json` records each file's size and an xxh3 checksum of each (xxhash: 17x faster than CRC-32 here). The
+sizes, the labels and the index of readable rows are checked at every open (a tampered or truncated file is
+found, and the entry rebuilt), the pixels when the entry is built (read back) and when asked (`verify=True`,
+train.py's --verify-cache).
 """
 import errno
 import hashlib

@@ -147,7 +147,8 @@ def _model_card(run: TrainingRun, repo_id: str, dataset_id: Optional[str]) -> Mo
         height=height, width=width, tag=_registered_tag(repo_id), dataset=run.dataset, hub_source=hub_source,
         dataset_id=dataset_id, label_names=data.get('label_names', []),
         sizes={name: data.get('sizes', {}).get(name, '?') for name in SPLIT_NAMES},
-        skipped_images=data.get('skipped_images'), origin=spec.origin, patient_level=data.get('patient_level'),
+        skipped_images=data.get('skipped_images'), origin=Verbatim(spec.origin) if spec.origin else None,  # has a link
+        patient_level=data.get('patient_level'),
         by_patient=spec.has_patients, protocol=protocol, cfg=cfg, env=env,
         num_processes=env.get('num_processes', 1), epochs_run=run.metrics.get('epochs_run'),
         best_epoch=run.metrics.get('best_epoch'),

@@ -92,7 +92,8 @@ def _save_slides(run: FinishedRun, out: Path, most: int = 3) -> None:
     positives = np.bincount(np.unique(patients, return_inverse=True)[1], weights=column(test, 'label'))
     for patient in np.unique(patients)[np.argsort(-positives, kind='stable')[:most]]:
         slide = slide_from_rows(test, patient)
-        render_slide(slide, predict_slide(run.best, slide), out / SLIDES_DIR / f'{plain_name(patient, "patient id")}.png', threshold,
+        file = out / SLIDES_DIR / f'{plain_name(patient, "patient id")}.png'  # the loader refused others already
+        render_slide(slide, predict_slide(run.best, slide), file, threshold,
                      title=f'test patient {patient}; threshold {threshold:.2f} (chosen on validation)')
 
 
