@@ -126,25 +126,30 @@ def _check_patient_ids(source: datasets.DatasetDict, source_name: str) -> None:
             try:
                 plain_name(patient, 'The patient_id')
             except UnsafePathError as err:
-                raise DataError(f'{source_name}: {err} Patient ids name files (whole-slide maps).') from None
+                raise DataError(f'{source_name}: {err} Patient ids name files (whole-slide maps).') from err
 
 
 def _without_contradictions(source: datasets.DatasetDict, left_out: LeftOut) -> datasets.DatasetDict:
     """The source without the patches whose patient and position also appear under the other label: both are
     dropped (neither can be trusted) and counted in `left_out`; training on both teaches nothing, and a slide cannot
     hold two patches in one place."""
-    keys = {name: np.char.add(column(split, 'patient_id').astype(str), np.char.add(
-        ' x', np.char.add(column(split, 'x').astype(str), np.char.add(' y', column(split, 'y').astype(str)))))
-            for name, split in source.items()}
-    labels = {name: column(split, 'label') for name, split in source.items()}
-    all_keys, all_labels = np.concatenate(list(keys.values())), np.concatenate(list(labels.values()))
-    with_label = [set(all_keys[all_labels == label].tolist()) for label in np.unique(all_labels)]
-    both = set.intersection(*with_label) if len(with_label) > 1 else set()
-    if not both:
+    rows = pool(source).with_format('arrow')
+    patients = rows['patient_id'].dictionary_encode().combine_chunks()  # numbers, not 277,524 Python strings
+    positions = np.stack([patients.indices.to_numpy(zero_copy_only=False), column(rows, 'x'), column(rows, 'y')])
+    order = np.lexsort(positions[::-1])  # the rows of one position next to each other
+    starts = np.r_[True, np.any(positions[:, order[1:]] != positions[:, order[:-1]], axis=0)]
+    where = np.empty(len(order), dtype=np.int64)
+    where[order] = np.cumsum(starts) - 1  # each row's position number
+    positives, patches = np.bincount(where, weights=column(rows, 'label') == 1), np.bincount(where)
+    contradictory = ((positives > 0) & (positives < patches))[where]  # two classes: IDC's labels are cast to two
+    if not contradictory.any():
         return source
-    dropped = {name: np.isin(keys[name], list(both)) for name in source}
-    left_out.add('contradictory_patches', sorted(both), count=int(sum(d.sum() for d in dropped.values())))
-    return datasets.DatasetDict({name: split.select(np.flatnonzero(~dropped[name])) for name, split in source.items()})
+    firsts = order[starts]
+    left_out.add('contradictory_patches', [f'{patients.dictionary[positions[0, i]]} x{positions[1, i]} y{positions[2, i]}'
+                                           for i in firsts[contradictory[firsts]][:3]], count=int(contradictory.sum()))
+    ends = np.cumsum([len(split) for split in source.values()])[:-1]
+    return datasets.DatasetDict({name: split.select(np.flatnonzero(~part)) for (name, split), part in zip(
+        source.items(), np.split(contradictory, ends))})
 
 
 def read_idc_kaggle_folder(folder: str) -> Tuple[datasets.Dataset, int]:
