@@ -145,8 +145,9 @@ def _without_contradictions(source: datasets.DatasetDict, left_out: LeftOut) -> 
     if not contradictory.any():
         return source
     firsts = order[starts]
-    left_out.add('contradictory_patches', [f'{patients.dictionary[positions[0, i]]} x{positions[1, i]} y{positions[2, i]}'
-                                           for i in firsts[contradictory[firsts]][:3]], count=int(contradictory.sum()))
+    shown = [f'{patients.dictionary[positions[0, i]]} x{positions[1, i]} y{positions[2, i]}'
+             for i in firsts[contradictory[firsts]][:3]]
+    left_out.add('contradictory_patches', shown, count=int(contradictory.sum()))
     ends = np.cumsum([len(split) for split in source.values()])[:-1]
     return datasets.DatasetDict({name: split.select(np.flatnonzero(~part)) for (name, split), part in zip(
         source.items(), np.split(contradictory, ends))})
