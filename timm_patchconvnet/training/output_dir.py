@@ -63,7 +63,8 @@ def _claim(out: Path) -> FileLock:
                             'another --output-dir.') from None
     try:
         _refuse_foreign(out)  # again, holding the lock: something may have been put there meanwhile
-        (out / RUN_MARKER).touch()
+        if not (out / RUN_MARKER).is_file():  # written once: a refused run changes nothing, not even a time
+            (out / RUN_MARKER).touch()
     except BaseException:
         lock.release()
         raise
