@@ -233,3 +233,67 @@ def test_pil_workers_follow_the_cores_and_the_device(cores, processes, cuda, exp
     from timm_patchconvnet.training.loaders import default_workers
     monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: set(range(cores)))
     assert default_workers(processes, cuda) == expected
+
+
+# Issue 26: stale or tampered entries
+
+def test_a_file_replaced_with_the_same_size_and_mtime_is_decoded_again(tmp_path):
+    """The attack: an IDC patch replaced by another of the same size, its mtime restored. Its inode and change
+    time differ, so the listing key does."""
+    root = write_idc_kaggle_folder(tmp_path / 'idc')
+    cache = tmp_path / 'cache'
+    first = load_splits('idc', data_dir=str(root), cache_dir=str(cache))
+    path = Path(first.train.cast_column('image', datasets.Image(decode=False))[0]['image']['path'])
+    before, size = path.stat(), path.stat().st_size
+    replacement = path.with_name('replacement.tmp')
+    replacement.write_bytes(bytes(path.read_bytes()[::-1]))  # other bytes, the same size
+    os.replace(replacement, path)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == size and path.stat().st_mtime_ns == before.st_mtime_ns
+    second = load_splits('idc', data_dir=str(root), cache_dir=str(cache))
+    assert second.source_key != first.source_key
+
+
+@pytest.mark.parametrize('damage', ['readable', 'labels', 'pixels'])
+def test_a_tampered_entry_is_found_and_rebuilt(tmp_path, damage, caplog):
+    """A shorter index of readable rows (it dropped 35 of 40 images), labels changed in place, or a changed pixel
+    block: the index and labels at every open, the pixels with `verify` (train.py's --verify-cache)."""
+    split = tiny_split()
+    decoded = decode_split(split, SETTINGS, tmp_path)
+    pixels, labels = (t.clone() for t in decoded.__getitems__(list(range(len(split)))))
+    if damage == 'readable':
+        np.save(decoded.folder / 'readable.npy', np.arange(5))
+    elif damage == 'labels':
+        np.save(decoded.folder / 'labels.npy', 1 - np.load(decoded.folder / 'labels.npy'))
+    else:
+        images = np.load(decoded.folder / 'images.npy', mmap_mode='r+')
+        images[7] = 255 - images[7]
+        images.flush()
+        del images
+        assert not torch.equal(decode_split(split, SETTINGS, tmp_path)[7][0], pixels[7])  # unverified: served
+    rebuilt = decode_split(split, SETTINGS, tmp_path, verify=damage == 'pixels')
+    assert 'rebuilding' in caplog.text and len(rebuilt) == len(split)
+    images, again = rebuilt.__getitems__(list(range(len(split))))
+    assert torch.equal(images, pixels) and torch.equal(again, labels)
+
+
+def test_a_killed_builds_staging_folder_is_removed_by_the_next_build(tmp_path):
+    split = tiny_split()
+    decoded = decode_split(split, SETTINGS, tmp_path)
+    stale = [tmp_path / f'{decoded.folder.name}.tmp-0badf00d', tmp_path / 'other-0123.tmp-deadbeef']
+    for folder in stale:
+        folder.mkdir()
+        (folder / 'images.npy').write_bytes(bytes(1000))
+    decode_split(split.select(range(10)), SETTINGS, tmp_path)  # another entry's build
+    assert not any(folder.exists() for folder in stale)
+
+
+def test_a_cache_entry_that_is_a_link_is_a_clear_error(tmp_path):
+    split = tiny_split()
+    decoded = decode_split(split, SETTINGS, tmp_path / 'cache')
+    elsewhere = tmp_path / 'elsewhere'
+    decoded.folder.rename(elsewhere)
+    decoded.folder.symlink_to(elsewhere)
+    with pytest.raises(DecodeCacheError, match=f'{decoded.folder} in the decoded cache is a symbolic link'):
+        decode_split(split, SETTINGS, tmp_path / 'cache')
+    assert (elsewhere / 'images.npy').is_file()

@@ -17,7 +17,7 @@ from huggingface_hub.utils import _http
 import train as train_cli
 from conftest import ROOT
 from test_hub import FAKE_TOKEN, REPO_ID, SPACE_ID, StubHfApi, assert_token_nowhere, folder_contents
-from test_hub import push_model_cli, push_space_cli
+from test_hub import push_idc_cli, push_model_cli, push_space_cli
 from timm_patchconvnet import hub
 from timm_patchconvnet.demo.examples import example_images
 from timm_patchconvnet.hub import space as hub_space
@@ -339,3 +339,76 @@ def test_a_run_with_per_class_tokens_is_refused_for_a_single_token_tag(digits_ru
 def test_a_digits_run_goes_to_any_other_repo(digits_run, tmp_path, capsys):
     assert push_model_cli.main([str(digits_run), 'someone/ti12-digits', '--dry-run', str(tmp_path / 'out')]) == 0
     assert 'nothing uploaded' in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 26: links carried into exports, hostile text in cards
+
+
+def test_a_model_file_linked_out_of_the_run_is_refused_naming_the_link(digits_run, tmp_path, capsys):
+    """The attack: model.safetensors a link to a key file, whose bytes the export carried."""
+    run = _copy_run(digits_run, tmp_path / 'run')
+    secret = tmp_path / 'id_ed25519'
+    secret.write_text('-----BEGIN OPENSSH PRIVATE KEY-----')
+    (run / 'model.safetensors').unlink()
+    (run / 'model.safetensors').symlink_to(secret)
+    out = tmp_path / 'out'
+    assert push_model_cli.main([str(run), 'someone/digits', '--dry-run', str(out)]) == 2
+    err = _one_error_line(capsys)
+    assert f'{run / "model.safetensors"} is a symbolic link to {secret}, outside {run}' in err
+    assert not out.exists()
+
+
+def test_a_model_file_linked_inside_the_run_is_followed(digits_run, tmp_path, capsys):
+    run = _copy_run(digits_run, tmp_path / 'run')
+    (run / 'kept').mkdir()
+    (run / 'model.safetensors').rename(run / 'kept' / 'model.safetensors')
+    (run / 'model.safetensors').symlink_to(run / 'kept' / 'model.safetensors')
+    out = tmp_path / 'out'
+    assert push_model_cli.main([str(run), 'someone/digits', '--dry-run', str(out)]) == 0
+    assert not (out / 'model.safetensors').is_symlink()
+    assert (out / 'model.safetensors').read_bytes() == (run / 'kept' / 'model.safetensors').read_bytes()
+
+
+@pytest.mark.parametrize('link', ['patient', 'patch'])
+def test_an_idc_export_refuses_a_link_out_of_the_folder(link, tmp_path, capsys):
+    """The attacks: a linked patient folder was dropped without a word, and an outside file reached through a
+    linked patch was embedded in the public parquet files."""
+    from datagen import write_idc_kaggle_folder
+    kaggle = write_idc_kaggle_folder(tmp_path / 'idc')
+    if link == 'patient':
+        shutil.move(kaggle / '10262', tmp_path / '10262')
+        linked, target = kaggle / '10262', tmp_path / '10262'
+    else:
+        outside = tmp_path / 'secret.png'
+        shutil.copyfile(next((kaggle / '10256' / '0').iterdir()), outside)
+        linked, target = kaggle / '10256' / '0' / '10256_idx5_x900_y900_class0.png', outside
+    linked.symlink_to(target)
+    out = tmp_path / 'out'
+    assert push_idc_cli.main([str(kaggle), 'someone/idc', '--dry-run', str(out)]) == 2
+    assert f'{linked} is a symbolic link to {target}, outside {kaggle}' in _one_error_line(capsys)
+    assert not out.exists()
+
+
+HOSTILE_LABELS = ['<img src=x onerror=alert(1)>', 'two\n# Injected heading', 'a|b', '[click](javascript:x)']
+
+
+def test_hostile_label_names_are_escaped_in_the_model_card(digits_run, tmp_path):
+    run = _copy_run(digits_run, tmp_path / 'run')
+    names = [*HOSTILE_LABELS, *(str(d) for d in range(4, 10))]
+    config = json.loads((run / 'config.json').read_text())
+    (run / 'config.json').write_text(json.dumps(dict(config, label_names=names)))
+
+    def rename(metrics):
+        per_class = metrics['test']['per_class_accuracy']
+        metrics['test']['per_class_accuracy'] = dict(zip(names, per_class.values()))
+        metrics['data']['label_names'] = names
+        return metrics
+    _edit_metrics(run, rename)
+    text = hub.build_model_card(str(run), 'someone/digits').text
+    assert '<img' not in text and '&lt;img src=x onerror=alert(1)&gt;' in text
+    assert '\n# Injected' not in text and 'two # Injected heading' in text
+    assert r'a\|b' in text and r'\[click\](javascript:x)' in text
+    header = next(line for line in text.splitlines() if line.startswith('| true \\ predicted |'))
+    assert header.replace(r'\|', '').count('|') == len(names) + 2  # one cell per class: no cell was added
+    assert '```bash\npython train.py' in text or '```bash\npatchconvnet-train' in text  # the command is verbatim

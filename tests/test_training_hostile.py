@@ -192,7 +192,8 @@ def test_a_read_only_output_dir_is_refused_before_training(tmp_path, capsys):
     folder = _read_only_folder(tmp_path)
     before = sorted(p.name for p in folder.iterdir())
     assert train_cli.main([*TINY, '--output-dir', str(folder)]) == 2
-    assert 'cannot be written to' in _error_line(capsys)
+    line = _error_line(capsys)  # as root, /sys/kernel: not empty and not a run's, refused before the write probe
+    assert 'cannot be written to' in line or 'is not the folder of a run' in line, line
     assert sorted(p.name for p in folder.iterdir()) == before
 
 
@@ -206,7 +207,7 @@ def test_leftovers_of_a_killed_run_are_removed_on_the_next_start(run_copy):
     (run_copy / 'state' / '.latest.tmp').write_text('epoch-0002')
     weights = (run_copy / 'model.safetensors').read_bytes()
     assert train_cli.main([*TINY, '--resume', '--output-dir', str(run_copy)]) == 0  # nothing left to train
-    left = sorted(p.name for p in run_copy.rglob('.*') if p.name != '.lock') + sorted(
+    left = sorted(p.name for p in run_copy.rglob('.*') if p.name not in ('.lock', '.patchconvnet-run')) + sorted(
         p.name for p in (run_copy / 'state').iterdir())
     assert left == ['epoch-0001', 'latest'], left
     assert (run_copy / 'model.safetensors').read_bytes() == weights
@@ -289,12 +290,13 @@ def test_hub_weights_fail_fast_without_hf_hub_offline(tmp_path, monkeypatch, cap
 
 
 def test_a_failed_run_leaves_no_lock_file_in_a_folder_it_did_not_create(tmp_path, capsys):
+    """An empty folder of the user's (a non-empty one is refused before anything, see below): neither the lock
+    file nor the run marker stays behind when the run fails before writing anything."""
     folder = tmp_path / 'mine'
     folder.mkdir()
-    (folder / 'notes.txt').write_text('mine')
     assert train_cli.main([*TINY, '--pretrained', 'runs/mistyped', '--output-dir', str(folder)]) == 2
     assert 'is no such folder or file' in _error_line(capsys)
-    assert sorted(p.name for p in folder.iterdir()) == ['notes.txt']
+    assert sorted(p.name for p in folder.iterdir()) == []
 
 
 def _free_port() -> int:
@@ -340,3 +342,47 @@ def test_an_output_dir_inside_the_data_folder_is_refused(flag, tmp_path, capsys)
     assert train_cli.main(args) == 2
     assert f'lies inside the data folder {tmp_path / "pets"}' in _error_line(capsys)
     assert sorted(p.name for p in (tmp_path / 'pets').iterdir()) == ['cat', 'dog']
+
+
+# Issue 26: a folder that is not a run's is never written into or cleared; patient ids that are paths
+
+@pytest.mark.parametrize('overwrite', [False, True])
+def test_a_folder_that_is_not_a_run_is_refused_and_left_as_it_was(overwrite, tmp_path, capsys):
+    """The attacks: --overwrite deleted the user's slides/ and state/ folders; without it, their config.json and
+    attention.png were overwritten. A folder without the run marker is the user's, --overwrite or not."""
+    theirs = tmp_path / 'mine'
+    for name in ('slides/notes.txt', 'state/keep.txt', 'config.json', 'attention.png'):
+        (theirs / name).parent.mkdir(parents=True, exist_ok=True)
+        (theirs / name).write_text(f'the user\'s {name}')
+    before = _files(theirs)
+    args = [*TINY, '--output-dir', str(theirs), *(['--overwrite'] if overwrite else [])]
+    assert train_cli.main(args) == 2
+    line = _error_line(capsys)
+    assert line == (f'error: {theirs} is not empty (attention.png, config.json, slides, ...) and is not the folder '
+                    'of a run (.patchconvnet-run is missing): its files are never replaced, --overwrite or not. '
+                    'Choose a new or empty --output-dir.'), line
+    assert _files(theirs) == before and sorted(p.name for p in theirs.iterdir()) == sorted(
+        ['slides', 'state', 'config.json', 'attention.png'])
+
+
+def test_a_run_folder_carries_the_marker_and_overwrite_replaces_only_its_outputs(run_copy, capsys):
+    assert (run_copy / '.patchconvnet-run').is_file()
+    (run_copy / 'notes.txt').write_text('the user\'s')
+    assert train_cli.main([*TINY, '--overwrite', '--output-dir', str(run_copy)]) == 0
+    assert (run_copy / 'notes.txt').read_text() == 'the user\'s'
+
+
+def test_a_run_saved_before_the_marker_still_resumes(run_copy):
+    (run_copy / '.patchconvnet-run').unlink()
+    assert train_cli.main([*TINY, '--resume', '--output-dir', str(run_copy)]) == 0  # nothing left to train
+    assert (run_copy / '.patchconvnet-run').is_file()  # marked now
+
+
+@pytest.mark.parametrize('patient', ['../../x', '/abs/x'])
+def test_a_slides_patient_that_is_a_path_is_refused(patient, tmp_path, capsys):
+    from timm_patchconvnet.cli import slides as slides_cli
+    with pytest.raises(SystemExit) as exit_:
+        slides_cli.main(['--model', 'patchconvnet_test_p4', '--data-dir', str(tmp_path), '--patient', patient,
+                         '--out', str(tmp_path / 'out')])
+    assert exit_.value.code == 2 and 'cannot be a file name' in _error_line(capsys)
+    assert not (tmp_path / 'out').exists()

@@ -130,6 +130,9 @@ class TrainConfig:
     mixed_precision: str = option('no', "through Accelerate; 'auto': bf16 where the CPU (AVX512-BF16, AMX) or GPU "
                                         "(Ampere on) runs it natively, fp16 on older GPUs, else no",
                                   choices=('no', 'auto', 'fp16', 'bf16'))
+    verify_cache: bool = option(False, 'check the pixels of the decoded cache against the checksums recorded when it '
+                                       'was built (reads it whole), rebuilding an entry that differs',
+                                fixed_on_resume=False, public=False)
     compile: bool = option(False, 'torch.compile the model (inductor, fullgraph): faster steps on a GPU after a '
                                   'minute of compiling', fixed_on_resume=False, public=False)
     report_to: Optional[str] = option(None, "an Accelerate tracker: 'tensorboard', 'wandb', 'all', ...", value_type=str,

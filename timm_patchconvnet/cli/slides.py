@@ -27,6 +27,7 @@ from typing import Optional
 
 from ..errors import one_line
 from ..model_ref import ModelRef, ModelRefError, parse_model_ref
+from ..safe_paths import UnsafePathError, plain_name
 from . import OneLineErrorParser, add_option_arguments, missing_dependency
 from .slides_wsi import add_wsi_arguments, wsi_main
 
@@ -78,6 +79,11 @@ def main(argv=None) -> int:
         from ..slides import SlideError, predict_slide, render_slide, slide_from_rows
     except ModuleNotFoundError as err:
         return missing_dependency(err, 'whole-slide maps', 'train')
+    try:  # each patient names its map's file
+        for patient in args.patient:
+            plain_name(patient, 'argument --patient:')
+    except UnsafePathError as err:
+        parser.error(str(err))
     try:
         model_ref = parse_model_ref(args.model)
     except ModelRefError as err:

@@ -6,11 +6,16 @@ and resized to the model's input size exactly as the evaluation transform does (
 stored. Augmentation and normalisation then run on whole batches on the training device (`batch_transforms`).
 
 An entry of the cache is a folder named by a hash of its key: the split's `datasets` fingerprint, a key of the
-source (for a folder of files: its listing with sizes and modification times), the decode settings and the format
+source (for a folder of files: its listing with sizes, times and inodes), the decode settings and the format
 version. A changed source, other settings or another version give another key, so a stale entry is never used;
 an entry whose recorded key or files do not match is rebuilt. Entries are built under a file lock into a temporary
 folder and renamed into place, so processes building the same entry at once end with one whole entry, and a failed
-build (a full disk) leaves none.
+build (a full disk) leaves none; the staging folder of a killed build is removed by the next one.
+
+`meta.json` records each file's size and an xxh3 checksum of each (xxhash: 17x faster than CRC-32 here). The
+sizes, the labels and the index of readable rows are checked at every open (a tampered or truncated file is
+found, and the entry rebuilt), the pixels when the entry is built (read back) and when asked (`verify=True`,
+train.py's --verify-cache).
 """
 import errno
 import hashlib
@@ -30,7 +35,8 @@ from typing import Any, BinaryIO, Dict, List, Optional, Sequence, Tuple, Union
 import datasets
 import numpy as np
 import torch
-from filelock import FileLock
+import xxhash
+from filelock import FileLock, Timeout
 from PIL import Image
 from timm.data.transforms import str_to_interp_mode
 from torchvision import transforms
@@ -43,17 +49,22 @@ __all__ = ['CACHE_ENV', 'DecodeCacheError', 'DecodeSettings', 'DecodedImages', '
 
 _logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when the stored layout or the decoding changes: older entries are then rebuilt
+CACHE_VERSION = 2  # bump when the stored layout or the decoding changes: older entries are then rebuilt
 CACHE_ENV = 'PATCHCONVNET_CACHE'
 IMAGES_FILE, LABELS_FILE, READABLE_FILE, META_FILE = 'images.npy', 'labels.npy', 'readable.npy', 'meta.json'
 # how PIL reports a broken file besides an OSError without errno (one with an errno is the file system's: open_rgb)
 DECODE_ERRORS = (SyntaxError, ValueError, Image.DecompressionBombError)
 DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 CHUNK = 512  # images per task of the decoding threads
+STAGING = '.tmp-'  # in the name of an entry's folder while it is built
 
 
 class DecodeCacheError(OSError):
     """The decoded cache cannot be written or read: the message says where and what to do."""
+
+
+class DamagedEntryError(ValueError):
+    """An entry's files do not match the sizes and checksums its meta.json recorded."""
 
 
 class ImageReadError(OSError):
@@ -100,7 +111,10 @@ class DecodedImages(torch.utils.data.Dataset):
         self.meta = json.loads((self.folder / META_FILE).read_text())
         self.images = np.load(self.folder / IMAGES_FILE, mmap_mode='r')
         self.rows = np.load(self.folder / READABLE_FILE)  # unreadable images are left out
-        self.labels = np.load(self.folder / LABELS_FILE)[self.rows]
+        labels = np.load(self.folder / LABELS_FILE)
+        _check_recorded(self.folder, self.meta, {LABELS_FILE: labels, READABLE_FILE: self.rows})
+        self.stored_rows = len(labels)
+        self.labels = labels[self.rows]
 
     @property
     def unreadable(self) -> int:
@@ -129,15 +143,17 @@ def keep_batch(batch: Any) -> Any:
 
 
 def decode_split(split: datasets.Dataset, settings: DecodeSettings, root: Path, source_key: str = '',
-                 name: str = 'split') -> DecodedImages:
+                 name: str = 'split', verify: bool = False) -> DecodedImages:
     """The decoded cache entry of `split` (its `image` and `label` columns), built if it is missing or invalid.
 
     `source_key` identifies what the split's rows point to when the fingerprint alone cannot (image files named by
-    path: their listing with sizes and times). `name` prefixes the entry's folder name, for people looking."""
+    path: their listing with sizes, times and inodes). `name` prefixes the entry's folder name, for people looking.
+    `verify`: check the pixels against their recorded checksum too (reads the whole entry), rebuilding on a mismatch."""
     key = dict(version=CACHE_VERSION, fingerprint=split._fingerprint, source=source_key, rows=len(split),
                **asdict(settings))
     folder = Path(root) / f'{name}-{_digest(key)}'
-    entry = _valid_entry(folder, key)
+    _refuse_links(folder)
+    entry = _valid_entry(folder, key, verify)
     if entry is not None:
         return entry
     try:
@@ -148,12 +164,13 @@ def decode_split(split: datasets.Dataset, settings: DecodeSettings, root: Path, 
         raise DecodeCacheError(f'Cannot create the decoded cache in {folder.parent} ({err.strerror or err}): '
                                'set --cache-dir (or $PATCHCONVNET_CACHE) to a writable folder.') from err
     try:
-        entry = _valid_entry(folder, key)  # another process may have built it while this one waited
+        entry = _valid_entry(folder, key, verify)  # another process may have built it while this one waited
         if entry is not None:
             return entry
+        _remove_staging(folder)
         if folder.exists():  # a damaged or foreign entry
-            _logger.warning('The decoded cache %s does not match its key (another version, or damaged): rebuilding '
-                            'it.', folder)
+            _logger.warning('The decoded cache %s does not match its key or its recorded sizes and checksums '
+                            '(another version, or damaged): rebuilding it.', folder)
             shutil.rmtree(folder)
         _build(split, settings, folder, key)
     finally:
@@ -191,22 +208,71 @@ def readable_files(files: Sequence[Union[str, Path]]) -> np.ndarray:
         return np.array([ok for part in pool.map(readable, chunks) for ok in part], dtype=bool)
 
 
-def _valid_entry(folder: Path, key: Dict[str, Any]) -> Optional[DecodedImages]:
-    """The entry in `folder` if it is whole and was built for `key`; None otherwise (missing, foreign, damaged)."""
+def _valid_entry(folder: Path, key: Dict[str, Any], verify: bool = False) -> Optional[DecodedImages]:
+    """The entry in `folder` if it is whole and was built for `key`; None otherwise (missing, foreign, damaged).
+    `verify`: its pixels' checksum is checked as well."""
     try:
         entry = DecodedImages(folder)
-    except (OSError, ValueError, KeyError, IndexError):  # missing, truncated or mismatched files
+    except (OSError, ValueError, KeyError, IndexError, TypeError):  # missing, truncated or mismatched files
         return None
     shape = (key['rows'], 3, key['height'], key['width'])
     if (entry.meta.get('key') != key or entry.images.shape != shape or entry.images.dtype != np.uint8
-            or len(np.load(folder / LABELS_FILE)) != key['rows']):
+            or entry.stored_rows != key['rows']):
+        return None
+    if verify and _file_checksum(folder / IMAGES_FILE, entry.images.offset) != entry.meta['xxh3_64'][IMAGES_FILE]:
+        _logger.warning('The pixels of the decoded cache %s do not match their checksum: rebuilding it.', folder)
         return None
     return entry
 
 
+def _check_recorded(folder: Path, meta: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> None:
+    """DamagedEntryError unless every file has the size recorded in `meta` and `arrays` (read from their files)
+    the recorded checksums: cheap enough for every open (the index and labels are 16 bytes a row)."""
+    sizes = {name: (folder / name).stat().st_size for name in (IMAGES_FILE, LABELS_FILE, READABLE_FILE)}
+    if sizes != meta['sizes'] or any(_checksum(array) != meta['xxh3_64'][name] for name, array in arrays.items()):
+        raise DamagedEntryError(f'{folder}: the files do not match the sizes and checksums of {META_FILE}')
+
+
+def _checksum(array: np.ndarray) -> int:
+    return xxhash.xxh3_64_intdigest(memoryview(np.ascontiguousarray(array)).cast('B'))
+
+
+def _file_checksum(path: Path, offset: int, chunk: int = 2 ** 24) -> int:
+    """The checksum of `path` from byte `offset` (the pixels after the .npy header), read in chunks."""
+    hasher = xxhash.xxh3_64()
+    with open(path, 'rb') as file:
+        file.seek(offset)
+        while block := file.read(chunk):
+            hasher.update(block)
+    return hasher.intdigest()
+
+
+def _refuse_links(folder: Path) -> None:
+    """An entry is a folder the cache built, of plain files: a link there would read or clear what it points at."""
+    for path in (folder, folder / META_FILE, folder / IMAGES_FILE, folder / LABELS_FILE, folder / READABLE_FILE):
+        if path.is_symlink():
+            raise DecodeCacheError(f'{path} in the decoded cache is a symbolic link: the cache holds only what it '
+                                   'built. Remove the link (the entry is then built again).')
+
+
+def _remove_staging(folder: Path) -> None:
+    """The staging folders of killed builds: of `folder`'s entry (whose lock this process holds), and of any other
+    entry whose lock is free (no one is building it)."""
+    for staging in folder.parent.glob(f'*{STAGING}*'):
+        entry = staging.name.split(STAGING)[0]
+        if entry == folder.name:
+            shutil.rmtree(staging, ignore_errors=True)
+            continue
+        try:
+            with FileLock(str(folder.parent / entry) + '.lock', timeout=0):
+                shutil.rmtree(staging, ignore_errors=True)
+        except (Timeout, OSError):  # being built, or not ours to lock: left alone
+            pass
+
+
 def _build(split: datasets.Dataset, settings: DecodeSettings, folder: Path, key: Dict[str, Any]) -> None:
     """Decode `split` into a temporary folder beside `folder`, then rename it into place."""
-    staging = folder.with_name(f'{folder.name}.tmp-{uuid.uuid4().hex[:8]}')
+    staging = folder.with_name(f'{folder.name}{STAGING}{uuid.uuid4().hex[:8]}')
     shape = (len(split), 3, settings.height, settings.width)
     files = split.select_columns(['image']).cast_column('image', datasets.Image(decode=False))
     resize = transforms.Resize((settings.height, settings.width),
@@ -219,7 +285,7 @@ def _build(split: datasets.Dataset, settings: DecodeSettings, folder: Path, key:
             np.lib.format.write_array_header_1_0(out, {'descr': '|u1', 'fortran_order': False, 'shape': shape})
             if hasattr(os, 'posix_fallocate'):  # the space claimed first: a full disk fails here, not halfway
                 os.posix_fallocate(out.fileno(), 0, out.tell() + int(np.prod(shape)))
-            starts = range(0, len(split), CHUNK)
+            starts, pixels_hash = range(0, len(split), CHUNK), xxhash.xxh3_64()
 
             def decode_chunk(start: int) -> np.ndarray:
                 images = np.zeros((min(CHUNK, len(split) - start), *shape[1:]), dtype=np.uint8)
@@ -231,12 +297,10 @@ def _build(split: datasets.Dataset, settings: DecodeSettings, folder: Path, key:
 
             for images in pool.map(decode_chunk, starts):  # in order: written as the array's rows
                 out.write(images.tobytes())
+                pixels_hash.update(images)
             out.flush()
             os.fsync(out.fileno())
-        np.save(staging / LABELS_FILE, column(split, 'label').astype(np.int64))
-        np.save(staging / READABLE_FILE, np.flatnonzero(readable))
-        (staging / META_FILE).write_text(json.dumps(
-            {'key': key, 'unreadable': int((~readable).sum()), 'built_by_pid': os.getpid()}, indent=1))
+        _write_index(staging, column(split, 'label').astype(np.int64), readable, key, pixels_hash.intdigest())
         try:
             staging.rename(folder)
         except OSError:  # another builder without our lock (another machine on a shared disk) was first
@@ -255,6 +319,22 @@ def _build(split: datasets.Dataset, settings: DecodeSettings, folder: Path, key:
         shutil.rmtree(staging, ignore_errors=True)
         if previous_handler is not None:
             signal.signal(signal.SIGXFSZ, previous_handler)
+
+
+def _write_index(staging: Path, labels: np.ndarray, readable: np.ndarray, key: Dict[str, Any],
+                 pixels_checksum: int) -> None:
+    """The labels, the readable rows and meta.json (key, sizes, checksums) beside the pixels written in `staging`,
+    whose checksum is checked here by reading them back: a disk that returns other bytes fails the build."""
+    rows = np.flatnonzero(readable)
+    np.save(staging / LABELS_FILE, labels)
+    np.save(staging / READABLE_FILE, rows)
+    offset = np.load(staging / IMAGES_FILE, mmap_mode='r').offset
+    if _file_checksum(staging / IMAGES_FILE, offset) != pixels_checksum:
+        raise DecodeCacheError(f'{staging / IMAGES_FILE} reads back other bytes than were written: check the disk.')
+    sizes = {name: (staging / name).stat().st_size for name in (IMAGES_FILE, LABELS_FILE, READABLE_FILE)}
+    checksums = {IMAGES_FILE: pixels_checksum, LABELS_FILE: _checksum(labels), READABLE_FILE: _checksum(rows)}
+    (staging / META_FILE).write_text(json.dumps({'key': key, 'unreadable': int((~readable).sum()), 'sizes': sizes,
+                                                 'xxh3_64': checksums, 'built_by_pid': os.getpid()}, indent=1))
 
 
 def _decode_one(file: Dict[str, Any], resize: transforms.Resize) -> Optional[np.ndarray]:

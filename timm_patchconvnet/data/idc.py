@@ -10,18 +10,20 @@ from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import datasets
+import numpy as np
 import pyarrow as pa
 from datasets.table import InMemoryTable
 
 from ..dataset_specs import DATASETS, IDC_PATCH_NAME, SEEDED, DatasetSpec, published_split
 from ..model_folder import atomic_write_json
 from ..pretrained import HUB_NAMESPACE
+from ..safe_paths import UnsafePathError, link_target, plain_name
 from .decode_cache import CACHE_VERSION, ImageReadError, cache_root, readable_files
 from .reader import DataError, DataSplits, LeftOut, ReadRequest, Reader, register_reader
 from .sources import (
     complete_splits, existing_folder, has_parquet, label_names_of, load_hub, load_local_folder, pool, standardise,
-    warn_unreadable, without_unreadable_images)
-from .splits import published_patient_split, split_by_patient
+    warn_left_out, without_unreadable_images)
+from .splits import column, published_patient_split, split_by_patient
 
 __all__ = ['IDC_LABEL_NAMES', 'IdcReader', 'load_idc_patches', 'read_idc_kaggle_folder']
 
@@ -54,8 +56,7 @@ class IdcReader(Reader):
         _logger.warning(warning)
         return DataSplits(train=train, validation=validation, test=test, label_names=list(self.spec.label_names),
                           dataset=self.spec.name, source=source_name, protocol=f'{warning} {protocol}',
-                          protocol_kind='patch-level', left_out=LeftOut(skipped_images=kaggle.skipped),
-                          source_key=kaggle.listing_key)
+                          protocol_kind='patch-level', left_out=kaggle.left_out, source_key=kaggle.listing_key)
 
     def _by_patient(self, source: datasets.DatasetDict, source_name: str, kaggle: '_IdcFolder',
                     request: ReadRequest) -> DataSplits:
@@ -69,13 +70,12 @@ class IdcReader(Reader):
                 request.allow_missing_patients)
         if len(source) > 1:
             protocol += f" The source's own {'/'.join(source)} splits were pooled first."
-        if kaggle.ignored:  # in the protocol too, so that metrics.json says what was left out
-            protocol += f' {_ignored_note(kaggle.ignored)}'
+        if kaggle.left_out.ignored_files:  # in the protocol too, so that metrics.json says what was left out
+            protocol += f' {_ignored_note(kaggle.left_out.ignored_files)}'
         return DataSplits(train=train, validation=validation, test=test, label_names=list(self.spec.label_names),
                           dataset=self.spec.name, source=source_name, protocol=protocol,
                           protocol_kind='seeded patient split' if seeded else 'published split', patient_level=True,
-                          left_out=LeftOut(skipped_images=kaggle.skipped, ignored_files=kaggle.ignored),
-                          source_key=kaggle.listing_key)
+                          left_out=kaggle.left_out, source_key=kaggle.listing_key)
 
 
 def load_idc_patches(data_dir: Optional[str] = None, hub_id: Optional[str] = None,
@@ -83,16 +83,17 @@ def load_idc_patches(data_dir: Optional[str] = None, hub_id: Optional[str] = Non
     """Every IDC patch of a source, unsplit: `image`, `label`, and `patient_id`, `x`, `y` where the source has them
     (the Kaggle folder always does). For whole-slide maps (`slides/`) and the Hub export."""
     root = existing_folder(data_dir, '--data-dir') if data_dir is not None else None
-    source, _, _ = _read_idc_source(DATASETS['idc'], root, hub_id, cache_dir)
+    source, source_name, kaggle = _read_idc_source(DATASETS['idc'], root, hub_id, cache_dir)
+    warn_left_out(kaggle.left_out, source_name)
     return pool(source)
 
 
 def _read_idc_source(
         spec: DatasetSpec, root: Optional[Path], hub_id: Optional[str], cache_dir: Optional[str],
 ) -> Tuple[datasets.DatasetDict, str, '_IdcFolder']:
-    """The IDC source as read (its own splits, standardised columns and labels), its name, and what reading the
-    Kaggle folder skipped and ignored."""
-    kaggle = _IdcFolder(None, 0, 0)
+    """The IDC source as read (its own splits, standardised columns and labels, without contradictory patches), its
+    name, and what reading left out (`kaggle.left_out`)."""
+    kaggle = _IdcFolder(None, LeftOut())
     if root is not None and not has_parquet(root):
         kaggle = _read_idc_kaggle_folder(root, cache_root(cache_dir))
         source, source_name = datasets.DatasetDict(train=kaggle.data), str(root)
@@ -109,8 +110,11 @@ def _read_idc_source(
             'none, so its split is patch-level).')
     source = standardise(source, extra_features=IDC_EXTRA_FEATURES)
     if kaggle.data is None:  # parquet or Hub: image bytes checked here, as the Kaggle folder's files were
-        source, skipped = without_unreadable_images(source, source_name)
-        kaggle = _IdcFolder(None, skipped, 0)
+        source, left_out = without_unreadable_images(source, source_name)
+        kaggle = _IdcFolder(None, left_out)
+    if {'patient_id', 'x', 'y'} <= set(source['train'].column_names):
+        _check_patient_ids(source, source_name)
+        source = _without_contradictions(source, kaggle.left_out)
     found = label_names_of(source['train'])
     if found != IDC_LABEL_NAMES:
         if len(found) != 2:
@@ -119,18 +123,54 @@ def _read_idc_source(
     return source, source_name, kaggle
 
 
+def _check_patient_ids(source: datasets.DatasetDict, source_name: str) -> None:
+    """Patient ids name the files of whole-slide maps (`slides/<patient_id>.png`): one that is a path (`../../x`,
+    `/abs/x`) would write outside the run, so the data is refused up front."""
+    for split in source.values():
+        for patient in split.unique('patient_id'):
+            try:
+                plain_name(patient, 'The patient_id')
+            except UnsafePathError as err:
+                raise DataError(f'{source_name}: {err} Patient ids name files (whole-slide maps).') from err
+
+
+def _without_contradictions(source: datasets.DatasetDict, left_out: LeftOut) -> datasets.DatasetDict:
+    """The source without the patches whose patient and position also appear under the other label: both are
+    dropped (neither can be trusted) and counted in `left_out`; training on both teaches nothing, and a slide cannot
+    hold two patches in one place."""
+    rows = pool(source).with_format('arrow')
+    patients = rows['patient_id'].dictionary_encode().combine_chunks()  # numbers, not 277,524 Python strings
+    positions = np.stack([patients.indices.to_numpy(zero_copy_only=False), column(rows, 'x'), column(rows, 'y')])
+    order = np.lexsort(positions[::-1])  # the rows of one position next to each other
+    starts = np.r_[True, np.any(positions[:, order[1:]] != positions[:, order[:-1]], axis=0)]
+    where = np.empty(len(order), dtype=np.int64)
+    where[order] = np.cumsum(starts) - 1  # each row's position number
+    positives, patches = np.bincount(where, weights=column(rows, 'label') == 1), np.bincount(where)
+    contradictory = ((positives > 0) & (positives < patches))[where]  # two classes: IDC's labels are cast to two
+    if not contradictory.any():
+        return source
+    firsts = order[starts]
+    shown = [f'{patients.dictionary[positions[0, i]]} x{positions[1, i]} y{positions[2, i]}'
+             for i in firsts[contradictory[firsts]][:3]]
+    left_out.add('contradictory_patches', shown, count=int(contradictory.sum()))
+    ends = np.cumsum([len(split) for split in source.values()])[:-1]
+    return datasets.DatasetDict({name: split.select(np.flatnonzero(~part)) for (name, split), part in zip(
+        source.items(), np.split(contradictory, ends))})
+
+
 def read_idc_kaggle_folder(folder: str) -> Tuple[datasets.Dataset, int]:
     """Every patch of the Kaggle IDC folder once (`image` as a file path, `label`, `patient_id`, `x`, `y`), unsplit,
     and the number of unreadable files left out: the reading `load_splits('idc', data_dir=folder)` starts from."""
-    kaggle = _read_idc_kaggle_folder(existing_folder(folder, 'the IDC folder'))
-    return kaggle.data, kaggle.skipped
+    source, source_name, kaggle = _read_idc_source(DATASETS['idc'], existing_folder(folder, 'the IDC folder'),
+                                                   None, None)
+    warn_left_out(kaggle.left_out, source_name)
+    return source['train'], kaggle.left_out.skipped_images
 
 
 class _IdcFolder(NamedTuple):
     data: Optional[datasets.Dataset]
-    skipped: int  # unreadable patch files
-    ignored: int  # files whose names are not IDC patch names
-    listing_key: str = ''  # a hash of the folder's listing (names, sizes, modification times)
+    left_out: LeftOut  # unreadable patch files, files whose names are not IDC patch names, links that lead nowhere
+    listing_key: str = ''  # a hash of the folder's listing (names, sizes, modification times, inodes)
 
 
 def _read_idc_kaggle_folder(root: Path, cache: Optional[Path] = None) -> _IdcFolder:
@@ -138,7 +178,9 @@ def _read_idc_kaggle_folder(root: Path, cache: Optional[Path] = None) -> _IdcFol
 
     Every patch is decoded once to find the unreadable ones; the result is kept in `cache` (default `cache_root()`)
     under the folder's listing key, so a later run over the unchanged folder only lists it."""
-    listing = _listing(root)
+    listing, unreachable = _listing(root)
+    left_out = LeftOut()
+    left_out.add('unreachable', unreachable)
     patches: Dict[str, str] = {}  # file name -> path relative to root (strings: Path objects cost seconds here)
     ignored: List[str] = []
     duplicates = 0
@@ -162,12 +204,11 @@ def _read_idc_kaggle_folder(root: Path, cache: Optional[Path] = None) -> _IdcFol
         _logger.warning('%d IDC files appear twice (e.g. the archive\'s copy under %s/); each is used once.',
                         duplicates, IDC_DUPLICATE_COPY)
 
-    if ignored:  # a renamed (.PNG, class2) or stray file is data the user may think is used: say so
-        _logger.warning('%s E.g. %s.', _ignored_note(len(ignored)), root / ignored[0])
+    left_out.add('ignored_files', ignored)  # a renamed (.PNG, class2) or stray file: data the user may think is used
     listing_key = hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:20]
     paths = list(patches.values())
     unreadable = set(_unreadable(root, paths, listing_key, cache_root() if cache is None else cache))
-    warn_unreadable([root / path for path in sorted(unreadable)], root)
+    left_out.add('skipped_images', sorted(unreadable))
     readable = [path for path in paths if path not in unreadable]
     matches = [IDC_PATCH_NAME.fullmatch(os.path.basename(path)) for path in readable]
     features = datasets.Features(
@@ -183,7 +224,7 @@ def _read_idc_kaggle_folder(root: Path, cache: Optional[Path] = None) -> _IdcFol
     })
     data = datasets.Dataset(InMemoryTable(table.cast(features.arrow_schema)),
                             info=datasets.DatasetInfo(features=features))
-    return _IdcFolder(data, len(unreadable), len(ignored), listing_key)
+    return _IdcFolder(data, left_out, listing_key)
 
 
 def _check_patch_name(root: Path, path: str, match: re.Match) -> None:
@@ -197,25 +238,40 @@ def _check_patch_name(root: Path, path: str, match: re.Match) -> None:
                         f'{MAX_COORDINATE}): rename or remove the file.')
 
 
-def _listing(root: Path) -> Dict[str, Tuple[int, int]]:
-    """Every file under `root` (its path relative to `root`), sorted, with its size and modification time (ns):
-    what says that a folder changed."""
-    files: Dict[str, Tuple[int, int]] = {}
+def _listing(root: Path) -> Tuple[Dict[str, Tuple[int, ...]], List[str]]:
+    """Every file under `root` (its path relative to `root`), sorted, with its size, modification and change times
+    (ns) and inode: what says that a folder changed (a file replaced by one of the same size and mtime too). And
+    what could not be listed: links that loop or lead nowhere, unreadable folders. Links are followed inside
+    `root` (each real folder once) and refused where they lead out of it (`safe_paths.link_target`)."""
+    files: Dict[str, Tuple[int, ...]] = {}
+    unreachable: List[str] = []
     skip = len(str(root)) + 1
-    folders = [str(root)]
+    folders, seen = [str(root)], {os.path.realpath(root)}
     while folders:
         folder = folders.pop()
         try:
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):  # as os.walk: linked folders are not followed
-                        folders.append(entry.path)
-                    elif entry.is_file():
-                        stat = entry.stat()
-                        files[entry.path[skip:]] = (stat.st_size, stat.st_mtime_ns)
-        except OSError as err:
-            _logger.warning('Skipped %s: %s.', folder, err.strerror or err)
-    return dict(sorted(files.items()))
+            with os.scandir(folder) as scan:
+                entries = list(scan)
+        except OSError:
+            unreachable.append(folder[skip:] or '.')
+            continue
+        for entry in entries:
+            try:
+                if entry.is_symlink():
+                    link_target(Path(entry.path), root)
+                stat = entry.stat()
+            except UnsafePathError as err:
+                raise DataError(str(err)) from err
+            except OSError:  # a link that loops or leads nowhere: this entry only, the folder's others are read
+                unreachable.append(entry.path[skip:])
+                continue
+            if entry.is_dir():
+                if os.path.realpath(entry.path) not in seen:
+                    seen.add(os.path.realpath(entry.path))
+                    folders.append(entry.path)
+            elif entry.is_file():
+                files[entry.path[skip:]] = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+    return dict(sorted(files.items())), sorted(unreachable)
 
 
 def _unreadable(root: Path, paths: Sequence[str], listing_key: str, cache: Path) -> List[str]:

@@ -15,7 +15,7 @@ from PIL import Image
 from ..dataset_specs import DATASETS, GENERIC, SEEDED, SPLIT_NAMES, dataset_spec
 from ..images import to_rgb
 from .reader import READERS, DataError, DataSplits, ReadRequest, Reader
-from .sources import existing_folder
+from .sources import existing_folder, warn_left_out
 from .splits import SplitError, column
 
 __all__ = ['ImageClassificationDataset', 'create_reader', 'load_splits']
@@ -72,6 +72,7 @@ def load_splits(
         splits = create_reader(dataset).read(request)
     except SplitError as err:
         raise DataError(str(err)) from err
+    warn_left_out(splits.left_out, splits.source)
     for name in SPLIT_NAMES:
         _check_two_classes(name, getattr(splits, name), splits.label_names)
     return splits

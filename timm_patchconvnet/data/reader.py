@@ -5,7 +5,7 @@ reader, and `loading.create_reader` picks one for a --dataset value.
 """
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Type
+from typing import Callable, Dict, List, Optional, Sequence, Type
 
 import datasets
 
@@ -33,9 +33,31 @@ class ReadRequest:
 
 @dataclass(kw_only=True)
 class LeftOut:
-    """What reading left out of the source (metrics.json records both)."""
+    """What reading left out of the source (metrics.json records the counts), each kind with a few of its names, so
+    that nothing disappears without a word: `summary` says it all in one line."""
     skipped_images: int = 0  # unreadable image files
     ignored_files: int = 0  # files of an IDC folder whose names are not IDC patch names (also said in `protocol`)
+    unreachable: int = 0  # links that loop or lead nowhere, and folders that cannot be listed
+    empty_classes: int = 0  # class folders without a readable image: the class is not in the data
+    contradictory_patches: int = 0  # patches at one patient's position that also appears under the other label
+    examples: Dict[str, List[str]] = field(default_factory=dict)  # a count's field name -> some of its names
+
+    WORDS = dict(skipped_images='unreadable image file(s)', ignored_files='file(s) not named as the data set names '
+                 'them', unreachable='link(s) or folder(s) that could not be read', empty_classes='empty class '
+                 'folder(s)', contradictory_patches='patch(es) whose position also appears under the other label')
+
+    def add(self, kind: str, names: Sequence[object], count: Optional[int] = None) -> None:
+        """Count `names` (paths, ids; `count` of them if given) as left out for `kind`, one of the count fields,
+        keeping a few to show."""
+        setattr(self, kind, getattr(self, kind) + (len(names) if count is None else count))
+        self.examples.setdefault(kind, []).extend(str(n) for n in names[:3 - len(self.examples.get(kind, []))])
+
+    def summary(self, source: str) -> str:
+        """One line on everything left out of `source`, with counts and examples; '' when nothing was."""
+        parts = [f'{getattr(self, kind)} {words}' + (f' (e.g. {", ".join(self.examples[kind])})'
+                                                   if self.examples.get(kind) else '')
+                 for kind, words in self.WORDS.items() if getattr(self, kind)]
+        return f'Left out of {source}: {"; ".join(parts)}.' if parts else ''
 
 
 @dataclass(kw_only=True)

@@ -9,9 +9,9 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from ..dataset_specs import DatasetSpec
-from .reader import DataError, DataSplits, LeftOut, ReadRequest, Reader, register_reader
+from .reader import DataError, DataSplits, ReadRequest, Reader, register_reader
 from .sources import (
-    complete_splits, existing_folder, label_names_of, load_hub, load_local_folder, standardise,
+    complete_splits, existing_folder, has_parquet, label_names_of, load_hub, load_local_folder, standardise,
     without_unreadable_images)
 from .splits import hold_out, stratification, three_way_split
 
@@ -52,7 +52,7 @@ class HubLayoutReader(Reader):
         else:
             source_name = str(request.data_dir)
             source = self._local_copy(request.data_dir, request.cache_dir)
-        source, skipped = without_unreadable_images(standardise(source), source_name)
+        source, left_out = without_unreadable_images(standardise(source), source_name)
         if spec.label_names is not None and label_names_of(source['train']) != list(spec.label_names):
             raise DataError(f'{source_name} is not {spec.title}: its labels are {label_names_of(source["train"])}, '
                             f'not {list(spec.label_names)}.')
@@ -61,7 +61,7 @@ class HubLayoutReader(Reader):
                     f'of train, {stratification(stratified)} (test_fraction unused).')
         return DataSplits(train=train, validation=validation, test=source['test'], label_names=label_names_of(train),
                           dataset=spec.name, source=source_name, protocol=protocol,
-                          left_out=LeftOut(skipped_images=skipped))
+                          left_out=left_out)
 
     def _local_copy(self, root: Path, cache_dir: Optional[str]) -> datasets.DatasetDict:
         spec = self.spec
@@ -77,16 +77,16 @@ class HubLayoutReader(Reader):
 
 
 def _generic_splits(source: datasets.DatasetDict, source_name: str, request: ReadRequest, spec: DatasetSpec,
-                    ) -> DataSplits:
+                    folder: Optional[Path] = None) -> DataSplits:
     """Any image classification source: its own splits, a missing validation or test split carved from train;
     unreadable images left out and counted (a broken one would stop training at its batch, maybe after all
-    epochs)."""
-    source, skipped_images = without_unreadable_images(standardise(source), source_name)
+    epochs), and for an image `folder` its empty class folders."""
+    source, left_out = without_unreadable_images(standardise(source), source_name, folder)
     (train, validation, test), protocol = complete_splits(
         source, request.seed, request.val_fraction, request.test_fraction)
     return DataSplits(train=train, validation=validation, test=test, label_names=label_names_of(train),
                       dataset=spec.name, source=source_name, protocol=protocol,
-                      left_out=LeftOut(skipped_images=skipped_images))
+                      left_out=left_out)
 
 
 @register_reader('hub')
@@ -103,4 +103,5 @@ class FolderReader(Reader):
 
     def read(self, request: ReadRequest) -> DataSplits:
         folder = existing_folder(self.location, '--dataset')
-        return _generic_splits(load_local_folder(folder, request.cache_dir), str(folder), request, self.spec)
+        source = load_local_folder(folder, request.cache_dir)
+        return _generic_splits(source, str(folder), request, self.spec, None if has_parquet(folder) else folder)

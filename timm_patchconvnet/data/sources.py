@@ -3,7 +3,7 @@
 import io
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Set, Tuple, Union
 
 import datasets
 import numpy as np
@@ -13,11 +13,11 @@ import pyarrow.compute as pc
 from ..dataset_specs import SPLIT_NAMES
 from ..errors import one_line
 from .decode_cache import ImageReadError, readable_files
-from .reader import DataError
+from .reader import DataError, LeftOut
 from .splits import hold_out, stratification, three_way_split
 
 __all__ = ['complete_splits', 'existing_folder', 'has_parquet', 'label_names_of', 'load_hub', 'load_local_folder',
-           'pool', 'standardise', 'warn_unreadable', 'without_unreadable_images']
+           'pool', 'standardise', 'warn_left_out', 'without_unreadable_images']
 
 _logger = logging.getLogger(__name__)
 
@@ -141,20 +141,35 @@ def complete_splits(
     return (train, validation, test), protocol
 
 
-def without_unreadable_images(source: datasets.DatasetDict, where: Union[Path, str],
-                              ) -> Tuple[datasets.DatasetDict, int]:
-    """Each split without the images PIL cannot decode (each decoded once, here, on a thread per core), and their
-    count: image files of a folder, and image bytes of parquet or Hub data alike, so that a broken one is found
-    before training, not at its batch. `where`: the source, for messages."""
-    kept, unreadable = {}, []
+def without_unreadable_images(source: datasets.DatasetDict, where: Union[Path, str], folder: Optional[Path] = None,
+                              ) -> Tuple[datasets.DatasetDict, LeftOut]:
+    """Each split without the images PIL cannot decode (each decoded once, here, on a thread per core), and what was
+    left out: image files of a folder and image bytes of parquet or Hub data alike, so that a broken one is found
+    before training, not at its batch; for an image `folder` of class folders, also the class folders without an
+    image (their class would vanish from the data unsaid). `where`: the source, for messages."""
+    kept, unreadable, class_folders = {}, [], set()
     for name, split in source.items():
         readable, broken = _readable_rows(split, name)
         unreadable += broken
         kept[name] = split if readable.all() else split.select(np.flatnonzero(readable))
+        if folder is not None:
+            files = kept[name].select_columns(['image']).cast_column('image', datasets.Image(decode=False))['image']
+            class_folders |= {Path(f['path']).parent for f in files if f['path']}
     if all(len(split) == 0 for split in kept.values()):
         raise DataError(f'No readable images in {where}: all {len(unreadable)} image files failed to decode.')
-    warn_unreadable(unreadable, where)
-    return datasets.DatasetDict(kept), len(unreadable)
+    left_out = LeftOut()
+    left_out.add('skipped_images', unreadable)
+    if folder is not None:
+        left_out.add('empty_classes', _empty_class_folders(folder, class_folders))
+    return datasets.DatasetDict(kept), left_out
+
+
+def _empty_class_folders(folder: Path, class_folders: Set[Path]) -> List[str]:
+    """A class folder is any sibling of one that holds images: those without any are empty classes."""
+    parents = {c.parent for c in class_folders if c.parent.is_relative_to(folder)}
+    return sorted({str(d.relative_to(folder)) for parent in parents for d in parent.iterdir()
+                   if d.is_dir() and not d.name.startswith('.')} -
+                  {str(c.relative_to(folder)) for c in class_folders if c.is_relative_to(folder)})
 
 
 def _readable_rows(split: datasets.Dataset, split_name: str) -> Tuple[np.ndarray, List[str]]:
@@ -174,8 +189,8 @@ def _readable_rows(split: datasets.Dataset, split_name: str) -> Tuple[np.ndarray
     return (np.concatenate(readable) if readable else np.ones(0, bool)), broken
 
 
-def warn_unreadable(unreadable: Sequence[Union[Path, str]], root: Union[Path, str]) -> None:
-    if unreadable:
-        _logger.warning('Skipped %d unreadable image file(s) in %s (e.g. %s): each file is decoded once before '
-                        'training, and these failed; metrics.json counts them as skipped_images.',
-                        len(unreadable), root, unreadable[0])
+def warn_left_out(left_out: LeftOut, source: str) -> None:
+    """The one line on what reading left out of `source` (metrics.json records the counts)."""
+    summary = left_out.summary(source)
+    if summary:
+        _logger.warning(summary)

@@ -20,7 +20,7 @@ from huggingface_hub import DatasetCard, DatasetCardData, HfApi
 from ..data import IDC_LABEL_NAMES, load_splits, read_idc_kaggle_folder
 from ..dataset_specs import SEEDED, SPLIT_NAMES
 from ..data.splits import column
-from .cards import render_card
+from .cards import Verbatim, render_card
 from .upload import CARD_FILE, HubError, UploadOptions, check_repo_id, new_export_folder, publish
 
 __all__ = ['DatasetExport', 'build_idc_dataset_card', 'export_idc_dataset', 'push_idc_dataset']
@@ -78,8 +78,8 @@ def _idc_splits(
 ) -> Tuple[Dict[str, datasets.Dataset], int, str]:
     if not split_by_patient:
         data, skipped = read_idc_kaggle_folder(kaggle_dir)
-        protocol = ('Not pre-split: every patch is in the single `train` split. Split by `patient_id` before '
-                    'training (train.py does), never by patch.')
+        protocol = Verbatim('Not pre-split: every patch is in the single `train` split. Split by `patient_id` '
+                            'before training (train.py does), never by patch.')
         return {'train': data}, skipped, protocol
     splits = load_splits('idc', data_dir=kaggle_dir, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
                          split_protocol=split, allow_missing_patients=allow_missing_patients)

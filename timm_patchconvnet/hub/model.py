@@ -20,8 +20,8 @@ from ..model_folder import MODEL_FILES, portable_model_config, write_model_confi
 from ..model_ref import ModelRefError, parse_model_ref
 from ..pretrained import HUB_NAMESPACE
 from ..slides import SLIDES_DIR
-from .cards import render_card
-from .runs import CARD_METRIC_KEYS, DATASET_KEY, EXAMPLE_IMAGE, TrainingRun, load_training_run
+from .cards import Verbatim, render_card
+from .runs import CARD_METRIC_KEYS, DATASET_KEY, EXAMPLE_IMAGE, TrainingRun, load_training_run, run_file
 from .upload import CARD_FILE, HubError, UploadOptions, brief, check_repo_id, new_export_folder, publish
 
 __all__ = ['build_model_card', 'export_model_folder', 'push_model']
@@ -147,17 +147,18 @@ def _model_card(run: TrainingRun, repo_id: str, dataset_id: Optional[str]) -> Mo
         height=height, width=width, tag=_registered_tag(repo_id), dataset=run.dataset, hub_source=hub_source,
         dataset_id=dataset_id, label_names=data.get('label_names', []),
         sizes={name: data.get('sizes', {}).get(name, '?') for name in SPLIT_NAMES},
-        skipped_images=data.get('skipped_images'), origin=spec.origin, patient_level=data.get('patient_level'),
+        skipped_images=data.get('skipped_images'), origin=Verbatim(spec.origin) if spec.origin else None,  # has a link
+        patient_level=data.get('patient_level'),
         by_patient=spec.has_patients, protocol=protocol, cfg=cfg, env=env,
         num_processes=env.get('num_processes', 1), epochs_run=run.metrics.get('epochs_run'),
         best_epoch=run.metrics.get('best_epoch'),
         pretrained=public_value('pretrained', cfg['pretrained']) if cfg.get('pretrained') else None,
-        train_command=public_command(cfg), num_test_samples=test.get('num_samples', '?'),
+        train_command=Verbatim(public_command(cfg)), num_test_samples=test.get('num_samples', '?'),
         test_loss=test.get('loss', float('nan')),
         metric_rows=[(METRIC_NAMES[key], test[key]) for key in CARD_METRIC_KEYS if test.get(key) is not None],
         per_class_accuracy=list(per_class.items()), class_names=list(per_class),
         confusion_matrix=list(zip(per_class, matrix)) if per_class and matrix else [],
-        example_image=EXAMPLE_IMAGE if (run.folder / EXAMPLE_IMAGE).is_file() else None,
+        example_image=EXAMPLE_IMAGE if run_file(run.folder, EXAMPLE_IMAGE).is_file() else None,
         protocol_kind=data.get('protocol_kind', 'seeded patient split'),
         patient_results=test if isinstance(test.get('per_patient'), dict) else None,
         slides=[f'{SLIDES_DIR}/{path.name}' for path in _slide_files(run)],
@@ -165,11 +166,11 @@ def _model_card(run: TrainingRun, repo_id: str, dataset_id: Optional[str]) -> Mo
 
 
 def _slide_files(run: TrainingRun) -> List[Path]:
-    """The whole-slide maps of the run (plain PNG files of slides/, no links: the export is public)."""
-    folder = run.folder / SLIDES_DIR
-    if folder.is_symlink() or not folder.is_dir():
+    """The whole-slide maps of the run (the PNG files of slides/; links only to files inside the run: `run_file`)."""
+    if not run_file(run.folder, SLIDES_DIR).is_dir():
         return []
-    return sorted(p for p in folder.glob('*.png') if p.is_file() and not p.is_symlink())
+    folder = run.folder / SLIDES_DIR
+    return sorted(folder / p.name for p in folder.glob('*.png') if run_file(folder, p.name).is_file())
 
 
 def _base_model(run: TrainingRun) -> Optional[str]:
@@ -214,8 +215,8 @@ def export_model_folder(run_dir: str, out_dir: str, repo_id: str, *, dataset_id:
     for name in (*MODEL_FILES, EXAMPLE_IMAGE):
         if name == 'config.json':
             write_model_config(out / name, config)
-        elif (run.folder / name).is_file():
-            shutil.copyfile(run.folder / name, out / name)
+        elif run_file(run.folder, name).is_file():
+            shutil.copyfile(run_file(run.folder, name), out / name)
     card.save(out / CARD_FILE)
     return out
 

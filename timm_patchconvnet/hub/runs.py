@@ -10,9 +10,10 @@ from typing import Any, Dict, List
 
 from ..dataset_specs import DatasetSpec, dataset_spec
 from ..model_folder import MODEL_FILES
+from ..safe_paths import UnsafePathError, link_target
 from .upload import HubError
 
-__all__ = ['CARD_METRIC_KEYS', 'EXAMPLE_IMAGE', 'RUN_FILES', 'TrainingRun', 'load_training_run']
+__all__ = ['CARD_METRIC_KEYS', 'EXAMPLE_IMAGE', 'RUN_FILES', 'TrainingRun', 'load_training_run', 'run_file']
 
 RUN_FILES = (*MODEL_FILES, 'metrics.json')  # what every finished train.py run holds
 EXAMPLE_IMAGE = 'attention.png'  # written for PatchConvNet models only
@@ -46,11 +47,11 @@ def load_training_run(run_dir: str) -> TrainingRun:
     folder = Path(run_dir).expanduser()
     if not folder.is_dir():
         raise HubError(f'{folder} is not a folder: pass the --output-dir of a finished train.py run.')
-    missing = [name for name in RUN_FILES if not (folder / name).is_file()]
+    missing = [name for name in RUN_FILES if not run_file(folder, name).is_file()]
     if missing:
         raise HubError(f'{folder} is not a training output folder: it lacks {", ".join(missing)}. Pass the '
                        f'--output-dir of a finished train.py run (it writes {", ".join(RUN_FILES)}).')
-    config, metrics = (_read_json(folder / name) for name in ('config.json', 'metrics.json'))
+    config, metrics = (_read_json(run_file(folder, name)) for name in ('config.json', 'metrics.json'))
     wrong = _wrong_config_entries(config)
     if wrong:
         raise HubError(f'{folder / "config.json"} is not a timm model config from train.py: {"; ".join(wrong)}.')
@@ -59,6 +60,20 @@ def load_training_run(run_dir: str) -> TrainingRun:
         raise HubError(f'{folder / "metrics.json"} is not the metrics of a finished train.py run: '
                        f'{"; ".join(wrong)}. Is the run finished?')
     return TrainingRun(folder, config, metrics)
+
+
+def run_file(folder: Path, name: str) -> Path:
+    """The file `name` of the run in `folder` as the export reads it: a symbolic link is followed only to a file
+    inside the run folder (the export is public: a link to a key file must not carry it out), else a HubError."""
+    path = folder / name
+    if not path.is_symlink():
+        return path
+    try:
+        return link_target(path, folder)
+    except UnsafePathError as err:
+        raise HubError(str(err)) from err
+    except OSError as err:
+        raise HubError(f'{path} is a symbolic link that leads nowhere ({err}): replace it by the file.') from err
 
 
 def _read_json(path: Path) -> Dict[str, Any]:

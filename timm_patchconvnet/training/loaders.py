@@ -59,7 +59,8 @@ def build_loaders(cfg: TrainConfig, splits: DataSplits, data_config: Dict[str, A
         root = cache_root(cfg.cache_dir)
         # every process asks; the entry's file lock lets one decode while the others wait (no collective timeout)
         decoded = {name: decode_split(getattr(splits, name), settings, root, splits.source_key,
-                                      name=f'{splits.dataset}-{name}') for name in SPLIT_NAMES}
+                                      name=f'{splits.dataset}-{name}', verify=cfg.verify_cache)
+                   for name in SPLIT_NAMES}
         common = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers or 0, collate_fn=keep_batch,
                       pin_memory=cuda)
         return Loaders(_train_loader(cfg, decoded['train'], accelerator.num_processes, common),

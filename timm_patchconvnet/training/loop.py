@@ -380,6 +380,8 @@ def _data_record(splits: DataSplits, unreadable: int) -> Dict[str, Any]:
         'protocol_kind': splits.protocol_kind,
         'patient_level': splits.patient_level, 'skipped_images': splits.left_out.skipped_images + unreadable,
         'ignored_files': splits.left_out.ignored_files,
+        'unreachable': splits.left_out.unreachable, 'empty_classes': splits.left_out.empty_classes,
+        'contradictory_patches': splits.left_out.contradictory_patches,
         'sizes': {name: len(getattr(splits, name)) for name in SPLIT_NAMES},
         'label_names': list(splits.label_names),
     }

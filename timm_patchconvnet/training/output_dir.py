@@ -1,6 +1,10 @@
 """The output folder of a training run: claimed and locked for the whole run, checked for a previous run (to resume,
 or to replace only when asked), cleared of a replaced run's outputs and of a killed run's leftovers, and removed
-again when a run that created it fails before writing anything. What a run writes there is `outputs.OUTPUTS`."""
+again when a run that created it fails before writing anything. What a run writes there is `outputs.OUTPUTS`.
+
+A run folder carries `RUN_MARKER`, written when a run claims a new or empty folder: only a folder that has it (or
+the saved state of a run from before the marker) is ever written into or cleared; any other folder that is not
+empty is the user's, and refused, --overwrite or not."""
 import os
 import shutil
 from contextlib import contextmanager
@@ -18,6 +22,7 @@ from .run_files import PROGRESS_FILE, STATE_DIR, latest_training_state
 __all__ = ['claimed_output_dir', 'ready_output_dir', 'remove_leftovers']
 
 LOCK_FILE = '.lock'
+RUN_MARKER = '.patchconvnet-run'  # proves that the folder is a run's: its outputs may be replaced
 OWNED = tuple(name for output in OUTPUTS for name in output.owns)  # every file and folder a run's outputs write
 
 
@@ -25,16 +30,18 @@ OWNED = tuple(name for output in OUTPUTS for name in output.owns)  # every file 
 def claimed_output_dir(out: Path, main_process: bool) -> Iterator[None]:
     """The run's hold on `out`: the main process checks it can write there and locks it until the run ends; a run
     that fails before its first save leaves no empty folder behind."""
-    created = not out.exists()
-    lock_created = not (out / LOCK_FILE).exists()
+    created, lock_created, marked = not out.exists(), not (out / LOCK_FILE).exists(), (out / RUN_MARKER).exists()
     lock = _claim(out) if main_process else None
     try:
         yield
     except BaseException:
         if lock is not None and created:
             _remove_if_empty(out, lock)
-        elif lock is not None and lock_created:  # a folder of the user's (even `/`): no lock file of ours left in it
-            Path(lock.lock_file).unlink(missing_ok=True)
+        elif lock is not None:  # a folder of the user's (even `/`): no lock file or marker of ours left in it
+            if lock_created:
+                Path(lock.lock_file).unlink(missing_ok=True)
+            if not marked and {p.name for p in out.iterdir()} <= {LOCK_FILE, RUN_MARKER}:  # nothing else written
+                (out / RUN_MARKER).unlink(missing_ok=True)
         raise
     finally:
         if lock is not None:
@@ -44,6 +51,7 @@ def claimed_output_dir(out: Path, main_process: bool) -> Iterator[None]:
 def _claim(out: Path) -> FileLock:
     """Make sure `out` is a folder this run can write to (now, not at the first save an epoch later) and lock it for
     the whole run: two runs in one folder would overwrite each other's model and metrics."""
+    _refuse_foreign(out)
     probe = out / f'.probe-{os.getpid()}'
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -58,14 +66,43 @@ def _claim(out: Path) -> FileLock:
     except Timeout:
         raise TrainingError(f'{out} is in use by another run (lock {out / LOCK_FILE}): wait for it to end, or choose '
                             'another --output-dir.') from None
+    try:
+        _refuse_foreign(out)  # again, holding the lock: something may have been put there meanwhile
+        if not (out / RUN_MARKER).is_file():  # written once: a refused run changes nothing, not even a time
+            (out / RUN_MARKER).touch()
+    except BaseException:
+        lock.release()
+        raise
     return lock
 
 
+def _refuse_foreign(out: Path) -> None:
+    """A folder that is not empty and not a run's (no RUN_MARKER, no saved state) holds the user's files: never
+    written into, never cleared."""
+    if not out.is_dir() or (out / RUN_MARKER).is_file() or _holds_unmarked_run(out):
+        return
+    theirs = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE and not p.name.startswith('.probe-'))
+    if theirs:
+        shown = ', '.join(theirs[:3]) + (', ...' if len(theirs) > 3 else '')
+        raise TrainingError(f'{out} is not empty ({shown}) and is not the folder of a run ({RUN_MARKER} is missing): '
+                            'its files are never replaced, --overwrite or not. Choose a new or empty --output-dir.')
+
+
+def _holds_unmarked_run(out: Path) -> bool:
+    """A run saved before RUN_MARKER existed: its `state/latest` names a saved state with our progress file."""
+    try:
+        state = latest_training_state(out / STATE_DIR)
+    except (OSError, ValueError):
+        return False
+    return state is not None and (state / PROGRESS_FILE).is_file()
+
+
 def _remove_if_empty(out: Path, lock: FileLock) -> None:
-    """Remove the folder this failed run created, if it holds nothing but the lock."""
-    if {p.name for p in out.iterdir()} == {LOCK_FILE}:
+    """Remove the folder this failed run created, if it holds nothing but the lock and the marker."""
+    if {p.name for p in out.iterdir()} <= {LOCK_FILE, RUN_MARKER}:
         lock.release()
         Path(lock.lock_file).unlink(missing_ok=True)
+        (out / RUN_MARKER).unlink(missing_ok=True)
         try:
             out.rmdir()
         except OSError:  # something appeared meanwhile: keep it

@@ -15,6 +15,7 @@ from ..data import DataSplits, build_transform
 from ..data.splits import column
 from ..model_folder import MODEL_FILES, atomic_write_json, save_model_folder
 from ..patchconvnet import PatchConvNet
+from ..safe_paths import plain_name
 from ..slides import SLIDES_DIR, predict_slide, render_slide, slide_from_rows
 from .model import TrainingError
 from .run_files import STATE_DIR, save_training_state
@@ -92,7 +93,8 @@ def _save_slides(run: FinishedRun, out: Path, most: int = 3) -> None:
     positives = np.bincount(np.unique(patients, return_inverse=True)[1], weights=column(test, 'label'))
     for patient in np.unique(patients)[np.argsort(-positives, kind='stable')[:most]]:
         slide = slide_from_rows(test, patient)
-        render_slide(slide, predict_slide(run.best, slide), out / SLIDES_DIR / f'{patient}.png', threshold,
+        file = out / SLIDES_DIR / f'{plain_name(patient, "patient id")}.png'  # the loader refused others already
+        render_slide(slide, predict_slide(run.best, slide), file, threshold,
                      title=f'test patient {patient}; threshold {threshold:.2f} (chosen on validation)')
 
 
