@@ -165,7 +165,8 @@ class _TorchRunner(nn.Module):
         self.dtype = dtype
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        device = next(self.model.stem.parameters()).device  # the input may come from the source model's device
+        x = x.to(device, self.dtype).contiguous(memory_format=torch.channels_last)
         features = self.model.forward_features(x).float()
         maps = self.model.forward_attention(features).mean(1)  # (B, num_class_tokens, h, w)
         logits = self.model.forward_head(features) if self.model.num_classes > 0 else None
