@@ -353,6 +353,16 @@ def test_broken_image_bytes_in_parquet_are_left_out_and_counted_up_front(tmp_pat
     assert '2 unreadable image file(s) (e.g. train row 0, train row 1)' in caplog.text  # in the one summary line
 
 
+def test_an_empty_image_cell_in_parquet_is_left_out_and_counted(tmp_path):
+    """A null image (no bytes, no path) is an unreadable image, not a TypeError from deep inside the check."""
+    columns = {'image': random_images(40, (8, 8)), 'label': [0, 1] * 20}
+    columns['image'][3] = None
+    folder = _write_parquet(tmp_path / 'data', columns, LABELS)
+    splits = load_splits(folder, cache_dir=str(tmp_path / 'cache'))
+    assert splits.left_out.skipped_images == 1 and splits.left_out.examples['skipped_images'] == ['train row 3']
+    assert len(splits.train) + len(splits.validation) + len(splits.test) == 39
+
+
 # Issue 26: data that silently disappeared, contradictory patches, patient ids that are paths
 
 def _idc_parquet(folder: Path, patient_ids: list) -> Path:

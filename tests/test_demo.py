@@ -157,7 +157,9 @@ def test_the_map_toggle_serves_grad_cam(client, server, images):
     attention = explain(client, images['rgb'], single)  # the map parameter left out: attention, as before
     gradcam = client.predict(handle_file(str(images['rgb'])), single, PREDICTED, 'jet', 0.5,
                              GRADCAM, api_name='/explain')
-    assert gradcam[3] == attention[3]  # the same prediction
+    # the same prediction: the attention's pass at the served precision (bf16 where the CPU runs it), Grad-CAM's fp32
+    assert gradcam[3].keys() == attention[3].keys()
+    assert max(abs(gradcam[3][k] - attention[3][k]) for k in attention[3]) < 0.02
     assert 'Attention of the class token' in attention[-1] and 'Grad-CAM of "' in gradcam[-1]
     assert Image.open(gradcam[1]).size == (64, 48)  # on the uploaded image
     grids = [np.asarray(Image.open(answer[2]).convert('RGB'), dtype=np.float32) for answer in (attention, gradcam)]

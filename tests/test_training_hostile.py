@@ -307,16 +307,21 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow  # two fresh processes importing torch, timm and datasets: about 30 s on two shared cores
-def test_every_process_of_a_run_exits_with_the_lock_error(tmp_path):
-    """Two gloo processes, the folder locked by another run: rank 1 used to wait at a barrier for ever."""
+@pytest.mark.parametrize('refusal', ['locked', 'nothing-to-resume'])
+def test_every_process_of_a_run_exits_with_the_main_ones_refusal(tmp_path, refusal):
+    """Two gloo processes, the folder locked by another run, or --resume with nothing to resume (refused inside
+    the main process's turn before the others): rank 1 used to wait at a barrier for ever."""
+    from contextlib import nullcontext
+
     from filelock import FileLock
 
     out = tmp_path / 'busy'
     out.mkdir()
     port = str(_free_port())
-    with FileLock(out / '.lock', timeout=0):
+    extra = ['--resume'] if refusal == 'nothing-to-resume' else []
+    with FileLock(out / '.lock', timeout=0) if refusal == 'locked' else nullcontext():
         ranks = [subprocess.Popen(
-            [sys.executable, '-m', 'timm_patchconvnet.cli.train', *TINY, '--output-dir', str(out)], cwd=ROOT,
+            [sys.executable, '-m', 'timm_patchconvnet.cli.train', *TINY, *extra, '--output-dir', str(out)], cwd=ROOT,
             env={**os.environ, 'RANK': str(rank), 'LOCAL_RANK': str(rank), 'WORLD_SIZE': '2', 'LOCAL_WORLD_SIZE': '2',
                  'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': port, 'OMP_NUM_THREADS': '1'},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in range(2)]
@@ -325,7 +330,8 @@ def test_every_process_of_a_run_exits_with_the_lock_error(tmp_path):
         finally:
             for rank in ranks:
                 rank.kill()
-    expected = f'error: {out} is in use by another run (lock {out / ".lock"}): wait for it to end, or choose another'
+    expected = (f'error: {out} is in use by another run (lock {out / ".lock"}): wait for it to end, or choose another'
+                if refusal == 'locked' else f'error: Nothing to resume: {out / "state"} holds no saved training state')
     for code, err in results:
         assert code == 2 and err.strip().splitlines()[-1].startswith(expected), (code, err)
 

@@ -334,9 +334,30 @@ def test_the_command_without_the_slides_extra_names_it(tmp_path):
 
 
 @pytest.mark.parametrize('flags, named', [(['--mpp', '0'], '--mpp'), (['--model-mpp', '-4'], '--model-mpp'),
-                                         (['--data-dir', '.'], '--data-dir')])
+                                         (['--data-dir', '.'], '--data-dir'), (['--overlap', '1'], '--overlap'),
+                                         (['--patient', '7'], '--patient'), (['--device', 'gpu'], '--device')])
 def test_a_bad_wsi_command_line_is_one_error_line(flags, named, capsys):
     with pytest.raises(SystemExit) as stopped:
         slides_main(['--wsi', 'slide.svs', '--model', 'patchconvnet_test_p4', *flags])
     lines = capsys.readouterr().err.strip().splitlines()
     assert stopped.value.code == 2 and len(lines) == 1 and lines[0].startswith(f'error: argument {named}'), lines
+
+
+def test_slides_of_one_file_name_in_two_folders_are_refused(tmp_path, capsys):
+    """Their outputs would share out/<file name>: the second would be 'done already' with the first's maps."""
+    for site in ('site1', 'site2'):
+        (tmp_path / site).mkdir()
+        (tmp_path / site / 'slide_001.tif').write_bytes(b'not read')
+    with pytest.raises(SystemExit) as stopped:
+        slides_main(['--wsi', str(tmp_path / 'site1'), str(tmp_path / 'site2'), '--model', 'patchconvnet_test_p4'])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert stopped.value.code == 2 and len(lines) == 1 and 'share the file name slide_001.tif' in lines[0], lines
+
+
+def test_a_slide_far_coarser_than_the_model_and_a_one_class_model_are_refused_before_reading(tmp_path):
+    """--mpp 250 (nanometres typed for 0.25 microns) would ask for a level-0 mask and a grid of 4-pixel tiles."""
+    path = write_slide(tmp_path / 'slide.tif', 0.5)
+    assert 'coarser than the model' in _one_line_error(path, mpp=250)
+    with pytest.raises(WsiError, match='out of range for a model of 1 classes'):
+        predict_wsi(timm.create_model('patchconvnet_test_p4', num_classes=1).eval(), path, model_mpp=MODEL_MPP)
+

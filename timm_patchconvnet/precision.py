@@ -20,6 +20,7 @@ import copy
 import importlib.util
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, FrozenSet, Iterable, NamedTuple, Optional, Tuple
@@ -165,7 +166,8 @@ class _TorchRunner(nn.Module):
         self.dtype = dtype
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        device = next(self.model.stem.parameters()).device  # the input may come from the source model's device
+        x = x.to(device, self.dtype).contiguous(memory_format=torch.channels_last)
         features = self.model.forward_features(x).float()
         maps = self.model.forward_attention(features).mean(1)  # (B, num_class_tokens, h, w)
         logits = self.model.forward_head(features) if self.model.num_classes > 0 else None
@@ -200,7 +202,9 @@ def _openvino_model(model: PatchConvNet):
     example = torch.randn(2, *resolve_model_data_config(model)['input_size'])
     post_ops, fusion.ONEDNN_POST_OPS = fusion.ONEDNN_POST_OPS, False  # public ops only: OpenVINO converts those
     try:
-        return openvino.convert_model(_OutputsAndAttention(fused), example_input=example)
+        with warnings.catch_warnings():  # it traces with torch.jit, whose deprecation notes are not the user's
+            warnings.simplefilter('ignore')
+            return openvino.convert_model(_OutputsAndAttention(fused), example_input=example)
     finally:
         fusion.ONEDNN_POST_OPS = post_ops
 

@@ -3,6 +3,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Dict, List, Optional
 
 from ..errors import one_line
 from ..model_ref import parse_model_ref
@@ -27,8 +28,6 @@ def add_wsi_arguments(group) -> None:
 def wsi_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """Run --wsi: 0 when every slide is written (or was already), 2 when any failed (listed at the end)."""
     try:
-        import torch
-
         from ..demo.models import DemoError, load_model
         from ..precision import PrecisionError, describe_choice, detect_hardware, optimize_for_inference
         from ..slides.predict_wsi import predict_wsi
@@ -37,15 +36,15 @@ def wsi_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except ModuleNotFoundError as err:
         return missing_dependency(err, 'whole-slide inference', 'slides')
     from .slides import run_threshold
-    for name in ('mpp', 'model_mpp'):
-        if getattr(args, name) is not None and not getattr(args, name) > 0:
-            parser.error(f'argument --{name.replace("_", "-")}: must be > 0, got {getattr(args, name)}')
-    if args.workers < 0:
-        parser.error(f'argument --workers: must be >= 0, got {args.workers}')
+    _check_arguments(parser, args)
     paths, unmatched = expand_slide_paths(args.wsi)
-    device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    _refuse_shared_names(parser, paths)
+    device = _device(parser, args.device)
     try:
-        served = load_model(args.model, precision='fp32')
+        served = load_model(args.model, precision=None)
+        if served.model.num_classes != 2:
+            raise DemoError(f'{args.model} has {served.model.num_classes} classes: whole-slide maps take a model of '
+                            'two (IDC negative and positive)')
         model = optimize_for_inference(served.model.to(device), args.precision)
     except (DemoError, PrecisionError) as err:
         print(f'error: {one_line(err)}', file=sys.stderr)
@@ -70,3 +69,37 @@ def wsi_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     for path, why in failed:
         print(f'error: {path}: {why}' if not why.startswith(str(path)) else f'error: {why}', file=sys.stderr)
     return 2 if failed else 0
+
+
+def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The --wsi options' values, before a model is loaded."""
+    for name in ('mpp', 'model_mpp'):
+        if getattr(args, name) is not None and not getattr(args, name) > 0:
+            parser.error(f'argument --{name.replace("_", "-")}: must be > 0, got {getattr(args, name)}')
+    if args.workers < 0:
+        parser.error(f'argument --workers: must be >= 0, got {args.workers}')
+    if not 0 <= args.overlap < 1:
+        parser.error(f'argument --overlap: must be in [0, 1), got {args.overlap}')
+    if args.patient:
+        parser.error('argument --patient: only with --data-dir or --hub-id (the patch folders of IDC), not --wsi')
+
+
+def _refuse_shared_names(parser: argparse.ArgumentParser, paths: List[Path]) -> None:
+    """Each slide's outputs go to a folder named after its file: two slides of one name would share it."""
+    seen: Dict[str, Path] = {}
+    for path in paths:
+        if path.name in seen:
+            parser.error(f'argument --wsi: {seen[path.name]} and {path} share the file name {path.name}, and so '
+                         'would their output folder: run them with separate --out folders')
+        seen[path.name] = path
+
+
+def _device(parser: argparse.ArgumentParser, name: Optional[str]):
+    """--device as torch reads it, checked to exist here: default cuda when there is one, else cpu."""
+    import torch
+    try:
+        device = torch.device(name or ('cuda' if torch.cuda.is_available() else 'cpu'))
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as err:
+        parser.error(f'argument --device: {one_line(err)}')
+    return device

@@ -179,11 +179,14 @@ def _readable_rows(split: datasets.Dataset, split_name: str) -> Tuple[np.ndarray
     readable, broken = [], []
     for start, batch in zip(range(0, len(raw), CHECK_BATCH), raw.iter(batch_size=CHECK_BATCH)):
         files = batch['image']
+        present = [i for i, f in enumerate(files) if f is not None and (f['bytes'] is not None or f['path'])]
+        ok = np.zeros(len(files), bool)  # an empty (null) image cell is unreadable too
         try:
-            ok = readable_files([f['path'] if f['bytes'] is None else io.BytesIO(f['bytes']) for f in files])
+            ok[present] = readable_files([files[i]['path'] if files[i]['bytes'] is None else
+                                          io.BytesIO(files[i]['bytes']) for i in present])
         except ImageReadError as err:
             raise DataError(str(err)) from err
-        broken += [f['path'] or f'{split_name} row {start + i}' for i, (f, good) in enumerate(zip(files, ok))
+        broken += [(f and f['path']) or f'{split_name} row {start + i}' for i, (f, good) in enumerate(zip(files, ok))
                    if not good]
         readable.append(ok)
     return (np.concatenate(readable) if readable else np.ones(0, bool)), broken

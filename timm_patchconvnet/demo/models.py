@@ -50,10 +50,11 @@ def parse_demo_model(spec: str) -> ModelRef:
         raise DemoError(f'--model {err}') from err
 
 
-def load_model(spec: str, name: Optional[str] = None, precision: str = 'fp32') -> DemoModel:
+def load_model(spec: str, name: Optional[str] = None, precision: Optional[str] = 'fp32') -> DemoModel:
     """Build the model named by `spec` (a training folder, `local-dir:`/`hf-hub:` id, or a timm name with optional
     tag); `name`: the name shown to users (default: the model's display name); `precision`: of its attention maps
-    (`precision.resolve_precision`; int8, which needs calibration images, is not offered)."""
+    (`precision.resolve_precision`; int8, which needs calibration images, is not offered; None: the float32 model
+    alone, for a caller that prepares its own)."""
     ref = parse_demo_model(spec)
     try:
         model = create_pretrained(ref.timm_name)
@@ -66,6 +67,8 @@ def load_model(spec: str, name: Optional[str] = None, precision: str = 'fp32') -
     model = model.eval()
     if precision == 'int8':
         raise DemoError("--precision int8 needs calibration images, which the demo does not have: use auto or bf16")
+    if precision is None:
+        return DemoModel(name or ref.display_name, model, class_names(model))
     try:
         inference = optimize_for_inference(model, precision)
     except PrecisionError as err:

@@ -45,6 +45,10 @@ SPACE_LEAVES_OUT = {
         'whole-slide inference (the slides extra): the tab is shown only where OpenSlide is installed',
     ('timm_patchconvnet.export', 'onnx'): 'ONNX export (the onnx extra), which the demo never runs',
     ('timm_patchconvnet.export', 'onnxscript'): 'ONNX export (the onnx extra), which the demo never runs',
+    ('timm_patchconvnet.precision', 'onnxruntime'): 'int8 inference, which the demo refuses (it has no calibration '
+                                                    'images)',
+    ('timm_patchconvnet.precision', 'openvino'): "bf16 through OpenVINO where it is installed; the Space's bf16 runs "
+                                                 'in torch (openvino is not in its requirements)',
 }
 
 

@@ -84,6 +84,7 @@ def predict_wsi(model: PatchConvNet, path: Path, *, model_mpp: float, mpp: Optio
     at (`wsi.model_mpp`); `mpp`: the slide's, over its file's; `threshold`: on the `positive_class` probability;
     `overlap`: the share of a tile shared with its neighbour. The model is used as given (device, dtype, mode)."""
     started = time.perf_counter()
+    class_name = _class_name(model, positive_class)  # before the slide is read: a model of one class stops here
     config = resolve_data_config(model=model)
     tile_px = config['input_size'][-1]
     with open_wsi(path, mpp) as slide:
@@ -126,7 +127,7 @@ def predict_wsi(model: PatchConvNet, path: Path, *, model_mpp: float, mpp: Optio
     result = _assemble(grid, rows, columns, origins, probabilities, maps, plan)
     positive = np.isfinite(result['probability']) & (result['probability'] >= threshold)
     return WsiResult(Path(path), vendor, dimensions, scale, plan, grid, thumbnail, downsample, tissue,
-                     threshold=threshold, class_name=_class_name(model, positive_class), model_id=model_id,
+                     threshold=threshold, class_name=class_name, model_id=model_id,
                      regions=regions_from_grid(positive, grid), seconds=time.perf_counter() - started, **result)
 
 

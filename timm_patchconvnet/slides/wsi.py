@@ -96,6 +96,10 @@ def _file_mpp(handle: openslide.OpenSlide) -> Optional[float]:
     return sum(values) / len(values) if values else None
 
 
+# a slide may be at most this much coarser than the model's scale (tiles enlarged 2x at most)
+MIN_DOWNSAMPLE = 0.5
+
+
 @dataclass(frozen=True)
 class ReadPlan:
     """Where a model's tiles come from: `level` (microns per pixel `level_mpp`), `read_size` pixels square read
@@ -121,6 +125,10 @@ def read_plan(slide: WholeSlide, model_mpp: float, tile_px: int, overlap: float 
     if not 0 <= overlap < 1:
         raise WsiError(f'--overlap must be in [0, 1), got {overlap}')
     wanted = model_mpp / slide.mpp  # the downsampling from level 0 to the model's scale
+    if wanted < MIN_DOWNSAMPLE:  # tiles of a few level-0 pixels: a mistyped scale, and a mask and grid of level 0
+        raise WsiError(f'{slide.path}: at {slide.mpp:g} microns per pixel the slide is coarser than the model\'s '
+                       f'{model_mpp:g} by {1 / wanted:.3g}x: its tiles would be enlarged from {tile_px * wanted:.3g} '
+                       'pixels. Check --mpp (microns, e.g. 0.25 for a 40x scan) and --model-mpp.')
     downsamples = slide.handle.level_downsamples
     # the coarsest level not coarser than the model (a rounding error of the file's downsample is no coarser)
     finer = [level for level, factor in enumerate(downsamples) if factor <= wanted * (1 + 1e-6)]

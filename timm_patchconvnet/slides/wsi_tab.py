@@ -10,6 +10,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import gradio as gr
 
+from ..demo.memory import trimmed
+
 __all__ = ['folder_slides', 'run_whole_slide', 'slides_extra_installed', 'whole_slide_image_tab']
 
 
@@ -76,6 +78,7 @@ def whole_slide_image_tab(models: Dict[str, Any], folder: Optional[Path] = None)
             files = gr.File(label='QuPath GeoJSON and summary', file_count='multiple', elem_id='wsi-files')
             notes = gr.Markdown(elem_id='wsi-notes')
 
+    @trimmed  # the largest arrays of any request (thumbnail, grids, figures): freed memory handed back
     def run_slide(model, uploaded, chosen, model_scale, slide_scale, cut):
         return run_whole_slide(models, model, uploaded, chosen, folder, model_scale, slide_scale, cut)
 

@@ -75,12 +75,14 @@ def _refuse_output_inside_data(cfg: TrainConfig, out: Path) -> None:
                             'as data by later runs. Choose an --output-dir outside it.')
 
 
-def _on_every_process(accelerator: Accelerator, step: Callable[[], Any]) -> None:
+def _on_every_process(accelerator: Accelerator, step: Callable[[], Any]) -> Any:
     """Run `step` (on every process) and raise its TrainingError on every process, with the main process's message:
-    a refusal on the main process alone (the output folder's lock) would leave the others waiting at a barrier."""
+    a refusal on the main process alone (the output folder's lock, a previous run) would leave the others waiting
+    at a barrier. `step`'s result otherwise."""
     failure: Optional[TrainingError] = None
+    result = None
     try:
-        step()
+        result = step()
     except TrainingError as err:
         failure = err
     if accelerator.num_processes > 1:
@@ -90,11 +92,12 @@ def _on_every_process(accelerator: Accelerator, step: Callable[[], Any]) -> None
             failure = TrainingError(shared[0])
     if failure is not None:
         raise failure
+    return result
 
 
 def _train(cfg: TrainConfig, accelerator: Accelerator, out: Path, started: float) -> Dict[str, Any]:
     """`train` in an output folder this process holds (the main process the lock, the others after it)."""
-    resume_from = ready_output_dir(cfg, out, accelerator)
+    resume_from = _on_every_process(accelerator, lambda: ready_output_dir(cfg, out, accelerator))
     progress = Progress(resume_key(cfg, accelerator.num_processes))
     if resume_from is not None:  # the settings first: another model's weights would fail as a size mismatch
         progress.load_state_dict(read_progress(resume_from))

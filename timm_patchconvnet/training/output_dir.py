@@ -111,13 +111,20 @@ def _remove_if_empty(out: Path, lock: FileLock) -> None:
 
 def ready_output_dir(cfg: TrainConfig, out: Path, accelerator: Accelerator) -> Optional[Path]:
     """Check `out` for a previous run and, on the main process, clear what --overwrite replaces and what a killed
-    run left; the state to resume from, if asked. The other processes look once the main one has cleared it."""
+    run left; the state to resume from, if asked. The other processes look once the main one has cleared it. A
+    refusal is raised after the barrier, which the other processes wait at for the main one."""
+    resume_from, refusal = None, None
     with accelerator.main_process_first():
-        resume_from = _check(cfg, out)
-        if accelerator.is_main_process:
-            if cfg.overwrite and resume_from is None:
-                _clear_previous_run(out)
-            remove_leftovers(out)
+        try:
+            resume_from = _check(cfg, out)
+            if accelerator.is_main_process:
+                if cfg.overwrite and resume_from is None:
+                    _clear_previous_run(out)
+                remove_leftovers(out)
+        except TrainingError as err:
+            refusal = err
+    if refusal is not None:
+        raise refusal
     return resume_from
 
 
