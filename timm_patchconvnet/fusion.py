@@ -97,11 +97,12 @@ class FusedConvStem(nn.Module):
 
 
 def _onednn_fusable(x: torch.Tensor) -> bool:
-    # torch.compile and torch.export (so torch.onnx.export) get the public ops: compile fuses them itself, neither has
-    # fake kernels for oneDNN's fused ops, and ONNX has no operator for them. Under torch 2.14's export (strict or
+    # torch.compile, torch.export (so torch.onnx.export) and torch.jit.trace (OpenVINO's converter) get the public
+    # ops: compile fuses them itself, neither export has fake kernels for oneDNN's fused ops, and neither ONNX nor
+    # OpenVINO has an operator for them. Under torch 2.14's export (strict or
     # not) is_compiling() is True already; is_exporting() states the intent and does not rely on that.
     return (x.device.type == 'cpu' and x.dtype == torch.float32 and ONEDNN_POST_OPS
-            and not (torch.compiler.is_compiling() or _is_exporting()))
+            and not (torch.compiler.is_compiling() or _is_exporting() or torch.jit.is_tracing()))
 
 
 # oneDNN's fused convolutions are private ops (torch.ops.mkldnn, what inductor itself emits on CPU). Their arguments

@@ -195,18 +195,13 @@ def _openvino_model(model: PatchConvNet):
     """The fused model's logits and maps (`export.py`'s graph) converted by OpenVINO from torch."""
     import openvino
 
-    from . import fusion
     from .export import _OutputsAndAttention
 
-    fused = _fused_copy(model, torch.device('cpu'))
+    fused = _fused_copy(model, torch.device('cpu'))  # traced: public ops only (`fusion._onednn_fusable`)
     example = torch.randn(2, *resolve_model_data_config(model)['input_size'])
-    post_ops, fusion.ONEDNN_POST_OPS = fusion.ONEDNN_POST_OPS, False  # public ops only: OpenVINO converts those
-    try:
-        with warnings.catch_warnings():  # it traces with torch.jit, whose deprecation notes are not the user's
-            warnings.simplefilter('ignore')
-            return openvino.convert_model(_OutputsAndAttention(fused), example_input=example)
-    finally:
-        fusion.ONEDNN_POST_OPS = post_ops
+    with warnings.catch_warnings():  # it traces with torch.jit, whose deprecation notes are not the user's
+        warnings.simplefilter('ignore')
+        return openvino.convert_model(_OutputsAndAttention(fused), example_input=example)
 
 
 class _OpenVinoRunner:
