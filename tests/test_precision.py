@@ -44,7 +44,7 @@ def test_auto_picks_the_fastest_native_float_precision_and_never_emulated_bf16(h
 
 
 def test_a_precision_the_hardware_cannot_run_is_one_clear_line():
-    for precision, hardware, words in [('bf16', AVX512, 'avx512_bf16'), ('int8', AVX2, 'avx512_vnni'),
+    for precision, hardware, words in [('bf16', AVX512, 'avx512_bf16'), ('int8', AVX2, 'changes the answers'),
                                        ('fp16', ZEN4, 'avx512_fp16'), ('bf16', T4, '8.0'), ('int8', A100, 'CPU')]:
         with pytest.raises(PrecisionError) as caught:
             resolve_precision(precision, hardware)
