@@ -6,7 +6,8 @@ The agreement tests run on the two patchconvnet_test_p4 that train.py trained on
 top-1 agreement with float32 >= 99.5% and the attention maps' Pearson correlation >= 0.99 at the median and >= 0.95
 at the 5th percentile, for bf16 and int8 (calibrated on 256 training images). On a CPU without native bf16 (or
 VNNI) they test the fallback instead and are reported as skipped, saying that the fast path was not exercised. int8
-runs through ONNX Runtime (the `onnx` extra): without it its tests are skipped.
+runs through ONNX Runtime (the `onnx` extra): without it its tests are skipped. benchmarks/int8_emulated.py, which
+measured int8 on an AVX2-only CPU under QEMU, runs here natively (the suite never needs QEMU).
 """
 import importlib.util
 from pathlib import Path
@@ -43,7 +44,7 @@ def test_auto_picks_the_fastest_native_float_precision_and_never_emulated_bf16(h
 
 
 def test_a_precision_the_hardware_cannot_run_is_one_clear_line():
-    for precision, hardware, words in [('bf16', AVX512, 'avx512_bf16'), ('int8', AVX2, 'avx512_vnni'),
+    for precision, hardware, words in [('bf16', AVX512, 'avx512_bf16'), ('int8', AVX2, 'changes the answers'),
                                        ('fp16', ZEN4, 'avx512_fp16'), ('bf16', T4, '8.0'), ('int8', A100, 'CPU')]:
         with pytest.raises(PrecisionError) as caught:
             resolve_precision(precision, hardware)
@@ -141,6 +142,26 @@ def test_int8_keeps_the_answers_where_the_cpu_has_vnni(digits_model):
     optimized = optimize_for_inference(model, 'int8', calibration=calibration, check_images=test)
     assert optimized.describe() == 'int8 (onnxruntime)'
     _assert_keeps_answers(model, optimized, test)
+
+
+def test_the_emulated_avx2_script_compares_int8_with_float32_natively(tmp_path, capsys):
+    """benchmarks/int8_emulated.py's steps on this CPU (its `run` step is what runs under QEMU's AVX2-only CPU:
+    benchmarks/README.md): outputs read back exactly, and 8-bit weights keep the bounds where the CPU has VNNI."""
+    pytest.importorskip('onnxruntime', reason='optional: the int8 backend (the onnx extra) is not installed')
+    from benchmarks import int8_emulated
+
+    for step in (['prepare'], ['run', 'here'], ['compare', 'here']):
+        capsys.readouterr()
+        assert int8_emulated.main([step[0], str(tmp_path), *step[1:]]) == 0
+    rows = [[cell.strip() for cell in line.strip('|').split('|')]
+            for line in capsys.readouterr().out.splitlines() if line.startswith('| ') and 'bit |' in line]
+    assert sorted((run, bits) for run, bits, *_ in rows) == [
+        ('per-class', '7-bit'), ('per-class', '8-bit'), ('single', '7-bit'), ('single', '8-bit')]
+    assert all(cpu == 'here' and difference == '0' for _, _, cpu, *_, difference in rows)
+    if not unsupported_reason('int8', HERE):
+        for run, bits, _, top1, median, p5, _ in rows:
+            assert bits == '7-bit' or (float(top1) >= MIN_TOP1_AGREEMENT and float(median) >= MIN_MEDIAN_PEARSON
+                                       and float(p5) >= MIN_P5_PEARSON), (run, top1, median, p5)
 
 
 def test_the_openvino_backend_keeps_the_answers_in_bf16(digits_model):

@@ -2,9 +2,9 @@
 `optimize_for_inference`.
 
 One place decides. A CPU runs bfloat16 natively with AVX512-BF16 or AMX-BF16; without them torch would emulate it,
-slower than float32, so `auto` keeps float32 there. int8 needs VNNI (AVX512-VNNI, AVX-VNNI or AMX-INT8) and a
-calibration set, so `auto` never picks it: ask for it with calibration images. On CUDA, bfloat16 from compute
-capability 8.0 (Ampere), float16 from 7.0.
+slower than float32, so `auto` keeps float32 there. int8 needs VNNI (AVX512-VNNI, AVX-VNNI or AMX-INT8: not AVX2
+alone, see `CPU_FLAGS`) and a calibration set, so `auto` never picks it: ask for it with calibration images. On CUDA,
+bfloat16 from compute capability 8.0 (Ampere), float16 from 7.0.
 
 `optimize_for_inference(model, precision)` returns an `InferenceModel` that `get_attention_map`,
 `attention_and_logits` and `explain_image` take in place of the model:
@@ -38,7 +38,10 @@ __all__ = ['Agreement', 'Hardware', 'InferenceModel', 'PRECISIONS', 'PrecisionEr
 
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16', 'int8')
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
-# CPU flags (/proc/cpuinfo) of native support: any one of them suffices
+# CPU flags (/proc/cpuinfo) of native support: any one of them suffices. int8: VNNI's 8-bit dot products. ONNX
+# Runtime runs int8 on AVX2 alone too (vpmaddubsw), but its 16-bit sums saturate with 8-bit weights, and the 7-bit
+# weights it advises there (`reduce_range`, its `quantize_static` docstring, 1.32) still changed 3 of the 359 digits
+# test predictions on emulated AVX2 kernels (the bound allows 1): benchmarks/README.md, benchmarks/int8_emulated.py
 CPU_FLAGS = {'bf16': ('amx_bf16', 'avx512_bf16'), 'fp16': ('amx_fp16', 'avx512_fp16'),
              'int8': ('amx_int8', 'avx512_vnni', 'avx_vnni')}
 CUDA_CAPABILITY = {'bf16': (8, 0), 'fp16': (7, 0)}  # bf16 tensor cores from Ampere, fp16 from Volta
@@ -116,7 +119,8 @@ def unsupported_reason(precision: str, hardware: Hardware) -> Optional[str]:
             return f'{precision} needs compute capability {major}.{minor} or later'
         return None
     if not any(flag in hardware.cpu_flags for flag in CPU_FLAGS[precision]):
-        return f'{precision} needs one of the CPU flags {", ".join(CPU_FLAGS[precision])} (else it is emulated, slower)'
+        why = 'without them int8 changes the answers' if precision == 'int8' else 'else it is emulated, slower'
+        return f'{precision} needs one of the CPU flags {", ".join(CPU_FLAGS[precision])} ({why})'
     return None
 
 
@@ -329,9 +333,17 @@ def _fused_copy(model: PatchConvNet, device: torch.device) -> nn.Module:
 
 
 def _int8_runner(model: PatchConvNet, calibration: Iterable[torch.Tensor]) -> _OnnxRunner:
-    """The fused model exported to ONNX, its convolutions quantized on the calibration batches (QDQ format: per
-    channel int8 weights, uint8 activations), run by ONNX Runtime (each quantized conv one int8 kernel, VNNI where
-    the CPU has it)."""
+    """`_quantize_int8`'s graph with 8-bit weights run by ONNX Runtime (each quantized conv one int8 kernel: VNNI's)."""
+    with tempfile.TemporaryDirectory(prefix='patchconvnet-int8-') as folder:
+        quantized = Path(folder) / 'int8.onnx'
+        _quantize_int8(model, calibration, quantized, reduce_range=False)
+        return _OnnxRunner(quantized, model.class_tokens == 'single')  # the session holds the graph
+
+
+def _quantize_int8(model: PatchConvNet, calibration: Iterable[torch.Tensor], path: Path, reduce_range: bool) -> None:
+    """The fused model exported to ONNX at `path`, its convolutions quantized on the calibration batches (QDQ
+    format: per-channel int8 weights, uint8 activations). `reduce_range` (7-bit weights, ONNX Runtime's advice for a
+    CPU without VNNI) is for benchmarks/int8_emulated.py, which measured it falling short (`CPU_FLAGS`)."""
     try:
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -348,12 +360,12 @@ def _int8_runner(model: PatchConvNet, calibration: Iterable[torch.Tensor]) -> _O
             return None if batch is None else {'input': batch.detach().float().cpu().contiguous().numpy()}
 
     with tempfile.TemporaryDirectory(prefix='patchconvnet-int8-') as folder:
-        exported, prepared, quantized = (os.path.join(folder, name) for name in ('model', 'prepared', 'int8'))
+        exported, prepared = (os.path.join(folder, name) for name in ('model', 'prepared'))
         export_onnx(_fused_copy(model, torch.device('cpu')), exported, attention=True)
         quant_pre_process(exported, prepared)
-        quantize_static(prepared, quantized, Batches(), quant_format=QuantFormat.QDQ, op_types_to_quantize=['Conv'],
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        return _OnnxRunner(Path(quantized), model.class_tokens == 'single')  # the session holds the graph
+        quantize_static(prepared, str(path), Batches(), quant_format=QuantFormat.QDQ, op_types_to_quantize=['Conv'],
+                        per_channel=True, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8)
 
 
 class Agreement(NamedTuple):
