@@ -144,6 +144,7 @@ def test_int8_keeps_the_answers_where_the_cpu_has_vnni(digits_model):
     _assert_keeps_answers(model, optimized, test)
 
 
+@pytest.mark.slow  # four quantizations, 25-35 s: the library's int8 path is tested above on every run
 def test_the_emulated_avx2_script_compares_int8_with_float32_natively(tmp_path, capsys):
     """benchmarks/int8_emulated.py's steps on this CPU (its `run` step is what runs under QEMU's AVX2-only CPU:
     benchmarks/README.md): outputs read back exactly, and 8-bit weights keep the bounds where the CPU has VNNI."""
