@@ -69,14 +69,19 @@ def prepare(model: torch.nn.Module, candidate: str, hardware: Hardware,
         return str(err)
 
 
+def scores(labels: np.ndarray, predicted: np.ndarray) -> Tuple[float, float]:
+    return accuracy_score(labels, predicted), balanced_accuracy_score(labels, predicted)
+
+
 def scored_row(precision: str, backend: str, labels: np.ndarray, predicted: np.ndarray,
                reference: Optional[Tuple[float, float]], measured: Optional[Agreement]) -> Dict[str, str]:
     """A table row: the agreement with float32 (none for the reference itself) and the scores against the labels."""
-    scores = accuracy_score(labels, predicted), balanced_accuracy_score(labels, predicted)
+    measured_scores = scores(labels, predicted)
     row = dict(precision=precision, backend=backend, images=str(len(labels)))
-    row['accuracy'], row['balanced accuracy'] = (f'{score:.4f}' for score in scores)
-    if reference is not None:
-        row['Δ accuracy'], row['Δ balanced accuracy'] = (f'{score - ref:+.4f}' for score, ref in zip(scores, reference))
+    row['accuracy'], row['balanced accuracy'] = (f'{score:.4f}' for score in measured_scores)
+    if reference is not None:  # + 0.0: no "-0.0000"
+        row['Δ accuracy'], row['Δ balanced accuracy'] = (f'{round(score - ref, 4) + 0.0:+.4f}'
+                                                         for score, ref in zip(measured_scores, reference))
     if measured is not None:
         row['top-1 agreement'] = f'{measured.top1:.4f}'
         row['map Pearson median'] = f'{measured.pearson_median:.4f}'
@@ -118,9 +123,8 @@ def measure(args: argparse.Namespace) -> int:
           f'calibrated on {len(calibration_images)} of its {len(splits.train)} training images')
     print(f'CPU: {hardware.describe()}, {torch.get_num_threads()} torch threads; bounds: {BOUNDS}\n')
     predicted = predictions(model, images)
-    reference = scored_row('fp32', 'eager (reference)', labels, predicted, None, None)
-    rows, notes = [reference], []
-    reference_scores = float(reference['accuracy']), float(reference['balanced accuracy'])
+    rows, notes = [scored_row('fp32', 'eager (reference)', labels, predicted, None, None)], []
+    reference_scores = scores(labels, predicted)
     for candidate in args.precisions:
         optimized = prepare(model, candidate, hardware, calibration)
         precision, backend = candidate.split('-')
