@@ -54,7 +54,10 @@ from torchvision.transforms.functional import gaussian_blur
 
 from timm_patchconvnet import get_attention_map, gradcam_map  # the import registers the models
 from timm_patchconvnet.attention import scale_to_unit
-from timm_patchconvnet.model_ref import ModelRef, ModelRefError, parse_model_ref
+from timm_patchconvnet.model_ref import ModelRef
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the checkout's benchmarks
+from benchmarks.training_runs import load_run_splits, preprocessed, training_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL_TINY = ROOT / 'tests' / 'fixtures' / 'official_tiny' / 'weights.safetensors'
@@ -70,20 +73,8 @@ CHUNK = 64
 
 def load_run(run: ModelRef, data_dir: Optional[str]) -> Tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str]:
     """A training folder's model, its held-out test images (preprocessed as in evaluation) and their labels."""
-    from timm_patchconvnet.data import build_transform, load_splits
-
-    model = timm.create_model(run.timm_name, pretrained=True).eval()
-    config = json.loads((run.run_folder / 'metrics.json').read_text())['config']
-    # the run's own split; `split` (a published patient split) is only recorded by newer runs
-    published = {name: config[key] for key, name in (('split', 'split_protocol'),
-                                                      ('allow_missing_patients', 'allow_missing_patients'))
-                 if key in config}
-    splits = load_splits(config['dataset'], data_dir=data_dir or config['data_dir'], hub_id=config['hub_id'],
-                         seed=config['seed'], val_fraction=config['val_fraction'],
-                         test_fraction=config['test_fraction'], **published)
-    transform = build_transform(splits.dataset, resolve_data_config(model=model), train=False)
-    images = torch.stack([transform(image.convert('RGB')) for image in splits.test['image']])
-    labels = torch.tensor(splits.test['label'])
+    model, splits = load_run_splits(run, data_dir)
+    images, labels = preprocessed(model, splits.dataset, splits.test)
     return model, images, labels, f'{run.display_name}: the {len(images)} test images of {splits.source}'
 
 
@@ -428,18 +419,6 @@ def run(args: argparse.Namespace) -> int:
     print(table)
     print(f'wrote {out / "faithfulness.md"}, {out / "results.json"} and {out / "deletion_curves.png"}')
     return 0
-
-
-def training_run(text: str) -> ModelRef:
-    """--checkpoint and --per-class: a training folder (with its metrics.json), read as every command reads a model."""
-    try:
-        ref = parse_model_ref(text)
-    except ModelRefError as err:
-        raise argparse.ArgumentTypeError(str(err)) from err
-    if ref.run_folder is None:
-        raise argparse.ArgumentTypeError(f'{text!r} is not a training folder (train.py --output-dir, with its '
-                                         'metrics.json)')
-    return ref
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
