@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,8 @@ def config(args: Dict[str, Any]):
     from timm_patchconvnet.config import TrainConfig
     return TrainConfig(dataset=args['dataset'], data_dir=args['data_dir'], model=args['model'],
                        batch_size=args['batch_size'], loader=args['loader'], cache_dir=args['cache'],
-                       num_workers=args.get('num_workers'), split='janowczyk' if args['dataset'] == 'idc' else 'seeded')
+                       num_workers=args.get('num_workers'), auto_augment=args.get('auto_augment', 'none'),
+                       split='janowczyk' if args['dataset'] == 'idc' else 'seeded')
 
 
 def worker_listing(args: Dict[str, Any]) -> Dict[str, Any]:
@@ -60,7 +61,8 @@ def _loaders(args: Dict[str, Any]):
 
 def worker_loader(args: Dict[str, Any]) -> Dict[str, Any]:
     """Time to the first training batch (data read, decoded cache built or found, loaders made), then the train
-    loader's images per second alone: batches read and made model input (augmented, normalised) on the device."""
+    loader's images per second alone: batches read and made model input (augmented, with `auto_augment`'s policy
+    when given, normalised) on the device."""
     import torch
     from timm_patchconvnet.training.loaders import model_input
     started = time.perf_counter()
@@ -143,9 +145,10 @@ def worker_push_idc(args: Dict[str, Any]) -> Dict[str, Any]:
 WORKERS = dict(listing=worker_listing, loader=worker_loader, train=worker_train, push_idc=worker_push_idc)
 
 
-def run(kind: str, **args: Any) -> Dict[str, Any]:
-    """One measurement in a fresh process; its result and its own peak RSS."""
-    done = subprocess.run([sys.executable, __file__, '--worker', kind, json.dumps(args)], capture_output=True,
+def run(kind: str, *, script: str = __file__, **args: Any) -> Dict[str, Any]:
+    """One measurement in a fresh process of `script` (this one, or another benchmark's with its own workers); its
+    result and its own peak RSS."""
+    done = subprocess.run([sys.executable, script, '--worker', kind, json.dumps(args)], capture_output=True,
                           text=True, cwd=ROOT)
     if done.returncode != 0:
         raise RuntimeError(f'{kind} {args} failed:\n{done.stderr[-3000:]}')
@@ -153,6 +156,12 @@ def run(kind: str, **args: Any) -> Dict[str, Any]:
     print(f'  {kind} {args.get("dataset", "")} {args.get("loader", "")} {args.get("model", "")}: {result}',
           file=sys.stderr)
     return result
+
+
+def answer(workers: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]], request: List[str]) -> None:
+    """The `--worker KIND OPTIONS` request of `run`, answered with the worker's result as the last line."""
+    kind, options = request
+    print(json.dumps(workers[kind](json.loads(options))))
 
 
 def main(argv: List[str] = None) -> None:
@@ -167,9 +176,7 @@ def main(argv: List[str] = None) -> None:
     parser.add_argument('--worker', nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        kind, options = args.worker
-        print(json.dumps(WORKERS[kind](json.loads(options))))
-        return
+        return answer(WORKERS, args.worker)
 
     cache = tempfile.mkdtemp(prefix='patchconvnet-data-bench-')
     rows: List[tuple] = []

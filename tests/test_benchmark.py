@@ -1,4 +1,5 @@
-"""benchmarks/benchmark.py: a real tiny run's table, its bookkeeping, its option checks and the official path.
+"""benchmarks/benchmark.py: a real tiny run's table, its bookkeeping, its option checks and the official path;
+benchmarks/recipe.py's table on tiny data.
 
 The official tests need a checkout of github.com/facebookresearch/deit: set DEIT_CHECKOUT to its folder (without
 it they are deselected, see conftest.py).
@@ -8,13 +9,15 @@ import mmap
 import subprocess
 import sys
 import warnings
+from dataclasses import asdict
 
 import pytest
 import timm
 import torch
 from conftest import ROOT
+from datagen import write_cifar10_parquet
 
-from benchmarks import benchmark
+from benchmarks import benchmark, recipe
 
 SCRIPT = ROOT / 'benchmarks' / 'benchmark.py'
 TINY = ['--models', 'patchconvnet_test_p4', '--train-model', 'patchconvnet_test_p4', '--img-size', '32',
@@ -218,6 +221,37 @@ def test_a_failing_worker_is_reported_with_its_error():
     job = {'task': 'eval', 'entry': {'implementation': 'ours', 'name': 'no_such_model', 'part': 'eval', 'img_size': 32}}
     with pytest.raises(benchmark.BenchmarkError, match='no_such_model: the eval worker failed'):
         benchmark.run_in_worker(TINY, args, job)
+
+
+def test_the_recipe_benchmark_turns_every_part_of_cifar10_strong_off_and_nothing_else():
+    common = dict(data_dir='cifar10', model='patchconvnet_s60_p4', batch_size=64, cache=None, mixed_precision='no')
+    on, off = (asdict(recipe.step_config(dict(common, parts=parts))) for parts in (True, False))
+    assert sorted(name for name in on if on[name] != off[name]) == sorted(recipe.PARTS)
+    assert (off['mixup'], off['cutmix'], off['reprob'], off['label_smoothing'], off['drop_path']) == (0, 0, 0, 0, 0)
+    assert (off['auto_augment'], off['model_ema'], off['clip_grad']) == ('none', False, None)
+    assert on['auto_augment'] == 'rand-m9-mstd0.5' and on['model_ema'] and on['batch_size'] == 64
+
+
+@pytest.mark.slow  # five fresh processes: about a minute of CPU
+def test_recipe_benchmark_times_the_loops_step_with_the_parts_on_and_off(tmp_path):
+    """benchmarks/recipe.py on tiny CIFAR-10 data and the test model: the loader with each policy, one round of the
+    loop's step with cifar10-strong's parts on and off, and each part timed alone."""
+    data = write_cifar10_parquet(tmp_path / 'cifar10', num_train=300)
+    done = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'recipe.py'), '--cifar10', str(data),
+                           '--model', 'patchconvnet_test_p4', '--cache-dir', str(tmp_path / 'cache'), '--rounds', '1',
+                           '--steps', '1', '--warmup', '1', '--part-repeats', '1', '--loader-images', '64'],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, rows = _table(done.stdout)
+    loader, steps = rows[:3], rows[3:]
+    assert [r['measurement'].split('--auto-augment ')[1] for r in loader] == ['none', 'rand-m9-mstd0.5', 'trivial']
+    assert all(float(r['result'].replace(',', '')) > 0 for r in loader)
+    on, off = (float(t) for t in steps[0]['result'].removesuffix(' s').split(' / '))
+    assert on > 0 and off > 0 and steps[0]['measurement'].endswith('round 1: parts on / off')
+    parts = dict(part.rsplit(' ', 1) for part in steps[2]['result'].split(', '))
+    assert sorted(parts) == ['auto_augment', 'clip', 'ema', 'erasing', 'mixup']
+    assert all(float(ms) > 0 for ms in parts.values())
+    assert "cifar10-strong's parts, torch threads" in done.stdout
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from .recipe import EMA_FILE, Recipe
 from .run_files import Progress, load_accelerate_state, read_progress, read_state_tensors
 
 __all__ = ['Progress', 'TrainingError', 'create_training_model', 'evaluate_checkpoint', 'evaluate_pretrained',
-           'train']
+           'train', 'train_step']
 
 LOG_EVERY = 50  # steps between reads of the training loss (each read waits for the device)
 
@@ -246,21 +246,33 @@ def _train_epoch(cfg: TrainConfig, accelerator: Accelerator, model: nn.Module, l
         if cfg.max_steps_per_epoch and step >= cfg.max_steps_per_epoch * cfg.grad_accum_steps:
             loader.end()  # what finishing the loop would do: Accelerate drops its reference to it
             break
-        with accelerator.accumulate(model):
-            images, targets = recipe.train_batch(model_input(images, preprocess, train=True), targets)
-            loss = criterion(model(images), targets)
-            accelerator.backward(loss)
-            recipe.clip(accelerator, model)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            if accelerator.sync_gradients:  # an optimizer step was taken
-                recipe.update_ema(plain)
+        loss = train_step(accelerator, model, plain, optimizer, scheduler, criterion, recipe, preprocess, images,
+                          targets)
         loss_sum += loss.detach()
         batches += 1
         if batches % LOG_EVERY == 0:
             bar.set_postfix(loss=f'{_finite_mean(accelerator, loss_sum, batches, epoch, out):.4f}')
     return _finite_mean(accelerator, loss_sum, batches, epoch, out)
+
+
+def train_step(accelerator: Accelerator, model: nn.Module, plain: nn.Module, optimizer: torch.optim.Optimizer,
+               scheduler: torch.optim.lr_scheduler.LRScheduler, criterion: nn.Module, recipe: Recipe,
+               preprocess: Optional[BatchPreprocess], images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """One training batch of a loader's (`model`, `optimizer` and `scheduler` as Accelerate prepared them, `plain`
+    the model unwrapped): model input, the recipe's erasing and mixing, loss, backward, clipping, optimizer and
+    schedule steps, and after an optimizer step the EMA update of `plain`'s average. The loss, left on the device.
+    `benchmarks/recipe.py` times this step."""
+    with accelerator.accumulate(model):
+        images, targets = recipe.train_batch(model_input(images, preprocess, train=True), targets)
+        loss = criterion(model(images), targets)
+        accelerator.backward(loss)
+        recipe.clip(accelerator, model)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        if accelerator.sync_gradients:  # an optimizer step was taken
+            recipe.update_ema(plain)
+    return loss
 
 
 def _finite_mean(accelerator: Accelerator, loss_sum: torch.Tensor, batches: int, epoch: int, out: Path) -> float:
