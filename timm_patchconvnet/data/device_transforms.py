@@ -39,7 +39,7 @@ class PerGroupPolicy(nn.Module):
 def auto_augment_policy(name: str) -> Optional[nn.Module]:
     """The kornia policy of an --auto-augment value, taking and giving float batches in [0, 1]; None for 'none'.
     kornia's cost is mostly per call (1.6 ms on 1 image, 4.4 ms on 64, one CPU thread), so the groups of 8 cost
-    about 3x a shared draw for the whole batch: benchmarks/README.md, "Recipe parts"."""
+    about 3x one draw for the whole batch: benchmarks/README.md, "Recipe parts"."""
     if name == 'none':
         return None
     from kornia.augmentation.auto import RandAugment, TrivialAugment  # the train extra's, like the batch recipe
