@@ -62,7 +62,10 @@ def prepare(out: Path) -> None:
 def run(out: Path, label: str) -> None:
     """ONNX Runtime only (no torch: this is what runs under QEMU): every quantized model on its inputs."""
     import onnxruntime
-    from numpy._core._multiarray_umath import __cpu_features__
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # numpy 1.x
+        from numpy.core._multiarray_umath import __cpu_features__
 
     found = {feature: __cpu_features__.get(feature, False) for feature in CPU_FEATURES}
     print(f'{label}: CPUID says {found}', flush=True)

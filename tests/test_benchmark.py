@@ -15,7 +15,6 @@ import pytest
 import timm
 import torch
 from conftest import ROOT
-from datagen import write_cifar10_parquet
 
 from benchmarks import benchmark, recipe
 
@@ -236,6 +235,7 @@ def test_the_recipe_benchmark_turns_every_part_of_cifar10_strong_off_and_nothing
 def test_recipe_benchmark_times_the_loops_step_with_the_parts_on_and_off(tmp_path):
     """benchmarks/recipe.py on tiny CIFAR-10 data and the test model: the loader with each policy, one round of the
     loop's step with cifar10-strong's parts on and off, and each part timed alone."""
+    from datagen import write_cifar10_parquet  # the train extra's datasets: only this test needs it
     data = write_cifar10_parquet(tmp_path / 'cifar10', num_train=300)
     done = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'recipe.py'), '--cifar10', str(data),
                            '--model', 'patchconvnet_test_p4', '--cache-dir', str(tmp_path / 'cache'), '--rounds', '1',

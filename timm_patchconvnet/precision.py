@@ -119,7 +119,7 @@ def unsupported_reason(precision: str, hardware: Hardware) -> Optional[str]:
             return f'{precision} needs compute capability {major}.{minor} or later'
         return None
     if not any(flag in hardware.cpu_flags for flag in CPU_FLAGS[precision]):
-        why = 'without them int8 changes the answers' if precision == 'int8' else 'else it is emulated, slower'
+        why = "int8 changes the answers on these CPUs' kernels" if precision == 'int8' else 'else it is emulated, slower'
         return f'{precision} needs one of the CPU flags {", ".join(CPU_FLAGS[precision])} ({why})'
     return None
 
