@@ -40,8 +40,8 @@ from .outputs import WEIGHTS_FILE, EpochEnd, FinishedRun, write_outputs
 from .recipe import EMA_FILE, Recipe
 from .run_files import Progress, load_accelerate_state, read_progress, read_state_tensors
 
-__all__ = ['Progress', 'TrainingError', 'create_training_model', 'evaluate_checkpoint', 'evaluate_pretrained',
-           'train', 'train_step']
+__all__ = ['PreparedTraining', 'Progress', 'TrainingError', 'create_training_model', 'evaluate_checkpoint',
+           'evaluate_pretrained', 'prepare_training', 'train', 'train_step']
 
 LOG_EVERY = 50  # steps between reads of the training loss (each read waits for the device)
 
@@ -103,17 +103,10 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, out: Path, started: float
         progress.load_state_dict(read_progress(resume_from))
 
     splits = _prepare_data(cfg, accelerator)
-    model, data_config = _prepare_model(cfg, splits)
-    recipe = Recipe(cfg, len(splits.label_names), accelerator.device)  # the strong-training parts (recipe.py)
-    loaders = _loaders(cfg, splits, data_config, accelerator)
-    if accelerator.device.type == 'cuda':
-        model = model.to(memory_format=torch.channels_last)
-    optimizer, scheduler = _optimizer_and_schedule(cfg, recipe.param_groups(model), len(loaders.train),
-                                                   accelerator.num_processes)
-    model, optimizer, train_loader, val_loader, test_loader, scheduler = accelerator.prepare(
-        model, optimizer, loaders.train, loaders.validation, loaders.test, scheduler)
-    trained = accelerator.unwrap_model(model, keep_torch_compile=False)  # what the EMA averages and outputs save
-    recipe.start_ema(trained, accelerator.device)
+    run = prepare_training(cfg, accelerator, splits)
+    model, trained, optimizer, scheduler, recipe, loaders = (run.model, run.trained, run.optimizer, run.scheduler,
+                                                              run.recipe, run.loaders)
+    train_loader, val_loader, test_loader = run.train_loader, run.val_loader, run.test_loader
     if resume_from is not None:
         _resume(accelerator, recipe, resume_from, progress.epoch)
     if cfg.report_to:
@@ -137,9 +130,42 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, out: Path, started: float
     test = _test_metrics(best.prepared, splits, val_loader, test_loader, accelerator, loaders.preprocess)
     metrics = _run_record(cfg, accelerator, progress, test, splits, loaders.unreadable, best.plain, started)
     if accelerator.is_main_process:
-        write_outputs(FinishedRun(best.plain, metrics, splits, data_config), out)
+        write_outputs(FinishedRun(best.plain, metrics, splits, run.data_config), out)
     accelerator.end_training()
     return metrics
+
+
+class PreparedTraining(NamedTuple):
+    """What a run trains with, as Accelerate prepared it (`trained`: the model unwrapped, which the EMA averages and
+    the outputs save)."""
+    model: nn.Module
+    trained: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    recipe: Recipe
+    loaders: Loaders
+    train_loader: DataLoader
+    val_loader: DataLoader
+    test_loader: DataLoader
+    data_config: Dict[str, Any]
+
+
+def prepare_training(cfg: TrainConfig, accelerator: Accelerator, splits: DataSplits) -> PreparedTraining:
+    """The model, the strong-training parts (recipe.py), the loaders, the optimizer and schedule, prepared by
+    Accelerate, and the EMA started: what `train` builds before its first epoch (`benchmarks/recipe.py` too)."""
+    model, data_config = _prepare_model(cfg, splits)
+    recipe = Recipe(cfg, len(splits.label_names), accelerator.device)
+    loaders = _loaders(cfg, splits, data_config, accelerator)
+    if accelerator.device.type == 'cuda':
+        model = model.to(memory_format=torch.channels_last)
+    optimizer, scheduler = _optimizer_and_schedule(cfg, recipe.param_groups(model), len(loaders.train),
+                                                   accelerator.num_processes)
+    model, optimizer, train_loader, val_loader, test_loader, scheduler = accelerator.prepare(
+        model, optimizer, loaders.train, loaders.validation, loaders.test, scheduler)
+    trained = accelerator.unwrap_model(model, keep_torch_compile=False)
+    recipe.start_ema(trained, accelerator.device)
+    return PreparedTraining(model, trained, optimizer, scheduler, recipe, loaders, train_loader, val_loader,
+                            test_loader, data_config)
 
 
 def _accelerator(cfg: TrainConfig, **kwargs: Any) -> Accelerator:
