@@ -22,13 +22,12 @@ from typing import Any, Callable, Dict, Iterator, List, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, and benchmarks/data.py
 from benchmarks.benchmark import positive_int  # noqa: E402
 from benchmarks.data import answer, run  # noqa: E402
-from timm_patchconvnet.config import TrainConfig  # noqa: E402
+from timm_patchconvnet.config import AUTO_AUGMENT_POLICIES, TrainConfig  # noqa: E402
 from timm_patchconvnet.training.presets import preset_settings  # noqa: E402
 
 PRESET = 'cifar10-strong'
 # cifar10-strong's parts; "off" sets each to TrainConfig's default (the preset's optimizer and schedule stay)
 PARTS = ('mixup', 'cutmix', 'auto_augment', 'reprob', 'model_ema', 'clip_grad', 'label_smoothing', 'drop_path')
-POLICIES = ('none', 'rand-m9-mstd0.5', 'trivial')
 
 
 def step_config(args: Dict[str, Any]) -> TrainConfig:
@@ -171,7 +170,7 @@ def main(argv: List[str] = None) -> None:
                   dataset='cifar10', data_dir=args.cifar10)
     try:
         loader = {policy: run('loader', **common, model=args.model, loader='decoded', auto_augment=policy,
-                              images=args.loader_images) for policy in POLICIES}
+                              images=args.loader_images) for policy in AUTO_AUGMENT_POLICIES}
         on, off = _step_rounds(args, common)
     finally:
         if not args.cache_dir:

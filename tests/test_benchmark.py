@@ -17,6 +17,7 @@ import torch
 from conftest import ROOT
 
 from benchmarks import benchmark, recipe
+from timm_patchconvnet.config import AUTO_AUGMENT_POLICIES
 
 SCRIPT = ROOT / 'benchmarks' / 'benchmark.py'
 TINY = ['--models', 'patchconvnet_test_p4', '--train-model', 'patchconvnet_test_p4', '--img-size', '32',
@@ -228,7 +229,7 @@ def test_the_recipe_benchmark_turns_every_part_of_cifar10_strong_off_and_nothing
     assert sorted(name for name in on if on[name] != off[name]) == sorted(recipe.PARTS)
     assert (off['mixup'], off['cutmix'], off['reprob'], off['label_smoothing'], off['drop_path']) == (0, 0, 0, 0, 0)
     assert (off['auto_augment'], off['model_ema'], off['clip_grad']) == ('none', False, None)
-    assert on['auto_augment'] == 'rand-m9-mstd0.5' and on['model_ema'] and on['batch_size'] == 64
+    assert on['auto_augment'] == 'rand-m9-mstd0.5-inc1' and on['model_ema'] and on['batch_size'] == 64
 
 
 @pytest.mark.slow  # five fresh processes: about a minute of CPU
@@ -243,8 +244,8 @@ def test_recipe_benchmark_times_the_loops_step_with_the_parts_on_and_off(tmp_pat
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     _, rows = _table(done.stdout)
-    loader, steps = rows[:3], rows[3:]
-    assert [r['measurement'].split('--auto-augment ')[1] for r in loader] == ['none', 'rand-m9-mstd0.5', 'trivial']
+    loader, steps = rows[:len(AUTO_AUGMENT_POLICIES)], rows[len(AUTO_AUGMENT_POLICIES):]
+    assert tuple(r['measurement'].split('--auto-augment ')[1] for r in loader) == AUTO_AUGMENT_POLICIES
     assert all(float(r['result'].replace(',', '')) > 0 for r in loader)
     on, off = (float(t) for t in steps[0]['result'].removesuffix(' s').split(' / '))
     assert on > 0 and off > 0 and steps[0]['measurement'].endswith('round 1: parts on / off')

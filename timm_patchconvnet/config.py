@@ -21,9 +21,9 @@ CIFAR10_HUB_ID = DATASETS['cifar10'].hub_id
 TORCH_OPTIMIZER_LAMB = 'lamb_torch_optimizer'  # --opt value for torch-optimizer's Lamb, the seed paper's optimizer
 DECODED, PIL = 'decoded', 'pil'  # --loader
 LOADERS = (DECODED, PIL)
-# --auto-augment, in timm's spelling (rand-m9-mstd0.5: RandAugment, 2 ops at magnitude 9 of 10); training/recipe.py
-# maps each to its kornia policy
-AUTO_AUGMENT_POLICIES = ('none', 'rand-m9-mstd0.5', 'trivial')
+# --auto-augment, in timm's spelling (rand-m9-mstd0.5: RandAugment, 2 ops at magnitude 9 of 10 with noise of 0.5;
+# -inc1: the operations that grow with the magnitude, DeiT's); data/batch_auto_augment.py runs them on batches
+AUTO_AUGMENT_POLICIES = ('none', 'rand-m9-mstd0.5', 'rand-m9-mstd0.5-inc1', 'trivial')
 
 Range = Tuple[float, Optional[float], bool, bool]  # lowest, highest (None: unbounded), whether each end is allowed
 
@@ -81,9 +81,9 @@ class TrainConfig:
     mixup_prob: float = option(1., 'share of batches mixed when --mixup or --cutmix is on', range=(0, 1, True, True))
     mixup_switch_prob: float = option(0.5, 'share of mixed batches that use CutMix when both are on',
                                       range=(0, 1, True, True))
-    auto_augment: str = option('none', "RandAugment or TrivialAugmentWide after the data set's own augmentation "
-                                        '(kornia on the decoded batch on the device; timm/torchvision per image '
-                                        'with --loader pil)',
+    auto_augment: str = option('none', "timm's RandAugment or torchvision's TrivialAugmentWide after the data set's "
+                                        'own augmentation, each image its own draw (on the decoded batch on the '
+                                        'device; per image with --loader pil)',
                                choices=AUTO_AUGMENT_POLICIES)
     reprob: float = option(0., "random erasing: each training image's chance of a noise rectangle (timm's "
                                'RandomErasing, on the normalised batch)', range=SHARE)

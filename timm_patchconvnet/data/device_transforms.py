@@ -3,8 +3,9 @@
 The counterpart of `transforms.build_transform` for `decode_cache.DecodedImages`: the images arrive as uint8
 (B, 3, H, W) at the model's input size, or at their own where that is smaller. What is left is the data set's
 augmentation recipe, run on the whole batch with per-image randomness, then a resize to the model's input where the images were stored smaller
-(a data set of small images for a model at 224), a training run's --auto-augment policy (kornia's RandAugment or
-TrivialAugment), and the model's normalisation: one pass over [0, 1] images.
+(a data set of small images for a model at 224), a training run's --auto-augment policy (timm's RandAugment or
+torchvision's TrivialAugmentWide, drawn per image, `batch_auto_augment`), and the model's normalisation: one pass
+over [0, 1] images.
 """
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -13,39 +14,22 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..dataset_specs import Augmentation
+from .batch_auto_augment import BatchRandAugment, BatchTrivialAugmentWide
+from .transforms import rand_augment_hparams
 
-__all__ = ['BatchPreprocess', 'KORNIA_POLICIES', 'PerGroupPolicy', 'RESIZE_MODES', 'auto_augment_policy',
-           'batch_transforms']
+__all__ = ['BatchPreprocess', 'RESIZE_MODES', 'auto_augment_policy', 'batch_transforms']
 
 RESIZE_MODES = ('bicubic', 'bilinear', 'nearest')  # timm's interpolation names that torch's interpolate takes
 
-# --auto-augment's timm strings as kornia policies. timm's magnitudes run 0..10, kornia's 0..30 (m9 -> 27); kornia
-# has no magnitude noise, so timm's 'mstd0.5' (a std of 0.5 around m9) is not reproduced.
-KORNIA_POLICIES = {'rand-m9-mstd0.5': dict(policy='rand', n=2, m=27), 'trivial': dict(policy='trivial')}
-
-
-class PerGroupPolicy(nn.Module):
-    """A kornia policy drawn anew for each group of `group` images: kornia draws a policy's operations (and
-    RandAugment's magnitude) once per call, so a whole batch in one call would share them."""
-
-    def __init__(self, policy: nn.Module, group: int = 8):
-        super().__init__()
-        self.policy, self.group = policy, group
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.policy(part) for part in images.split(self.group)])
-
-
-def auto_augment_policy(name: str) -> Optional[nn.Module]:
-    """The kornia policy of an --auto-augment value, taking and giving float batches in [0, 1]; None for 'none'.
-    kornia's cost is mostly per call (1.6 ms on 1 image, 4.4 ms on 64, one CPU thread), so the groups of 8 cost
-    about 3x one draw for the whole batch: benchmarks/README.md, "Recipe parts"."""
+def auto_augment_policy(name: str, data_config: Dict[str, Any]) -> Optional[nn.Module]:
+    """The batch policy of an --auto-augment value for a model's `data_config` (timm's resolved one), taking and
+    giving float batches in [0, 1]: timm's RandAugment of the string, with the hyper-parameters of the PIL path
+    (`transforms.rand_augment_hparams`), or torchvision's TrivialAugmentWide; None for 'none'."""
     if name == 'none':
         return None
-    from kornia.augmentation.auto import RandAugment, TrivialAugment  # the train extra's, like the batch recipe
-    settings = KORNIA_POLICIES[name]
-    policy = RandAugment(n=settings['n'], m=settings['m']) if settings['policy'] == 'rand' else TrivialAugment()
-    return PerGroupPolicy(policy)
+    if name == 'trivial':
+        return BatchTrivialAugmentWide()
+    return BatchRandAugment(name, rand_augment_hparams(data_config))
 
 
 def batch_transforms(augmentation: Augmentation) -> Optional[nn.Module]:
@@ -53,20 +37,26 @@ def batch_transforms(augmentation: Augmentation) -> Optional[nn.Module]:
     (kornia.augmentation); None when there is nothing to do. Like `transforms.pil_transforms`: nearest-pixel
     resampling, zeros outside, rotation and affine always applied, each flip with probability 1/2, and torchvision's
     colour jitter (a random factor per property in [1 - v, 1 + v], applied in a random order, drawn per batch rather
-    than per image). It runs on images already at the model's input size."""
+    than per image). A rotation before an affine map that has no rotation of its own is drawn by the affine map, in one
+    resampling: kornia's cost is per call. It runs on images already at the model's input size."""
     import kornia.augmentation as K  # the train extra's; only training on decoded batches needs it
     steps: List[nn.Module] = []
     if augmentation.hflip:
         steps.append(K.RandomHorizontalFlip(p=0.5))
     if augmentation.vflip:
         steps.append(K.RandomVerticalFlip(p=0.5))
-    if augmentation.rotation:
+    affine = dict(augmentation.affine) if augmentation.affine is not None else None
+    if augmentation.rotation and affine is not None and not affine.get('degrees'):
+        affine['degrees'] = augmentation.rotation
+    elif augmentation.rotation:
         steps.append(K.RandomRotation(augmentation.rotation, resample='nearest', p=1.0))
-    if augmentation.affine is not None:
-        steps.append(K.RandomAffine(**augmentation.affine, resample='nearest', p=1.0))
+    if affine is not None:
+        steps.append(K.RandomAffine(**affine, resample='nearest', p=1.0))
     if augmentation.color_jitter is not None:
         steps.append(K.ColorJitter(*augmentation.color_jitter, p=1.0))
-    return K.AugmentationSequential(*steps) if steps else None
+    # nn.Sequential, not kornia's AugmentationSequential, which tracks what masks and boxes would need (a third more
+    # time here)
+    return nn.Sequential(*steps) if steps else None
 
 
 class BatchPreprocess(nn.Module):

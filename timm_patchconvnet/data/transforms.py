@@ -10,7 +10,7 @@ from ..dataset_specs import DATASETS, GENERIC, Augmentation, dataset_spec
 from ..images import exact_size_transform
 from .reader import DataError
 
-__all__ = ['build_transform', 'pil_auto_augment', 'pil_transforms']
+__all__ = ['build_transform', 'pil_auto_augment', 'pil_transforms', 'rand_augment_hparams']
 
 
 def pil_transforms(augmentation: Augmentation) -> List[Callable]:
@@ -29,18 +29,22 @@ def pil_transforms(augmentation: Augmentation) -> List[Callable]:
     return steps
 
 
+def rand_augment_hparams(data_config: Dict[str, Any]) -> Dict[str, Any]:
+    """The hyper-parameters timm's `create_transform` gives RandAugment for a model's `data_config`: the fill is the
+    mean colour, the absolute translations at most 45% of the input."""
+    return dict(translate_const=int(min(data_config['input_size'][1:]) * 0.45),
+                img_mean=tuple(min(255, round(255 * m)) for m in data_config['mean']))
+
+
 def pil_auto_augment(name: str, data_config: Dict[str, Any]) -> Optional[Callable]:
     """An --auto-augment policy of a PIL image: timm's own RandAugment from its string (magnitude noise included),
-    with the hyper-parameters timm's `create_transform` gives it, or torchvision's TrivialAugmentWide; None for
-    'none'."""
+    or torchvision's TrivialAugmentWide; None for 'none'."""
     if name == 'none':
         return None
     if name == 'trivial':
         return transforms.TrivialAugmentWide()
     from timm.data.auto_augment import rand_augment_transform
-    hparams = dict(translate_const=int(min(data_config['input_size'][1:]) * 0.45),
-                   img_mean=tuple(min(255, round(255 * m)) for m in data_config['mean']))
-    return rand_augment_transform(name, hparams)
+    return rand_augment_transform(name, rand_augment_hparams(data_config))
 
 
 def build_transform(dataset: str, data_config: Dict[str, Any], train: bool,

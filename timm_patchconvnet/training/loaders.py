@@ -51,7 +51,8 @@ def build_loaders(cfg: TrainConfig, splits: DataSplits, data_config: Dict[str, A
         try:  # before minutes of decoding
             preprocess = BatchPreprocess.for_model(dataset_spec(splits.dataset).augmentation, data_config,
                                                    channels_last=cuda,
-                                                   policy=auto_augment_policy(cfg.auto_augment)).to(accelerator.device)
+                                                   policy=auto_augment_policy(cfg.auto_augment, data_config)
+                                                   ).to(accelerator.device)
         except ImportError as err:
             raise ImportError(f'--loader {DECODED} augments with kornia, which is not installed ({err}): install the '
                               f'train extra ({install_hint("train")}) or use --loader pil.') from err

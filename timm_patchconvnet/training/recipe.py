@@ -4,7 +4,7 @@ Mixup and CutMix (`timm.data.Mixup` with `SoftTargetCrossEntropy`), random erasi
 (`timm.utils.ModelEmaV3`), gradient clipping (Accelerate's `clip_grad_norm_`), layer-wise learning-rate decay
 (`timm.optim.param_groups_layer_decay` over the model's `group_matcher`) and repeated augmentation
 (`timm.data.distributed_sampler.RepeatAugSampler`). Every part is off unless its option turns it on. RandAugment and
-TrivialAugment (--auto-augment) belong to the loaders, before normalisation: `data/device_transforms.py` on decoded
+TrivialAugment (--auto-augment) belong to the loaders, before normalisation: `data/batch_auto_augment.py` on decoded
 batches, `data/transforms.py` per PIL image.
 
 The loop calls a `Recipe` at a few points: `criterion()` for the training loss, `param_groups(model)` for the

@@ -1,0 +1,160 @@
+"""The batch RandAugment and TrivialAugmentWide (data/batch_auto_augment.py) against the libraries' own: each
+operation against timm's PIL function on the same arguments, and each policy's statistics on 1,000 copies of one image
+against timm's (PIL) and torchvision's per-image policies, with broken variants that the same checks catch."""
+import random
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from timm.data.auto_augment import NAME_TO_OP, rand_augment_transform
+from torchvision.transforms import v2
+
+from timm_patchconvnet.data.batch_auto_augment import (COLOR_OPS, GEOMETRIC_OPS, BatchRandAugment,
+                                                      BatchTrivialAugmentWide, warp)
+from timm_patchconvnet.data.transforms import rand_augment_hparams
+
+N = 1000  # copies per statistic
+TIMM_FUNCTIONS = {function.__name__: function for function in NAME_TO_OP.values()}
+HPARAMS = rand_augment_hparams(dict(input_size=(3, 32, 32), mean=(0.5, 0.4, 0.3)))
+FILL = tuple(v / 255 for v in HPARAMS['img_mean'])
+# arguments as timm's level functions give them (enhance factors 0.1..1.9, posterize bits, solarize thresholds...)
+ARGUMENTS = dict(brightness=(0.3, 1.7), color=(0.1, 1.9), contrast=(0.4, 1.6), sharpness=(0.1, 1.9),
+                 posterize=(1, 4, 7), solarize=(64, 200), solarize_add=(30, 110), invert=(0,), auto_contrast=(0,),
+                 equalize=(0,))
+GEOMETRIC_ARGUMENTS = dict(shear_x=(-0.3, 0.2), shear_y=(0.3,), translate_x_rel=(0.25, -0.4), translate_y_rel=(-0.3,),
+                           translate_x_abs=(7,), translate_y_abs=(-5,), rotate=(-27, 15))
+
+
+def photo(kind: int = 0) -> np.ndarray:
+    """A (32, 32, 3) uint8 image with gradients, noise and a bright square; kind 2 has little contrast."""
+    rng = np.random.default_rng(kind)
+    y, x = np.mgrid[:32, :32]
+    image = np.stack([x * 6, y * 5, (x + y) * 3], -1) + rng.normal(0, 20, (32, 32, 3))
+    image[8:16, 10:20] = 230
+    if kind == 2:
+        image = image * 0.3 + 60
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def as_batch(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+
+
+def as_levels(batch: torch.Tensor) -> np.ndarray:
+    return batch[0].permute(1, 2, 0).numpy() * 255
+
+
+def seed(value: int = 0) -> None:
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+
+
+@pytest.mark.parametrize('name', COLOR_OPS)
+def test_each_colour_operation_equals_timms_pil_function(name):
+    """To PIL's rounding: within 1.5 of 255 levels (the blends round the grey image and the result; we do not)."""
+    for kind in range(3):
+        for argument in ARGUMENTS[name]:
+            image = photo(kind)
+            timm_arguments = (argument,) if name not in ('invert', 'auto_contrast', 'equalize') else ()
+            expected = TIMM_FUNCTIONS[name](Image.fromarray(image), *timm_arguments)
+            ours = COLOR_OPS[name](as_batch(image), torch.tensor([float(argument)]))
+            assert np.abs(as_levels(ours) - np.asarray(expected, dtype=np.float64)).max() < 1.5, (kind, argument)
+
+
+@pytest.mark.parametrize('name', GEOMETRIC_OPS)
+def test_each_geometric_operation_resamples_like_pil(name):
+    """Nearest: the same pixels as PIL's Image.transform, the fill included, but where a sample falls half-way
+    between two pixels (PIL and torch break the tie differently); bilinear: within 1.5 levels on average."""
+    image = photo()
+    for argument in GEOMETRIC_ARGUMENTS[name]:
+        data = torch.tensor([GEOMETRIC_OPS[name](float(argument), 32, 32)])
+        for mode, resample in (('nearest', Image.NEAREST), ('bilinear', Image.BILINEAR)):
+            expected = TIMM_FUNCTIONS[name](Image.fromarray(image), argument, resample=resample,
+                                            fillcolor=HPARAMS['img_mean'])
+            ours = warp(as_batch(image), data, torch.tensor(FILL), mode)
+            difference = np.abs(as_levels(ours) - np.asarray(expected, dtype=np.float64))
+            if mode == 'nearest':
+                assert (difference.max(-1) < 0.5).mean() > 0.9, argument
+            else:
+                assert difference.mean() < 1.5, argument
+    assert not torch.equal(warp(as_batch(image), data, torch.tensor(FILL), 'nearest'), as_batch(image))
+
+
+def statistics(policy: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray) -> dict:
+    """Of N augmentations of `image` ([0, 1] batch in, out): the share changed by more than a level on average, the
+    number of distinct results, and the upper quantiles of the mean absolute change in levels."""
+    seed()
+    out = policy(as_batch(image).expand(N, -1, -1, -1).contiguous())
+    change = (out - as_batch(image)).abs().flatten(1).mean(1) * 255
+    return dict(changed=float((change > 1).float().mean()), distinct=len({round(float(v), 3) for v in
+                                                                          out.flatten(1).sum(1)}),
+                quantiles=np.quantile(change.numpy(), [0.5, 0.75, 0.9]))
+
+
+def per_image(transform: Callable) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A PIL policy on each image of a [0, 1] batch, in turn."""
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        images = (batch.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+        return torch.stack([torch.from_numpy(np.asarray(transform(Image.fromarray(i)), dtype=np.float32))
+                            for i in images]).permute(0, 3, 1, 2) / 255
+    return run
+
+
+def assert_alike(ours: dict, reference: dict) -> None:
+    assert abs(ours['changed'] - reference['changed']) < 0.05
+    # the median, 75th and 90th percentiles of the change within 30% of the reference's
+    assert np.all(np.abs(ours['quantiles'] - reference['quantiles']) < 0.3 * reference['quantiles'])
+
+
+@pytest.mark.parametrize('config', ['rand-m9-mstd0.5', 'rand-m9-mstd0.5-inc1', 'rand-m6-n3-mstd1'])
+def test_rand_augment_changes_images_as_timms_does_each_its_own_way(config):
+    image = photo()
+    timm_policy = rand_augment_transform(config, dict(HPARAMS, interpolation=Image.BILINEAR))
+    reference = statistics(per_image(timm_policy), image)
+    ours = statistics(BatchRandAugment(config, HPARAMS), image)
+    assert_alike(ours, reference)
+    assert ours['distinct'] > 0.9 * reference['distinct'] > 450  # a draw per image, like timm's
+    # broken: a weaker magnitude, and one draw for the whole batch, each caught by the same checks
+    with pytest.raises(AssertionError):
+        assert_alike(statistics(BatchRandAugment(config.replace('-m9', '-m2').replace('-m6', '-m1'), HPARAMS),
+                                image), reference)
+    shared = BatchRandAugment(config, HPARAMS)
+    shared.draw = lambda count, height, width: BatchRandAugment.draw(shared, 1, height, width) and [
+        {name: ([*range(count)], args * count) for name, (_, args) in layer.items()}
+        for layer in BatchRandAugment.draw(shared, 1, height, width)]
+    assert statistics(shared, image)['distinct'] < 20
+
+
+def test_trivial_augment_changes_images_as_torchvisions_does_each_its_own_way():
+    image = photo()
+    reference = statistics(per_image(v2.TrivialAugmentWide()), image)
+    ours = statistics(BatchTrivialAugmentWide(), image)
+    assert_alike(ours, reference)
+    assert ours['distinct'] > 0.9 * reference['distinct'] > 300
+    batchwise = v2.TrivialAugmentWide()  # torchvision on a batch tensor: one operation for all
+    assert statistics(lambda b: batchwise((b * 255).round().to(torch.uint8)).float() / 255, image)['distinct'] < 5
+
+
+@pytest.mark.parametrize('policy', [BatchRandAugment('rand-m9-n3-mstd0.5', HPARAMS), BatchTrivialAugmentWide()])
+def test_each_image_gets_its_own_draw_and_keeps_its_place(policy):
+    """The batch sorted by operation and put back: each image as if it had been augmented alone with its draw."""
+    seed()
+    batch = torch.rand(64, 3, 32, 32)
+    layers = policy.draw(64, 32, 32)
+    policy.draw = lambda count, height, width: layers
+    out = policy(batch)
+    assert out.shape == batch.shape and out.dtype == batch.dtype and 0 <= out.min() and out.max() <= 1
+    for image in range(64):
+        policy.draw = lambda count, height, width: [
+            {name: ([0], [args[chosen.index(image)]]) for name, (chosen, args) in layer.items() if image in chosen}
+            for layer in layers]
+        assert torch.allclose(policy(batch[image:image + 1]), out[image:image + 1], atol=1e-6), image
+    assert sum(len(chosen) for layer in layers for chosen, _ in layer.values()) > 50  # most images drew something
+
+
+def test_a_policy_timm_has_but_the_batch_does_not_is_refused_in_one_line():
+    with pytest.raises(ValueError, match='--loader pil'):
+        BatchRandAugment('rand-m9-t3a', HPARAMS)  # timm's 3-augment set: blur and desaturation
