@@ -23,6 +23,8 @@ from timm.data.auto_augment import _LEVEL_DENOM, rand_augment_transform
 __all__ = ['BatchRandAugment', 'BatchTrivialAugmentWide', 'COLOR_OPS', 'GEOMETRIC_OPS']
 
 LUMA = (0.299, 0.587, 0.114)  # PIL's "L" conversion
+# one layer's draws: for each operation (by timm's function name), the images that drew it and their arguments
+LayerDraw = Dict[str, Tuple[List[int], List[float]]]
 
 
 def _levels(x: torch.Tensor) -> torch.Tensor:
@@ -157,8 +159,8 @@ class _BatchPolicy(nn.Module):
         self.register_buffer('fill', torch.tensor(fill, dtype=torch.float32), persistent=False)
         self.mode = mode
 
-    def draw(self, count: int, height: int, width: int) -> List[Dict[str, Tuple[List[int], List[float]]]]:
-        """For each layer, each drawn operation's images and their arguments."""
+    def draw(self, count: int, height: int, width: int) -> List[LayerDraw]:
+        """Each layer's draws for `count` images of (height, width)."""
         raise NotImplementedError
 
     @torch.no_grad()
@@ -218,7 +220,7 @@ class BatchRandAugment(_BatchPolicy):
             magnitude = random.gauss(magnitude, op.magnitude_std)
         return max(0., min(magnitude, op.magnitude_max or _LEVEL_DENOM))
 
-    def draw(self, count: int, height: int, width: int) -> List[Dict[str, Tuple[List[int], List[float]]]]:
+    def draw(self, count: int, height: int, width: int) -> List[LayerDraw]:
         if self.choice_weights is None:  # timm's draw, for all images at once
             choices = np.random.choice(len(self.ops), (count, self.num_layers))
         else:  # weighted: without replacement, image by image
@@ -226,7 +228,7 @@ class BatchRandAugment(_BatchPolicy):
                                                  p=self.choice_weights) for _ in range(count)])
         layers = []
         for layer in range(self.num_layers):
-            drawn: Dict[str, Tuple[List[int], List[float]]] = {}
+            drawn: LayerDraw = {}
             for image, choice in enumerate(choices[:, layer].tolist()):
                 op = self.ops[choice]
                 if op.prob < 1.0 and random.random() > op.prob:
@@ -240,7 +242,7 @@ class BatchRandAugment(_BatchPolicy):
 
 
 # torchvision's TrivialAugmentWide operations as (timm's function name, its argument from torchvision's magnitude),
-# as torchvision's `_apply_image_or_video_transform` applies them to a float image
+# as torchvision's `_apply_image_or_video_transform` applies them (posterize as on uint8 images)
 _TRIVIAL_OPS: Dict[str, Tuple[str, Callable[[float], float]]] = dict(
     ShearX=('shear_x', float), ShearY=('shear_y', float),
     TranslateX=('translate_x_abs', lambda m: float(int(m))), TranslateY=('translate_y_abs', lambda m: float(int(m))),
@@ -260,17 +262,17 @@ class BatchTrivialAugmentWide(_BatchPolicy):
         self.space = TrivialAugmentWide._AUGMENTATION_SPACE
         self.num_magnitude_bins = num_magnitude_bins
 
-    def draw(self, count: int, height: int, width: int) -> List[Dict[str, Tuple[List[int], List[float]]]]:
+    def draw(self, count: int, height: int, width: int) -> List[LayerDraw]:
         names = list(self.space)
-        drawn: Dict[str, Tuple[List[int], List[float]]] = {}
+        magnitudes = {name: values(self.num_magnitude_bins, height, width) for name, (values, _) in self.space.items()}
+        drawn: LayerDraw = {}
         ops = torch.randint(len(names), (count,)).tolist()
         bins = torch.randint(self.num_magnitude_bins, (count,)).tolist()
         negative = (torch.rand(count) <= 0.5).tolist()
         for image, (op, magnitude_bin, negate) in enumerate(zip(ops, bins, negative)):
             if names[op] == 'Identity':
                 continue
-            magnitudes, signed = self.space[names[op]]
-            values = magnitudes(self.num_magnitude_bins, height, width)
+            values, signed = magnitudes[names[op]], self.space[names[op]][1]
             magnitude = float(values[magnitude_bin]) if values is not None else 0.
             name, argument = _TRIVIAL_OPS[names[op]]
             chosen, args = drawn.setdefault(name, ([], []))
