@@ -14,7 +14,8 @@ from timm_suite.run import run
 FAST = ['patchconvnet_test_p4', 'patchconvnet_ti12_p4', 'patchconvnet_s60_p4']
 DEPTH_BOUND = 'patchconvnet_s60_p4 and (fx or prune_intermediate_layers)'  # test names of timm's test_models.py
 SLOW = ['patchconvnet_s60_p4', 'patchconvnet_s60_p16', 'patchconvnet_s60_multi_p16', 'patchconvnet_s60_p8',
-        'patchconvnet_s120_p16', 'patchconvnet_b60_p16', 'patchconvnet_b120_p16', 'patchconvnet_l60_p16', 'patchconvnet_l120_p16']
+        'patchconvnet_s120_p16', 'patchconvnet_b60_p16', 'patchconvnet_b120_p16', 'patchconvnet_l60_p16',
+        'patchconvnet_l120_p16']
 
 
 def _run_timm_suite(variants, keyword='patchconvnet'):
