@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Dict, FrozenSet, List
@@ -157,8 +158,10 @@ def test_publishing_and_the_package_import_no_training_stack_and_no_gradio():
 
 
 def test_the_demo_alone_imports_gradio():  # and so the check above sees an import when there is one
-    assert _imported('import timm_patchconvnet.demo') == []  # the package itself is light: its app is not
-    assert _imported('import timm_patchconvnet.demo.app') == ['gradio']
+    with ThreadPoolExecutor(2) as pool:  # both interpreters at once: each spends its time importing, on one core
+        package, app = pool.map(_imported, ['import timm_patchconvnet.demo', 'import timm_patchconvnet.demo.app'])
+    assert package == []  # the package itself is light: its app is not
+    assert app == ['gradio']
 
 
 @pytest.mark.parametrize('command, extras', [('push_model', 'hub'), ('push_space', 'hub,demo')])
