@@ -264,21 +264,32 @@ def test_a_finished_run_is_published_with_only_the_hub_extra(hub_only_venv, cons
     assert not {'torch', 'torchvision', 'numpy', 'pillow'} & set(venv['installed'])
     assert {'timm-patchconvnet', 'huggingface-hub', 'timm', 'safetensors', 'matplotlib'} <= set(venv['installed'])
 
-    def run(*command, **kwargs):
-        return _run(list(command), env=venv['env'], cwd=tmp_path, **kwargs)
+    pool = ThreadPoolExecutor(3)  # the commands below at once: each spends most of its time importing, on one core
 
-    # isolation: the training stack and Gradio are not there, and the package is the installed wheel
-    assert run(venv['python'], '-c', 'import accelerate').returncode != 0
+    def run(*command, **kwargs):
+        return pool.submit(_run, list(command), env=venv['env'], cwd=tmp_path, **kwargs)
+
+    accelerate = run(venv['python'], '-c', 'import accelerate')
     probe = run(venv['python'], '-c', 'import importlib.util, json, timm_patchconvnet\n'
                 f'present = [m for m in {list(TRAINING_STACK)!r} if importlib.util.find_spec(m)]\n'
                 'print(json.dumps([timm_patchconvnet.__file__, present]))')
+    out = tmp_path / 'export'
+    export = run(venv['bin'] / 'patchconvnet-push-model', console_run, 'someone/patchconvnet-digits', '--dry-run', out)
+    # the commands that need another extra
+    missing = {extra: run(venv['bin'] / command, *TINY, '--output-dir', tmp_path / 'train')
+               if command == 'patchconvnet-train' else run(venv['bin'] / command, 'x', 'y/z')
+               for command, extra in (('patchconvnet-train', 'train'), ('patchconvnet-demo', 'demo'),
+                                      ('patchconvnet-push-idc', 'hub,train'))}
+    pool.shutdown()
+
+    # isolation: the training stack and Gradio are not there, and the package is the installed wheel
+    assert accelerate.result().returncode != 0
+    probe = probe.result()
     assert probe.returncode == 0, probe.stderr
     location, present = json.loads(probe.stdout)
     assert Path(location).is_relative_to(venv['root'] / 'venv') and present == []
 
-    out = tmp_path / 'export'
-    result = run(venv['bin'] / 'patchconvnet-push-model', console_run, 'someone/patchconvnet-digits',
-                 '--dry-run', out)
+    result = export.result()
     assert result.returncode == 0, result.stdout + result.stderr
     assert 'nothing uploaded' in result.stdout and result.stderr == ''
     assert {'model.safetensors', 'config.json', 'README.md'} <= {p.name for p in out.iterdir()}
@@ -287,8 +298,5 @@ def test_a_finished_run_is_published_with_only_the_hub_extra(hub_only_venv, cons
     assert 'patchconvnet-digits' in (out / 'README.md').read_text()
 
     # the commands that need another extra say which, in one line
-    for command, extra in (('patchconvnet-train', 'train'), ('patchconvnet-demo', 'demo'),
-                           ('patchconvnet-push-idc', 'hub,train')):
-        line = _one_error_line(run(venv['bin'] / command, *TINY, '--output-dir', tmp_path / 'train')
-                               if command == 'patchconvnet-train' else run(venv['bin'] / command, 'x', 'y/z'))
-        assert f"pip install 'timm-patchconvnet[{extra}]'" in line
+    for extra, answer in missing.items():
+        assert f"pip install 'timm-patchconvnet[{extra}]'" in _one_error_line(answer.result())
