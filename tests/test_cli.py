@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Dict, FrozenSet, List
@@ -51,11 +52,18 @@ def test_the_console_scripts_are_the_ones_pyproject_declares():
                              'patchconvnet-push-space', 'patchconvnet-demo', 'patchconvnet-slides'}
 
 
+@pytest.fixture(scope='module')
+def help_answers() -> Dict[str, subprocess.CompletedProcess]:
+    """`COMMAND --help` of every installed console script, three at a time (each mostly imports, on one core)."""
+    installed = [c for c in sorted(COMMANDS) if (BIN / c).is_file() and os.access(BIN / c, os.X_OK)]
+    with ThreadPoolExecutor(3) as pool:
+        return dict(zip(installed, pool.map(lambda command: _run([BIN / command, '--help'], timeout=120), installed)))
+
+
 @pytest.mark.parametrize('command', sorted(COMMANDS))
-def test_every_console_script_is_installed_and_answers_help(command):
-    script = BIN / command
-    assert script.is_file() and os.access(script, os.X_OK), f'{script} is missing: pip install -e .'
-    result = _run([script, '--help'], timeout=120)
+def test_every_console_script_is_installed_and_answers_help(command, help_answers):
+    assert command in help_answers, f'{BIN / command} is missing: pip install -e .'
+    result = help_answers[command]
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f'usage: {command} ') and result.stderr == ''
 
@@ -157,8 +165,10 @@ def test_publishing_and_the_package_import_no_training_stack_and_no_gradio():
 
 
 def test_the_demo_alone_imports_gradio():  # and so the check above sees an import when there is one
-    assert _imported('import timm_patchconvnet.demo') == []  # the package itself is light: its app is not
-    assert _imported('import timm_patchconvnet.demo.app') == ['gradio']
+    with ThreadPoolExecutor(2) as pool:  # both interpreters at once: each spends its time importing, on one core
+        package, app = pool.map(_imported, ['import timm_patchconvnet.demo', 'import timm_patchconvnet.demo.app'])
+    assert package == []  # the package itself is light: its app is not
+    assert app == ['gradio']
 
 
 @pytest.mark.parametrize('command, extras', [('push_model', 'hub'), ('push_space', 'hub,demo')])
@@ -261,21 +271,32 @@ def test_a_finished_run_is_published_with_only_the_hub_extra(hub_only_venv, cons
     assert not {'torch', 'torchvision', 'numpy', 'pillow'} & set(venv['installed'])
     assert {'timm-patchconvnet', 'huggingface-hub', 'timm', 'safetensors', 'matplotlib'} <= set(venv['installed'])
 
-    def run(*command, **kwargs):
-        return _run(list(command), env=venv['env'], cwd=tmp_path, **kwargs)
+    pool = ThreadPoolExecutor(3)  # the commands below at once: each spends most of its time importing, on one core
 
-    # isolation: the training stack and Gradio are not there, and the package is the installed wheel
-    assert run(venv['python'], '-c', 'import accelerate').returncode != 0
+    def run(*command, **kwargs):
+        return pool.submit(_run, list(command), env=venv['env'], cwd=tmp_path, **kwargs)
+
+    accelerate = run(venv['python'], '-c', 'import accelerate')
     probe = run(venv['python'], '-c', 'import importlib.util, json, timm_patchconvnet\n'
                 f'present = [m for m in {list(TRAINING_STACK)!r} if importlib.util.find_spec(m)]\n'
                 'print(json.dumps([timm_patchconvnet.__file__, present]))')
+    out = tmp_path / 'export'
+    export = run(venv['bin'] / 'patchconvnet-push-model', console_run, 'someone/patchconvnet-digits', '--dry-run', out)
+    # the commands that need another extra
+    missing = {extra: run(venv['bin'] / command, *TINY, '--output-dir', tmp_path / 'train')
+               if command == 'patchconvnet-train' else run(venv['bin'] / command, 'x', 'y/z')
+               for command, extra in (('patchconvnet-train', 'train'), ('patchconvnet-demo', 'demo'),
+                                      ('patchconvnet-push-idc', 'hub,train'))}
+    pool.shutdown()
+
+    # isolation: the training stack and Gradio are not there, and the package is the installed wheel
+    assert accelerate.result().returncode != 0
+    probe = probe.result()
     assert probe.returncode == 0, probe.stderr
     location, present = json.loads(probe.stdout)
     assert Path(location).is_relative_to(venv['root'] / 'venv') and present == []
 
-    out = tmp_path / 'export'
-    result = run(venv['bin'] / 'patchconvnet-push-model', console_run, 'someone/patchconvnet-digits',
-                 '--dry-run', out)
+    result = export.result()
     assert result.returncode == 0, result.stdout + result.stderr
     assert 'nothing uploaded' in result.stdout and result.stderr == ''
     assert {'model.safetensors', 'config.json', 'README.md'} <= {p.name for p in out.iterdir()}
@@ -284,8 +305,5 @@ def test_a_finished_run_is_published_with_only_the_hub_extra(hub_only_venv, cons
     assert 'patchconvnet-digits' in (out / 'README.md').read_text()
 
     # the commands that need another extra say which, in one line
-    for command, extra in (('patchconvnet-train', 'train'), ('patchconvnet-demo', 'demo'),
-                           ('patchconvnet-push-idc', 'hub,train')):
-        line = _one_error_line(run(venv['bin'] / command, *TINY, '--output-dir', tmp_path / 'train')
-                               if command == 'patchconvnet-train' else run(venv['bin'] / command, 'x', 'y/z'))
-        assert f"pip install 'timm-patchconvnet[{extra}]'" in line
+    for extra, answer in missing.items():
+        assert f"pip install 'timm-patchconvnet[{extra}]'" in _one_error_line(answer.result())

@@ -360,15 +360,17 @@ def test_in_a_real_browser_the_whole_slide_tab_draws_an_upload_a_patient_and_ref
 
 def test_the_exported_space_runs_on_its_own_copy_of_the_package(checkpoints, images, tmp_path):
     space = export_space_folder(str(ROOT / 'demo'), str(tmp_path / 'space'), ['patchconvnet_s60_p16.fb_in1k'])
-    found = subprocess.run([sys.executable, '-c', 'import timm_patchconvnet; print(timm_patchconvnet.__file__)'],
-                           cwd=space, capture_output=True, text=True, check=True).stdout.strip()
-    assert Path(found).parent == space / 'timm_patchconvnet'  # the Space needs no installed package
+    # which package the Space imports, asked while its app starts (each process mostly imports, on one core)
+    found = subprocess.Popen([sys.executable, '-c', 'import timm_patchconvnet; print(timm_patchconvnet.__file__)'],
+                             cwd=space, stdout=subprocess.PIPE, text=True)
     # the Space's settings name its checkpoints; here a local folder stands in for the Hub; a GRADIO_TEMP_DIR set
     # by the host is the one used
     env = {MODELS_VARIABLE: checkpoints['per_class'], 'GRADIO_TEMP_DIR': str(tmp_path / 'host-temp')}
     with _serving([sys.executable, 'app.py'], space, env) as url:
         result = Client(url, verbose=False).predict(handle_file(str(images['rgb'])), 'pets',
                                                     PREDICTED, 'jet', 0.5, api_name='/explain')
+    assert found.wait(timeout=120) == 0
+    assert Path(found.stdout.read().strip()).parent == space / 'timm_patchconvnet'  # no installed package needed
     assert set(result[3]) == set(PER_CLASS_LABELS)
     assert any(p.name == images['rgb'].name for p in (tmp_path / 'host-temp').rglob('*'))  # the upload went there
 
