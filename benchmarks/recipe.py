@@ -8,7 +8,8 @@
 step is `training/loop.py`'s `train_step` on what the loop's own setup builds, with `cifar10-strong`'s parts on
 (Mixup/CutMix, RandAugment on the device, random erasing, EMA, clipping, label smoothing, drop-path) or all off,
 at batch 64; the rounds alternate the order (on, off, off, on, ...), each measurement a fresh process
-(`data.run`). The loader rows are `data.py`'s `loader` worker with each policy. Prints one markdown table.
+(`data.run`). The loader rows are `data.py`'s `loader` worker with each policy, in rounds of alternating order.
+Prints one markdown table.
 """
 import argparse
 import shutil
@@ -121,12 +122,24 @@ def _step_rounds(args: argparse.Namespace, common: Dict[str, Any]) -> Tuple[List
     return results[True], results[False]
 
 
-def _rows(args: argparse.Namespace, loader: Dict[str, dict], on: List[dict], off: List[dict]) -> List[tuple]:
-    plain = loader['none']['images_per_second']
-    rows = [(f'decoded loader img/s at 32 px, --auto-augment {policy}', f'{result["images_per_second"]:,.0f}',
-             'the CIFAR-10 recipe only' if policy == 'none' else f'{result["images_per_second"] / plain:.0%} of '
-             'the recipe alone')
-            for policy, result in loader.items()]
+def _loader_rounds(args: argparse.Namespace, common: Dict[str, Any]) -> Dict[str, List[float]]:
+    """Each policy's loader img/s in `args.loader_rounds` rounds, the policies' order reversed every other round."""
+    results: Dict[str, List[float]] = {policy: [] for policy in AUTO_AUGMENT_POLICIES}
+    for index in range(args.loader_rounds):
+        for policy in AUTO_AUGMENT_POLICIES[::1 if index % 2 == 0 else -1]:
+            result = run('loader', **common, model=args.model, loader='decoded', auto_augment=policy,
+                         images=args.loader_images)
+            results[policy].append(result['images_per_second'])
+    return results
+
+
+def _rows(args: argparse.Namespace, loader: Dict[str, List[float]], on: List[dict], off: List[dict]) -> List[tuple]:
+    plain = statistics.median(loader['none'])
+    rows = [(f'decoded loader img/s at 32 px, --auto-augment {policy}', f'{statistics.median(rates):,.0f}',
+             f'median of {len(rates)} rounds (lowest {min(rates):,.0f}, highest {max(rates):,.0f}); ' +
+             ('the CIFAR-10 recipe only' if policy == 'none' else
+              f'{statistics.median(rates) / plain:.0%} of the recipe alone'))
+            for policy, rates in loader.items()]
     ratios = [a['step_seconds'] / b['step_seconds'] for a, b in zip(on, off)]
     for index, (a, b, ratio) in enumerate(zip(on, off, ratios)):
         rows.append((f'{args.model} step, round {index + 1}: parts on / off', f'{a["step_seconds"]:.3f} / '
@@ -159,6 +172,8 @@ def main(argv: List[str] = None) -> None:
     parser.add_argument('--warmup', type=int, default=2, help='untimed steps before them')
     parser.add_argument('--part-repeats', type=positive_int, default=5, help='calls of each part timed alone')
     parser.add_argument('--loader-images', type=positive_int, default=20_000, help='images per loader measurement')
+    parser.add_argument('--loader-rounds', type=positive_int, default=3,
+                        help='rounds of one loader measurement per policy')
     parser.add_argument('--worker', nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -169,8 +184,7 @@ def main(argv: List[str] = None) -> None:
     common = dict(device=args.device, cache=cache, batch_size=64, mixed_precision=args.mixed_precision,
                   dataset='cifar10', data_dir=args.cifar10)
     try:
-        loader = {policy: run('loader', **common, model=args.model, loader='decoded', auto_augment=policy,
-                              images=args.loader_images) for policy in AUTO_AUGMENT_POLICIES}
+        loader = _loader_rounds(args, common)
         on, off = _step_rounds(args, common)
     finally:
         if not args.cache_dir:

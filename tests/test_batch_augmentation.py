@@ -1,5 +1,6 @@
-"""The recipes on decoded batches (kornia, per image) against the same recipes on PIL images (torchvision): flip
-rates, the rotation range, colour ranges and the average augmented image of each data set's recipe."""
+"""The recipes on decoded batches (`BatchRecipe`, per image) against the same recipes on PIL images (torchvision):
+flip rates, the rotation range, colour ranges, one affine draw pixel by pixel, and the average augmented image of each
+data set's recipe."""
 import numpy as np
 import pytest
 import torch
@@ -7,7 +8,7 @@ from PIL import Image
 from torchvision import transforms
 
 from timm_patchconvnet.dataset_specs import DATASETS, Augmentation
-from timm_patchconvnet.data.device_transforms import BatchPreprocess, batch_transforms
+from timm_patchconvnet.data.device_transforms import BatchPreprocess, BatchRecipe, batch_transforms
 from timm_patchconvnet.data.transforms import pil_transforms
 
 N = 1000  # augmented copies per path
@@ -90,6 +91,28 @@ def test_colour_ranges_match():
     assert np.allclose(stats[0].max(0), stats[1].max(0), atol=0.03)
     original = colour_statistics(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255)[0]
     assert (stats[1].std(0) > original * 0.05).all()  # and it does move
+
+
+@pytest.mark.parametrize('affine', [dict(degrees=(12, 12), scale=(1.1, 1.1), shear=(7, 7, -4, -4)),
+                                    dict(degrees=(-30, -30), translate=(0.1, 0.1), scale=(0.8, 0.8))])
+def test_one_affine_draw_gives_torchvisions_pixels(affine):
+    """Ranges of one value each (a translation of 10% is rounded to at most 3 pixels either way, so it is compared
+    only where it is 0): the same pixels as torchvision's RandomAffine on the PIL image but at ties of the nearest
+    pixel, the zero fill included; a mirror image of the draw does not match."""
+    image = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    batch = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    for seed in range(5):
+        torch.manual_seed(seed)
+        pil = np.asarray(transforms.RandomAffine(**affine)(Image.fromarray(image)), dtype=np.float32) / 255
+        torch.manual_seed(seed)  # the same translation draw, where there is one
+        ours = BatchRecipe(Augmentation(affine=affine))(batch)[0].permute(1, 2, 0).numpy()
+        assert (np.abs(ours - pil).max(-1) < 1e-6).mean() > 0.9, seed
+    mirrored = dict(affine, degrees=tuple(-d for d in affine['degrees']))
+    torch.manual_seed(0)
+    mirror = BatchRecipe(Augmentation(affine=mirrored))(batch)[0].permute(1, 2, 0).numpy()
+    torch.manual_seed(0)
+    pil = np.asarray(transforms.RandomAffine(**affine)(Image.fromarray(image)), dtype=np.float32) / 255
+    assert (np.abs(mirror - pil).max(-1) < 1e-6).mean() < 0.5
 
 
 def structured_image(size: int) -> np.ndarray:

@@ -1,5 +1,5 @@
 """The batch RandAugment and TrivialAugmentWide (data/batch_auto_augment.py) against the libraries' own: each
-operation against timm's PIL function on the same arguments, and each policy's statistics on 1,000 copies of one image
+operation (data/batch_ops.py) against timm's PIL function on the same arguments, and each policy's statistics on 1,000 copies of one image
 against timm's (PIL) and torchvision's per-image policies, with broken variants that the same checks catch."""
 import random
 from typing import Callable
@@ -11,8 +11,8 @@ from PIL import Image
 from timm.data.auto_augment import NAME_TO_OP, rand_augment_transform
 from torchvision.transforms import v2
 
-from timm_patchconvnet.data.batch_auto_augment import (COLOR_OPS, GEOMETRIC_OPS, BatchRandAugment,
-                                                      BatchTrivialAugmentWide, warp)
+from timm_patchconvnet.data.batch_auto_augment import BatchRandAugment, BatchTrivialAugmentWide
+from timm_patchconvnet.data.batch_ops import COLOR_OPS, GEOMETRIC_OPS, warp
 from timm_patchconvnet.data.transforms import rand_augment_hparams
 
 N = 1000  # copies per statistic

@@ -240,7 +240,8 @@ def test_recipe_benchmark_times_the_loops_step_with_the_parts_on_and_off(tmp_pat
     data = write_cifar10_parquet(tmp_path / 'cifar10', num_train=300)
     done = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'recipe.py'), '--cifar10', str(data),
                            '--model', 'patchconvnet_test_p4', '--cache-dir', str(tmp_path / 'cache'), '--rounds', '1',
-                           '--steps', '1', '--warmup', '1', '--part-repeats', '1', '--loader-images', '64'],
+                           '--steps', '1', '--warmup', '1', '--part-repeats', '1', '--loader-images', '64',
+                           '--loader-rounds', '1'],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     _, rows = _table(done.stdout)

@@ -263,14 +263,6 @@ def test_bad_input_is_a_clear_error(args, message, tmp_path, capsys):
     assert not (tmp_path / 'out' / 'metrics.json').exists()
 
 
-def test_without_kornia_the_decoded_loader_says_what_to_do(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, 'kornia', None)  # what `import kornia` meets where it is not installed
-    monkeypatch.setitem(sys.modules, 'kornia.augmentation', None)
-    assert train_cli.main([*FAST, '--epochs', '1', '--output-dir', str(tmp_path / 'out')]) == 2
-    err = capsys.readouterr().err
-    assert 'augments with kornia, which is not installed' in err and '--loader pil' in err
-
-
 def test_a_channels_last_model_is_saved_in_the_default_layout(tmp_path):
     """Training on CUDA makes the model channels-last; safetensors refuses such strided weights."""
     from timm_patchconvnet.model_folder import save_model_folder

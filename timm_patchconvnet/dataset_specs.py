@@ -24,7 +24,7 @@ IMAGENET_MEAN_STD: MeanStd = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
 class Augmentation:
     """A training augmentation recipe, applied in this order: flips, rotation, affine, colour jitter. Plain data:
     `data.transforms.pil_transforms` runs it on PIL images (torchvision), `data.device_transforms.batch_transforms` on
-    decoded batches (kornia)."""
+    decoded batches."""
     hflip: bool = False
     vflip: bool = False
     rotation: float = 0.  # degrees, either way

@@ -1,7 +1,7 @@
-"""Data for training (the `train` extra: `datasets`, scikit-learn, kornia): the sources read into train,
+"""Data for training (the `train` extra: `datasets`, scikit-learn): the sources read into train,
 validation and test splits (`loading.load_splits`, through one reader per kind of source: `reader`, `readers`,
 `idc`, `sources`), the split protocols (`splits`), the decoded cache (`decode_cache`), and the augmentation recipe
-per image (`transforms`, torchvision) and on decoded batches on the device (`device_transforms`, kornia)."""
+per image (`transforms`, torchvision) and on decoded batches on the device (`device_transforms`)."""
 from ..dataset_specs import SPLIT_NAMES
 # importing a reader's module registers it; the package is imported before any of its modules, so every reader
 # is registered before `create_reader` looks one up

@@ -6,149 +6,23 @@ whatever its size, so per-image draws through them cap a CPU loader far below th
 "Recipe parts"). Here the draws come from the libraries' own definitions (timm's `rand_augment_transform` parses the
 string, and each of its `AugmentOp`s gives its probability, magnitude noise and arguments; torchvision's
 `TrivialAugmentWide` gives its operations and magnitude bins), and each layer applies every operation once, to the
-images that drew it, with per-image arguments; the geometric ones share one resampling. The operations follow PIL's
-definitions (`ImageOps`, `ImageEnhance`, `Image.transform`), as timm's (on PIL images) and torchvision's do;
-`tests/test_batch_auto_augment.py` compares each with timm's.
+images that drew it, with per-image arguments (`batch_ops`, PIL's definitions); the geometric ones share one
+resampling.
 """
-import math
 import random
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.data.auto_augment import _LEVEL_DENOM, rand_augment_transform
 
-__all__ = ['BatchRandAugment', 'BatchTrivialAugmentWide', 'COLOR_OPS', 'GEOMETRIC_OPS']
+from .batch_ops import COLOR_OPS, GEOMETRIC_OPS, warp
 
-LUMA = (0.299, 0.587, 0.114)  # PIL's "L" conversion
+__all__ = ['BatchRandAugment', 'BatchTrivialAugmentWide']
+
 # one layer's draws: for each operation (by timm's function name), the images that drew it and their arguments
 LayerDraw = Dict[str, Tuple[List[int], List[float]]]
-
-
-def _levels(x: torch.Tensor) -> torch.Tensor:
-    """[0, 1] images as the 8-bit levels that PIL's point operations see."""
-    return x.mul(255).round_()
-
-
-def _per_image(values: torch.Tensor) -> torch.Tensor:
-    return values.view(-1, 1, 1, 1)
-
-
-def _blend(degenerate: torch.Tensor, x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """ImageEnhance: from `degenerate` (factor 0) through the image (1) and beyond."""
-    return (degenerate + _per_image(factor) * (x - degenerate)).clamp_(0, 1)
-
-
-def _gray(x: torch.Tensor) -> torch.Tensor:
-    return (x * x.new_tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
-
-
-def brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    return _blend(torch.zeros_like(x), x, factor)
-
-
-def color(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    return _blend(_gray(x).expand_as(x), x, factor)
-
-
-def contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    mean = _levels(_gray(x).mean((1, 2, 3), keepdim=True)) / 255  # PIL rounds the mean grey level
-    return _blend(mean.expand_as(x), x, factor)
-
-
-def sharpness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """ImageEnhance.Sharpness: a blend with ImageFilter.SMOOTH (weights 1, centre 5, over 13), which leaves the
-    border pixels as they are; the 3x3 sums are shifted slices, cheaper than a convolution on small images."""
-    rows = x[..., :, :-2] + x[..., :, 1:-1] + x[..., :, 2:]
-    around = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]
-    smooth = x.clone()
-    smooth[..., 1:-1, 1:-1] = (around + 4 * x[..., 1:-1, 1:-1]) / 13
-    return _blend(smooth, x, factor)
-
-
-def posterize(x: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
-    step = _per_image(2 ** (8 - bits.clamp(0, 8)))
-    levels = _levels(x)
-    return (levels - torch.remainder(levels, step)) / 255
-
-
-def solarize(x: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
-    return torch.where(_levels(x) >= _per_image(threshold), 1 - x, x)
-
-
-def solarize_add(x: torch.Tensor, add: torch.Tensor, threshold: float = 128) -> torch.Tensor:
-    levels = _levels(x)
-    return torch.where(levels < threshold, (levels + _per_image(add)).clamp_(max=255) / 255, x)
-
-
-def invert(x: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
-    return 1 - x
-
-
-def auto_contrast(x: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
-    """ImageOps.autocontrast without cut-off: each channel stretched from its lowest to its highest level."""
-    levels = _levels(x)
-    low, high = levels.amin((2, 3), keepdim=True), levels.amax((2, 3), keepdim=True)
-    stretched = ((levels - low) * (255 / (high - low).clamp_(min=1))).floor_() / 255
-    return torch.where(high > low, stretched, x)
-
-
-def equalize(x: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
-    """ImageOps.equalize: each channel's levels through PIL's lookup table of its cumulative histogram."""
-    levels = _levels(x).long().flatten(2)  # (B, C, H*W)
-    channels = levels.shape[0] * levels.shape[1]
-    offsets = torch.arange(channels, device=x.device).view(*levels.shape[:2], 1) * 256
-    histogram = torch.bincount((levels + offsets).flatten(), minlength=channels * 256).view(*levels.shape[:2], 256)
-    top = 255 - torch.flip(histogram > 0, (2,)).int().argmax(2, keepdim=True)  # the highest level present
-    spread = histogram.sum(2, keepdim=True) - histogram.gather(2, top)  # the pixels under it
-    step = spread.div(255, rounding_mode='floor').clamp_(min=1)
-    below = torch.cumsum(histogram, 2) - histogram  # the pixels under each level
-    table = (step.div(2, rounding_mode='floor') + below).div(step, rounding_mode='floor').clamp_(max=255)
-    equalized = table.gather(2, levels).view_as(x) / 255
-    # PIL leaves a channel as it is where fewer than 255 pixels lie under its highest level (one level included)
-    return torch.where((spread < 255).unsqueeze(-1), x, equalized)
-
-
-# ImageOps and ImageEnhance operations, by the name of timm's function for each (timm.data.auto_augment.NAME_TO_OP)
-COLOR_OPS: Dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = dict(
-    brightness=brightness, color=color, contrast=contrast, sharpness=sharpness, posterize=posterize,
-    solarize=solarize, solarize_add=solarize_add, invert=invert, auto_contrast=auto_contrast, equalize=equalize)
-
-
-def _rotate(degrees: float, height: int, width: int) -> Tuple[float, ...]:
-    """Image.rotate: anticlockwise about the centre."""
-    angle = math.radians(-degrees)
-    cos, sin, cx, cy = math.cos(angle), math.sin(angle), width / 2, height / 2
-    return cos, sin, cx - cos * cx - sin * cy, -sin, cos, cy + sin * cx - cos * cy
-
-
-# Image.transform's affine data (a, b, c, d, e, f: the output pixel (x, y) is the input's (ax + by + c, dx + ey + f))
-# of an image of (height, width), by timm's function names; the relative translations are shares of the image's size
-GEOMETRIC_OPS: Dict[str, Callable[[float, int, int], Tuple[float, ...]]] = dict(
-    shear_x=lambda factor, height, width: (1, factor, 0, 0, 1, 0),
-    shear_y=lambda factor, height, width: (1, 0, 0, factor, 1, 0),
-    translate_x_rel=lambda share, height, width: (1, 0, share * width, 0, 1, 0),
-    translate_y_rel=lambda share, height, width: (1, 0, 0, 0, 1, share * height),
-    translate_x_abs=lambda pixels, height, width: (1, 0, pixels, 0, 1, 0),
-    translate_y_abs=lambda pixels, height, width: (1, 0, 0, 0, 1, pixels),
-    rotate=_rotate)
-
-
-def warp(x: torch.Tensor, data: torch.Tensor, fill: torch.Tensor, mode: str) -> torch.Tensor:
-    """Image.transform of each image by its affine `data` (B, 6) (a `GEOMETRIC_OPS` value; PIL's convention: pixel
-    i spans [i, i + 1)), `fill` where the input has no pixel."""
-    height, width = x.shape[-2:]
-    # the input position of each output pixel's centre, in grid_sample's [-1, 1] (align_corners=False)
-    column = torch.arange(width, device=x.device, dtype=x.dtype).add_(0.5).view(1, 1, -1)
-    row = torch.arange(height, device=x.device, dtype=x.dtype).add_(0.5).view(1, -1, 1)
-    entry = data.to(x).view(-1, 6, 1, 1).unbind(1)
-    grid = torch.stack([(entry[0] * column + entry[1] * row + entry[2]) * (2 / width) - 1,
-                        (entry[3] * column + entry[4] * row + entry[5]) * (2 / height) - 1], -1)
-    fill = fill.view(1, -1, 1, 1)
-    # zeros outside, shifted by the fill: the pixels near the border blend with it as they would with a mask
-    return F.grid_sample(x - fill, grid, mode=mode, padding_mode='zeros', align_corners=False).add_(fill).clamp_(0, 1)
 
 
 class _BatchPolicy(nn.Module):
@@ -165,32 +39,30 @@ class _BatchPolicy(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Each layer sorts the batch by operation, so that each operation takes a slice of it; one gather per layer
-        and one at the end put the images back in their order."""
+        """Each layer sorts the batch by operation, so that each operation takes a slice of it, the geometric ones
+        together; one gather per layer and one at the end put the images back in their order."""
         height, width = images.shape[-2:]
         x, order = images, list(range(len(images)))  # x[i] is image order[i]
         for layer in self.draw(len(x), height, width):
-            moved, affine = [], []
-            groups = []
-            for name, (chosen, args) in layer.items():
-                if name in GEOMETRIC_OPS:  # all in one resampling
-                    moved += chosen
-                    affine += [GEOMETRIC_OPS[name](arg, height, width) for arg in args]
-                else:
-                    groups.append((COLOR_OPS[name], chosen, args))
-            if moved:
-                groups.append((self._warp, moved, affine))
-            drawn = {image for _, chosen, _ in groups for image in chosen}
-            new_order = [image for _, chosen, _ in groups for image in chosen]
-            new_order += [image for image in order if image not in drawn]
+            colour = [(name, chosen, args) for name, (chosen, args) in layer.items() if name in COLOR_OPS]
+            moved = [(name, chosen, args) for name, (chosen, args) in layer.items() if name in GEOMETRIC_OPS]
+            drawn = [image for _, chosen, _ in (*colour, *moved) for image in chosen]
+            taken = set(drawn)
+            new_order = drawn + [image for image in order if image not in taken]
             position = {image: i for i, image in enumerate(order)}
-            x = x[torch.tensor([position[image] for image in new_order], device=x.device)]
-            parts, start = [], 0
-            for op, chosen, args in groups:
-                parts.append(op(x[start:start + len(chosen)], torch.tensor(args, device=x.device)))
-                start += len(chosen)
-            x, order = torch.cat([*parts, x[start:]]), new_order
-        return x[torch.tensor(order).argsort().to(x.device)]
+            x = x.index_select(0, torch.tensor([position[image] for image in new_order], device=x.device))
+            sizes = [len(chosen) for _, chosen, _ in colour]
+            parts = list(x.split([*sizes, len(x) - sum(sizes)]))
+            if colour:
+                args = torch.tensor([arg for _, _, args in colour for arg in args], device=x.device).split(sizes)
+                parts[:-1] = [COLOR_OPS[name](part, arg) for (name, _, _), part, arg in zip(colour, parts, args)]
+            if moved:
+                count = sum(len(chosen) for _, chosen, _ in moved)
+                affine = torch.tensor([GEOMETRIC_OPS[name](arg, height, width) for name, _, args in moved
+                                       for arg in args])
+                parts[-1] = torch.cat([self._warp(parts[-1][:count], affine), parts[-1][count:]])
+            x, order = torch.cat(parts), new_order
+        return x.index_select(0, torch.tensor(order).argsort().to(x.device))
 
     def _warp(self, x: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
         return warp(x, affine, self.fill, self.mode)

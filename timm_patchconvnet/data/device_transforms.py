@@ -7,17 +7,19 @@ augmentation recipe, run on the whole batch with per-image randomness, then a re
 torchvision's TrivialAugmentWide, drawn per image, `batch_auto_augment`), and the model's normalisation: one pass
 over [0, 1] images.
 """
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torchvision import transforms
 
 from ..dataset_specs import Augmentation
 from .batch_auto_augment import BatchRandAugment, BatchTrivialAugmentWide
+from .batch_ops import brightness, color, contrast, warp
 from .transforms import rand_augment_hparams
 
-__all__ = ['BatchPreprocess', 'RESIZE_MODES', 'auto_augment_policy', 'batch_transforms']
+__all__ = ['BatchPreprocess', 'BatchRecipe', 'RESIZE_MODES', 'auto_augment_policy', 'batch_transforms']
 
 RESIZE_MODES = ('bicubic', 'bilinear', 'nearest')  # timm's interpolation names that torch's interpolate takes
 
@@ -32,31 +34,92 @@ def auto_augment_policy(name: str, data_config: Dict[str, Any]) -> Optional[nn.M
     return BatchRandAugment(name, rand_augment_hparams(data_config))
 
 
+def _inverse_affine(angle: torch.Tensor, translate: torch.Tensor, scale: torch.Tensor, shear: torch.Tensor,
+                    center: Tuple[float, float]) -> torch.Tensor:
+    """torchvision's `_get_inverse_affine_matrix` for a batch of parameters (B,), (B, 2), (B,), (B, 2): each image's
+    map from output to input pixels, as (B, 3, 3)."""
+    rot, sx, sy = torch.deg2rad(angle), torch.deg2rad(shear[:, 0]), torch.deg2rad(shear[:, 1])
+    a = torch.cos(rot - sy) / torch.cos(sy)
+    b = -torch.cos(rot - sy) * torch.tan(sx) / torch.cos(sy) - torch.sin(rot)
+    c = torch.sin(rot - sy) / torch.cos(sy)
+    d = -torch.sin(rot - sy) * torch.tan(sx) / torch.cos(sy) + torch.cos(rot)
+    matrix = torch.zeros(len(angle), 3, 3)
+    matrix[:, 0, 0], matrix[:, 0, 1], matrix[:, 1, 0], matrix[:, 1, 1] = d / scale, -b / scale, -c / scale, a / scale
+    (cx, cy), shift = center, -torch.tensor(center) - translate
+    matrix[:, 0, 2] = matrix[:, 0, 0] * shift[:, 0] + matrix[:, 0, 1] * shift[:, 1] + cx
+    matrix[:, 1, 2] = matrix[:, 1, 0] * shift[:, 0] + matrix[:, 1, 1] * shift[:, 1] + cy
+    matrix[:, 2, 2] = 1
+    return matrix
+
+
+def _uniform(count: int, low_high: Sequence[float]) -> torch.Tensor:
+    return torch.empty(count).uniform_(float(low_high[0]), float(low_high[1]))
+
+
+class BatchRecipe(nn.Module):
+    """A data set's `Augmentation` on float batches (B, 3, H, W) in [0, 1], on any device, each image with its own
+    draw from the ranges of torchvision's transforms on the PIL path (`transforms.pil_transforms`): flips with
+    probability 1/2, `RandomRotation`, `RandomAffine` (translations rounded to pixels), nearest-pixel resampling and
+    zeros outside, then `ColorJitter` with PIL's operations (its order drawn per batch, not per image). The flips,
+    rotation and affine map are composed into one resampling, where the PIL path resamples twice."""
+
+    def __init__(self, augmentation: Augmentation):
+        super().__init__()
+        self.hflip, self.vflip = augmentation.hflip, augmentation.vflip
+        self.rotation = transforms.RandomRotation(augmentation.rotation) if augmentation.rotation else None
+        self.affine = transforms.RandomAffine(**augmentation.affine) if augmentation.affine is not None else None
+        jitter = transforms.ColorJitter(*augmentation.color_jitter) if augmentation.color_jitter is not None else None
+        # torchvision's ranges, as it parsed them; none where a factor of 0 turns the property off
+        self.jitter = [(op, factor) for op, factor in ((brightness, jitter.brightness), (contrast, jitter.contrast),
+                                                       (color, jitter.saturation)) if factor is not None] \
+            if jitter is not None else []
+
+    def _resampling(self, count: int, height: int, width: int) -> torch.Tensor:
+        """Each image's map from output to input pixels: the affine map's, then the rotation's, then the flips'."""
+        center, no_shift, ones = (width / 2, height / 2), torch.zeros(count, 2), torch.ones(count)
+        matrix = torch.eye(3).repeat(count, 1, 1)
+        if self.affine is not None:  # drawn in RandomAffine.get_params's order
+            angle = _uniform(count, self.affine.degrees)
+            translate = torch.zeros(count, 2)
+            if self.affine.translate is not None:
+                for axis, size in enumerate((width, height)):
+                    limit = self.affine.translate[axis] * size
+                    translate[:, axis] = _uniform(count, (-limit, limit)).round()
+            scale = _uniform(count, self.affine.scale) if self.affine.scale is not None else ones
+            shear = torch.zeros(count, 2)
+            if self.affine.shear is not None:
+                shear[:, 0] = _uniform(count, self.affine.shear[:2])
+                if len(self.affine.shear) == 4:
+                    shear[:, 1] = _uniform(count, self.affine.shear[2:])
+            matrix = _inverse_affine(angle, translate, scale, shear, center)
+        if self.rotation is not None:  # Image.rotate turns anticlockwise, torchvision's affine map clockwise
+            rotation = _inverse_affine(-_uniform(count, self.rotation.degrees), no_shift, ones, no_shift, center)
+            matrix = rotation @ matrix
+        for flip, axis, size in ((self.vflip, 1, height), (self.hflip, 0, width)):
+            if flip:
+                flipped = torch.rand(count) < 0.5
+                mirror = torch.eye(3).repeat(count, 1, 1)
+                mirror[flipped, axis, axis], mirror[flipped, axis, 2] = -1., float(size)
+                matrix = mirror @ matrix
+        return matrix[:, :2].reshape(count, 6)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images
+        if self.hflip or self.vflip or self.rotation is not None or self.affine is not None:
+            data = self._resampling(len(x), *x.shape[-2:]).to(x.device)
+            x = warp(x, data, x.new_zeros(x.shape[1]), 'nearest')
+        for index in torch.randperm(len(self.jitter)).tolist():
+            op, factor = self.jitter[index]
+            x = op(x, _uniform(len(x), factor).to(x.device))
+        return x
+
+
 def batch_transforms(augmentation: Augmentation) -> Optional[nn.Module]:
-    """The recipe on float batches (B, 3, H, W) in [0, 1], on any device, each image with its own random parameters
-    (kornia.augmentation); None when there is nothing to do. Like `transforms.pil_transforms`: nearest-pixel
-    resampling, zeros outside, rotation and affine always applied, each flip with probability 1/2, and torchvision's
-    colour jitter (a random factor per property in [1 - v, 1 + v], applied in a random order, drawn per batch rather
-    than per image). A rotation before an affine map that has no rotation of its own is drawn by the affine map, in one
-    resampling: kornia's cost is per call. It runs on images already at the model's input size."""
-    import kornia.augmentation as K  # the train extra's; only training on decoded batches needs it
-    steps: List[nn.Module] = []
-    if augmentation.hflip:
-        steps.append(K.RandomHorizontalFlip(p=0.5))
-    if augmentation.vflip:
-        steps.append(K.RandomVerticalFlip(p=0.5))
-    affine = dict(augmentation.affine) if augmentation.affine is not None else None
-    if augmentation.rotation and affine is not None and not affine.get('degrees'):
-        affine['degrees'] = augmentation.rotation
-    elif augmentation.rotation:
-        steps.append(K.RandomRotation(augmentation.rotation, resample='nearest', p=1.0))
-    if affine is not None:
-        steps.append(K.RandomAffine(**affine, resample='nearest', p=1.0))
-    if augmentation.color_jitter is not None:
-        steps.append(K.ColorJitter(*augmentation.color_jitter, p=1.0))
-    # nn.Sequential, not kornia's AugmentationSequential, which tracks what masks and boxes would need (a third more
-    # time here)
-    return nn.Sequential(*steps) if steps else None
+    """The recipe as a `BatchRecipe`; None when there is nothing to do."""
+    empty = not (augmentation.hflip or augmentation.vflip or augmentation.rotation or augmentation.affine is not None
+                 or augmentation.color_jitter is not None)
+    return None if empty else BatchRecipe(augmentation)
 
 
 class BatchPreprocess(nn.Module):

@@ -12,7 +12,6 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import DECODED, TrainConfig
-from ..errors import install_hint
 from ..data import DataSplits, ImageClassificationDataset, build_transform
 from ..dataset_specs import SPLIT_NAMES, dataset_spec
 from ..data.decode_cache import DecodeSettings, cache_root, decode_split, keep_batch
@@ -48,14 +47,10 @@ def build_loaders(cfg: TrainConfig, splits: DataSplits, data_config: Dict[str, A
     channels-last layout. `Loaders.unreadable` counts the images left out."""
     cuda = accelerator.device.type == 'cuda'
     if cfg.loader == DECODED:
-        try:  # before minutes of decoding
-            preprocess = BatchPreprocess.for_model(dataset_spec(splits.dataset).augmentation, data_config,
-                                                   channels_last=cuda,
-                                                   policy=auto_augment_policy(cfg.auto_augment, data_config)
-                                                   ).to(accelerator.device)
-        except ImportError as err:
-            raise ImportError(f'--loader {DECODED} augments with kornia, which is not installed ({err}): install the '
-                              f'train extra ({install_hint("train")}) or use --loader pil.') from err
+        preprocess = BatchPreprocess.for_model(dataset_spec(splits.dataset).augmentation, data_config,
+                                               channels_last=cuda,
+                                               policy=auto_augment_policy(cfg.auto_augment, data_config)
+                                               ).to(accelerator.device)
         settings = DecodeSettings.from_data_config(data_config, native_size=dataset_spec(splits.dataset).img_size)
         root = cache_root(cfg.cache_dir)
         # every process asks; the entry's file lock lets one decode while the others wait (no collective timeout)
