@@ -96,9 +96,9 @@ def test_colour_ranges_match():
 @pytest.mark.parametrize('affine', [dict(degrees=(12, 12), scale=(1.1, 1.1), shear=(7, 7, -4, -4)),
                                     dict(degrees=(-30, -30), translate=(0.1, 0.1), scale=(0.8, 0.8))])
 def test_one_affine_draw_gives_torchvisions_pixels(affine):
-    """Ranges of one value each (a translation of 10% is rounded to at most 3 pixels either way, so it is compared
-    only where it is 0): the same pixels as torchvision's RandomAffine on the PIL image but at ties of the nearest
-    pixel, the zero fill included; a mirror image of the draw does not match."""
+    """Ranges of one value each, and the same seed for the translation's draw: the same pixels as torchvision's
+    RandomAffine on the PIL image but at ties of the nearest pixel, the zero fill included; a mirror image of the
+    draw does not match."""
     image = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
     batch = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     for seed in range(5):
@@ -113,6 +113,24 @@ def test_one_affine_draw_gives_torchvisions_pixels(affine):
     torch.manual_seed(0)
     pil = np.asarray(transforms.RandomAffine(**affine)(Image.fromarray(image)), dtype=np.float32) / 255
     assert (np.abs(mirror - pil).max(-1) < 1e-6).mean() < 0.5
+
+
+def test_flips_then_a_rotation_give_torchvisions_pixels(monkeypatch):
+    """Both flips drawn and a rotation of 20 degrees, on a 20 x 34 image: the pixels of the PIL path's flips then
+    RandomRotation but at ties; the opposite rotation does not match, so the direction and the order are tested."""
+    image = (np.random.default_rng(1).random((20, 34, 3)) * 255).astype(np.uint8)
+    batch = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    pil = transforms.Compose([transforms.RandomHorizontalFlip(1.0), transforms.RandomVerticalFlip(1.0),
+                              transforms.RandomRotation((20, 20))])(Image.fromarray(image))
+    pil = np.asarray(pil, dtype=np.float32) / 255
+    monkeypatch.setattr(torch, 'rand', lambda *size, **options: torch.zeros(*size))  # every flip drawn
+    matches = []
+    for degrees in (20, -20):
+        recipe = BatchRecipe(Augmentation(hflip=True, vflip=True, rotation=10))
+        recipe.rotation = transforms.RandomRotation((degrees, degrees))
+        ours = recipe(batch)[0].permute(1, 2, 0).numpy()
+        matches.append((np.abs(ours - pil).max(-1) < 1e-6).mean())
+    assert matches[0] > 0.9 and matches[1] < 0.5, matches
 
 
 def structured_image(size: int) -> np.ndarray:

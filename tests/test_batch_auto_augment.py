@@ -1,6 +1,7 @@
 """The batch RandAugment and TrivialAugmentWide (data/batch_auto_augment.py) against the libraries' own: each
-operation (data/batch_ops.py) against timm's PIL function on the same arguments, and each policy's statistics on 1,000 copies of one image
-against timm's (PIL) and torchvision's per-image policies, with broken variants that the same checks catch."""
+operation (data/batch_ops.py) against timm's PIL function on the same arguments, and each policy's statistics on
+1,000 copies of one image against timm's (PIL) and torchvision's per-image policies, with broken variants that the
+same checks catch. The images are 24 x 40, so that a swapped height and width shows."""
 import random
 from typing import Callable
 
@@ -11,7 +12,7 @@ from PIL import Image
 from timm.data.auto_augment import NAME_TO_OP, rand_augment_transform
 from torchvision.transforms import v2
 
-from timm_patchconvnet.data.batch_auto_augment import BatchRandAugment, BatchTrivialAugmentWide
+from timm_patchconvnet.data.batch_auto_augment import _TRIVIAL_OPS, BatchRandAugment, BatchTrivialAugmentWide
 from timm_patchconvnet.data.batch_ops import COLOR_OPS, GEOMETRIC_OPS, warp
 from timm_patchconvnet.data.transforms import rand_augment_hparams
 
@@ -27,11 +28,14 @@ GEOMETRIC_ARGUMENTS = dict(shear_x=(-0.3, 0.2), shear_y=(0.3,), translate_x_rel=
                            translate_x_abs=(7,), translate_y_abs=(-5,), rotate=(-27, 15))
 
 
+HEIGHT, WIDTH = 24, 40
+
+
 def photo(kind: int = 0) -> np.ndarray:
-    """A (32, 32, 3) uint8 image with gradients, noise and a bright square; kind 2 has little contrast."""
+    """A (24, 40, 3) uint8 image with gradients, noise and a bright square; kind 2 has little contrast."""
     rng = np.random.default_rng(kind)
-    y, x = np.mgrid[:32, :32]
-    image = np.stack([x * 6, y * 5, (x + y) * 3], -1) + rng.normal(0, 20, (32, 32, 3))
+    y, x = np.mgrid[:HEIGHT, :WIDTH]
+    image = np.stack([x * 5, y * 8, (x + y) * 3], -1) + rng.normal(0, 20, (HEIGHT, WIDTH, 3))
     image[8:16, 10:20] = 230
     if kind == 2:
         image = image * 0.3 + 60
@@ -67,19 +71,19 @@ def test_each_colour_operation_equals_timms_pil_function(name):
 @pytest.mark.parametrize('name', GEOMETRIC_OPS)
 def test_each_geometric_operation_resamples_like_pil(name):
     """Nearest: the same pixels as PIL's Image.transform, the fill included, but where a sample falls half-way
-    between two pixels (PIL and torch break the tie differently); bilinear: within 1.5 levels on average."""
+    between two pixels (PIL and torch break the tie differently); bilinear: within 1.5 levels, edges included."""
     image = photo()
     for argument in GEOMETRIC_ARGUMENTS[name]:
-        data = torch.tensor([GEOMETRIC_OPS[name](float(argument), 32, 32)])
+        data = torch.tensor([GEOMETRIC_OPS[name](float(argument), HEIGHT, WIDTH)])
         for mode, resample in (('nearest', Image.NEAREST), ('bilinear', Image.BILINEAR)):
             expected = TIMM_FUNCTIONS[name](Image.fromarray(image), argument, resample=resample,
                                             fillcolor=HPARAMS['img_mean'])
             ours = warp(as_batch(image), data, torch.tensor(FILL), mode)
             difference = np.abs(as_levels(ours) - np.asarray(expected, dtype=np.float64))
             if mode == 'nearest':
-                assert (difference.max(-1) < 0.5).mean() > 0.9, argument
+                assert (difference.max(-1) < 0.5).mean() > 0.85, argument  # a shear of 0.2 ties on 1 row in 5
             else:
-                assert difference.mean() < 1.5, argument
+                assert difference.max() < 1.5, argument
     assert not torch.equal(warp(as_batch(image), data, torch.tensor(FILL), 'nearest'), as_batch(image))
 
 
@@ -122,9 +126,11 @@ def test_rand_augment_changes_images_as_timms_does_each_its_own_way(config):
         assert_alike(statistics(BatchRandAugment(config.replace('-m9', '-m2').replace('-m6', '-m1'), HPARAMS),
                                 image), reference)
     shared = BatchRandAugment(config, HPARAMS)
-    shared.draw = lambda count, height, width: BatchRandAugment.draw(shared, 1, height, width) and [
-        {name: ([*range(count)], args * count) for name, (_, args) in layer.items()}
-        for layer in BatchRandAugment.draw(shared, 1, height, width)]
+
+    def one_draw_for_all(count: int, height: int, width: int):
+        return [{name: ([*range(count)], args * count) for name, (_, args) in layer.items()}
+                for layer in BatchRandAugment.draw(shared, 1, height, width)]
+    shared.draw = one_draw_for_all
     assert statistics(shared, image)['distinct'] < 20
 
 
@@ -153,6 +159,29 @@ def test_each_image_gets_its_own_draw_and_keeps_its_place(policy):
             for layer in layers]
         assert torch.allclose(policy(batch[image:image + 1]), out[image:image + 1], atol=1e-6), image
     assert sum(len(chosen) for layer in layers for chosen, _ in layer.values()) > 50  # most images drew something
+
+
+@pytest.mark.parametrize('name', ['ShearX', 'ShearY', 'TranslateX', 'TranslateY', 'Rotate', 'Posterize', 'Solarize'])
+def test_trivial_augment_applies_each_operation_as_torchvision_does(name):
+    """Each geometric operation (both signs) and the two with levels, at a few magnitudes, against torchvision's own
+    application of it to the PIL image, nearest pixel and black fill: the same pixels but at ties."""
+    policy, image = BatchTrivialAugmentWide(), photo()
+    reference = v2.TrivialAugmentWide()
+    for magnitude in {'Posterize': (2., 5.), 'Solarize': (0.3, 0.8), 'Rotate': (-40., 25.)}.get(name, (-0.4, 7.)):
+        magnitude = magnitude if name not in ('TranslateX', 'TranslateY') or abs(magnitude) > 1 else magnitude * 20
+        expected = reference._apply_image_or_video_transform(Image.fromarray(image), name, magnitude,
+                                                             interpolation=v2.InterpolationMode.NEAREST,
+                                                             fill={Image.Image: None})
+        op, argument = _TRIVIAL_OPS[name]
+        policy.draw = lambda count, height, width: [{op: ([0], [argument(magnitude)])}]
+        ours = as_levels(policy(as_batch(image)))
+        assert (np.abs(ours - np.asarray(expected, dtype=np.float64)).max(-1) < 0.5).mean() > 0.9, magnitude
+
+
+def test_an_empty_batch_is_returned_as_it_is():
+    empty = torch.zeros(0, 3, HEIGHT, WIDTH)
+    for policy in (BatchRandAugment('rand-m9-mstd0.5', HPARAMS), BatchTrivialAugmentWide()):
+        assert policy(empty).shape == empty.shape
 
 
 def test_a_policy_timm_has_but_the_batch_does_not_is_refused_in_one_line():

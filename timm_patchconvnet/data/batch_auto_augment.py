@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from timm.data.auto_augment import _LEVEL_DENOM, rand_augment_transform
+from torchvision.transforms.v2 import TrivialAugmentWide
 
 from .batch_ops import COLOR_OPS, GEOMETRIC_OPS, warp
 
@@ -41,6 +42,8 @@ class _BatchPolicy(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Each layer sorts the batch by operation, so that each operation takes a slice of it, the geometric ones
         together; one gather per layer and one at the end put the images back in their order."""
+        if not len(images):
+            return images
         height, width = images.shape[-2:]
         x, order = images, list(range(len(images)))  # x[i] is image order[i]
         for layer in self.draw(len(x), height, width):
@@ -60,12 +63,9 @@ class _BatchPolicy(nn.Module):
                 count = sum(len(chosen) for _, chosen, _ in moved)
                 affine = torch.tensor([GEOMETRIC_OPS[name](arg, height, width) for name, _, args in moved
                                        for arg in args])
-                parts[-1] = torch.cat([self._warp(parts[-1][:count], affine), parts[-1][count:]])
+                parts[-1] = torch.cat([warp(parts[-1][:count], affine, self.fill, self.mode), parts[-1][count:]])
             x, order = torch.cat(parts), new_order
         return x.index_select(0, torch.tensor(order).argsort().to(x.device))
-
-    def _warp(self, x: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
-        return warp(x, affine, self.fill, self.mode)
 
 
 class BatchRandAugment(_BatchPolicy):
@@ -75,7 +75,7 @@ class BatchRandAugment(_BatchPolicy):
     picks bilinear or bicubic at random)."""
 
     def __init__(self, config_str: str, hparams: Dict):
-        policy = rand_augment_transform(config_str, hparams)
+        policy = rand_augment_transform(config_str, dict(hparams))  # timm adds the string's settings to it
         unknown = sorted({op.aug_fn.__name__ for op in policy.ops} - {*COLOR_OPS, *GEOMETRIC_OPS})
         if unknown:
             raise ValueError(f'{config_str!r} uses {", ".join(unknown)}, which the batch RandAugment does not have: '
@@ -117,7 +117,8 @@ class BatchRandAugment(_BatchPolicy):
 # as torchvision's `_apply_image_or_video_transform` applies them (posterize as on uint8 images)
 _TRIVIAL_OPS: Dict[str, Tuple[str, Callable[[float], float]]] = dict(
     ShearX=('shear_x', float), ShearY=('shear_y', float),
-    TranslateX=('translate_x_abs', lambda m: float(int(m))), TranslateY=('translate_y_abs', lambda m: float(int(m))),
+    # torchvision's translate moves the image, PIL's affine data says where each pixel comes from: opposite signs
+    TranslateX=('translate_x_abs', lambda m: -float(int(m))), TranslateY=('translate_y_abs', lambda m: -float(int(m))),
     Rotate=('rotate', float), Brightness=('brightness', lambda m: 1 + m), Color=('color', lambda m: 1 + m),
     Contrast=('contrast', lambda m: 1 + m), Sharpness=('sharpness', lambda m: 1 + m),
     Posterize=('posterize', lambda m: float(int(m))), Solarize=('solarize', lambda m: 255 * m),
@@ -129,8 +130,8 @@ class BatchTrivialAugmentWide(_BatchPolicy):
     magnitudes, with a random sign where the operation has one; nearest resampling and black fill, its defaults."""
 
     def __init__(self, num_magnitude_bins: int = 31):
-        from torchvision.transforms.v2 import TrivialAugmentWide
         super().__init__((0., 0., 0.), 'nearest')
+        # a private attribute, the same table in torchvision's v1 class (the PIL path's): solarize there in 0..255
         self.space = TrivialAugmentWide._AUGMENTATION_SPACE
         self.num_magnitude_bins = num_magnitude_bins
 

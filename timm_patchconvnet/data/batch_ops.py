@@ -10,7 +10,7 @@ from typing import Callable, Dict, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ['COLOR_OPS', 'GEOMETRIC_OPS', 'brightness', 'color', 'contrast', 'warp']
+__all__ = ['COLOR_OPS', 'GEOMETRIC_OPS', 'warp']
 
 LUMA = (0.299, 0.587, 0.114)  # PIL's "L" conversion
 
@@ -134,6 +134,7 @@ def warp(x: torch.Tensor, data: torch.Tensor, fill: torch.Tensor, mode: str) -> 
     entry = data.to(x).view(-1, 6, 1, 1).unbind(1)
     grid = torch.stack([(entry[0] * column + entry[1] * row + entry[2]) * (2 / width) - 1,
                         (entry[3] * column + entry[4] * row + entry[5]) * (2 / height) - 1], -1)
-    fill = fill.view(1, -1, 1, 1)
-    # zeros outside, shifted by the fill: the pixels near the border blend with it as they would with a mask
-    return F.grid_sample(x - fill, grid, mode=mode, padding_mode='zeros', align_corners=False).add_(fill).clamp_(0, 1)
+    # PIL: the fill where the sample point lies outside the image, the edge pixels repeated where it lies inside
+    inside = ((grid >= -1) & (grid < 1)).all(-1).unsqueeze(1)
+    sampled = F.grid_sample(x, grid, mode=mode, padding_mode='border', align_corners=False)
+    return torch.where(inside, sampled, fill.to(x).view(1, -1, 1, 1))

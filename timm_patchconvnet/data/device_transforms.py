@@ -2,12 +2,12 @@
 
 The counterpart of `transforms.build_transform` for `decode_cache.DecodedImages`: the images arrive as uint8
 (B, 3, H, W) at the model's input size, or at their own where that is smaller. What is left is the data set's
-augmentation recipe, run on the whole batch with per-image randomness, then a resize to the model's input where the images were stored smaller
-(a data set of small images for a model at 224), a training run's --auto-augment policy (timm's RandAugment or
+augmentation recipe, run on the whole batch with per-image randomness (`BatchRecipe`), then a resize to the model's
+input where the images were stored smaller (a data set of small images for a model at 224), a training run's --auto-augment policy (timm's RandAugment or
 torchvision's TrivialAugmentWide, drawn per image, `batch_auto_augment`), and the model's normalisation: one pass
 over [0, 1] images.
 """
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -16,12 +16,13 @@ from torchvision import transforms
 
 from ..dataset_specs import Augmentation
 from .batch_auto_augment import BatchRandAugment, BatchTrivialAugmentWide
-from .batch_ops import brightness, color, contrast, warp
+from .batch_ops import COLOR_OPS, warp
 from .transforms import rand_augment_hparams
 
 __all__ = ['BatchPreprocess', 'BatchRecipe', 'RESIZE_MODES', 'auto_augment_policy', 'batch_transforms']
 
 RESIZE_MODES = ('bicubic', 'bilinear', 'nearest')  # timm's interpolation names that torch's interpolate takes
+
 
 def auto_augment_policy(name: str, data_config: Dict[str, Any]) -> Optional[nn.Module]:
     """The batch policy of an --auto-augment value for a model's `data_config` (timm's resolved one), taking and
@@ -67,12 +68,19 @@ class BatchRecipe(nn.Module):
         super().__init__()
         self.hflip, self.vflip = augmentation.hflip, augmentation.vflip
         self.rotation = transforms.RandomRotation(augmentation.rotation) if augmentation.rotation else None
-        self.affine = transforms.RandomAffine(**augmentation.affine) if augmentation.affine is not None else None
-        jitter = transforms.ColorJitter(*augmentation.color_jitter) if augmentation.color_jitter is not None else None
-        # torchvision's ranges, as it parsed them; none where a factor of 0 turns the property off
-        self.jitter = [(op, factor) for op, factor in ((brightness, jitter.brightness), (contrast, jitter.contrast),
-                                                       (color, jitter.saturation)) if factor is not None] \
-            if jitter is not None else []
+        affine = augmentation.affine or {}
+        if set(affine) - {'degrees', 'translate', 'scale', 'shear'}:
+            raise ValueError(f"The batch recipe draws RandomAffine's degrees, translate, scale and shear; its "
+                             f'{", ".join(sorted(set(affine) - {"degrees", "translate", "scale", "shear"}))} would be '
+                             'ignored: use --loader pil.')
+        self.affine = transforms.RandomAffine(**affine) if augmentation.affine is not None else None
+        self.jitter: List[Tuple[Callable, Tuple[float, float]]] = []
+        if augmentation.color_jitter is not None:
+            jitter = transforms.ColorJitter(*augmentation.color_jitter)
+            # torchvision's ranges, as it parsed them; none where a factor of 0 turns the property off
+            ranges = (COLOR_OPS['brightness'], jitter.brightness), (COLOR_OPS['contrast'], jitter.contrast), \
+                (COLOR_OPS['color'], jitter.saturation)
+            self.jitter = [(op, factor) for op, factor in ranges if factor is not None]
 
     def _resampling(self, count: int, height: int, width: int) -> torch.Tensor:
         """Each image's map from output to input pixels: the affine map's, then the rotation's, then the flips'."""

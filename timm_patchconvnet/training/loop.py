@@ -107,6 +107,10 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, out: Path, started: float
     model, trained, optimizer, scheduler, recipe, loaders = (run.model, run.trained, run.optimizer, run.scheduler,
                                                               run.recipe, run.loaders)
     train_loader, val_loader, test_loader = run.train_loader, run.val_loader, run.test_loader
+    # the model is built alike everywhere; from here each process draws its own augmentations (on the decoded loader
+    # they are drawn in the process itself): with one seed, repeated augmentation's copies of an image on the other
+    # processes would be augmented alike (a resume restores each process's own state)
+    set_seed(cfg.seed, device_specific=True)
     if resume_from is not None:
         _resume(accelerator, recipe, resume_from, progress.epoch)
     if cfg.report_to:
