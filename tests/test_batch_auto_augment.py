@@ -134,6 +134,44 @@ def test_rand_augment_changes_images_as_timms_does_each_its_own_way(config):
     assert statistics(shared, image)['distinct'] < 20
 
 
+def applied(config: str, draws: int, batch: bool) -> dict:
+    """Over `draws` images: how many times each operation applied, and the mean size of its first argument, by timm's
+    function name; from timm's own RandAugment (its operations record instead of transforming) or the batch draw."""
+    records = []
+    if batch:
+        for layer in BatchRandAugment(config, HPARAMS).draw(draws, 32, 32):
+            records += [(name, arg) for name, (_, args) in layer.items() for arg in args]
+    else:
+        policy = rand_augment_transform(config, dict(HPARAMS))
+        for op in policy.ops:
+            op.aug_fn = (lambda name: lambda image, *args, **_: records.append((name, args[0] if args else 0.)))(
+                op.aug_fn.__name__)
+        for _ in range(draws):
+            policy(None)
+    names = sorted({name for name, _ in records})
+    return {name: (sum(1 for n, _ in records if n == name),
+                   float(np.mean([abs(a) for n, a in records if n == name]))) for name in names}
+
+
+@pytest.mark.parametrize('config', ['rand-m9-mstd0.5-inc1', 'rand-m7-mstd101', 'rand-m12-mmax15-mstd2',
+                                    'rand-m9-p0.8-tweights'])
+def test_the_draws_follow_timms_policy(config):
+    """timm's branches (magnitude noise, uniform magnitudes past mstd 100, a raised maximum, the chance per
+    operation, weighted choice without replacement): each operation applies as often as in timm's own policy (within
+    5 standard deviations) with arguments of the same mean size (within 8%, where it applied 200 times or more); a
+    weaker magnitude fails."""
+    seed()
+    reference, ours = applied(config, 4000, batch=False), applied(config, 4000, batch=True)
+    assert sorted(ours) == sorted(reference)
+    common = [name for name, (count, _) in reference.items() if count >= 200]  # the rare ones' means are noise
+    assert len(common) >= 5
+    for name, (count, size) in reference.items():
+        assert abs(ours[name][0] - count) < 5 * count ** 0.5 + 5, name
+        assert name not in common or abs(ours[name][1] - size) <= 0.08 * size + 1e-6, name
+    weaker = applied(config.replace('-m9', '-m6').replace('-m7', '-m5').replace('-m12', '-m9'), 4000, batch=True)
+    assert any(abs(weaker[name][1] - reference[name][1]) > 0.08 * reference[name][1] for name in common)
+
+
 def test_trivial_augment_changes_images_as_torchvisions_does_each_its_own_way():
     image = photo()
     reference = statistics(per_image(v2.TrivialAugmentWide()), image)
