@@ -1,13 +1,13 @@
 """RandAugment (timm's, from its string) and TrivialAugmentWide (torchvision's) on a batch on the device, each image
 with its own draw.
 
-kornia's and torchvision's policies draw one operation and magnitude per call, and a call costs about 0.3 ms on a CPU
-whatever its size, so per-image draws through them cap a CPU loader far below the recipe alone (benchmarks/README.md,
-"Recipe parts"). Here the draws come from the libraries' own definitions (timm's `rand_augment_transform` parses the
-string, and each of its `AugmentOp`s gives its probability, magnitude noise and arguments; torchvision's
-`TrivialAugmentWide` gives its operations and magnitude bins), and each layer applies every operation once, to the
-images that drew it, with per-image arguments (`batch_ops`, PIL's definitions); the geometric ones share one
-resampling.
+kornia's and torchvision's policies draw one operation and magnitude per call, and a call costs about 0.2 ms
+(torchvision) to 1.2 ms (kornia) of CPU whatever its size, so per-image draws through them cap a CPU loader far below
+the recipe alone (benchmarks/README.md, "Recipe parts"). Here the draws come from the libraries' own definitions
+(timm's `rand_augment_transform` parses the string, and each of its `AugmentOp`s gives its probability, magnitude
+noise and arguments; torchvision's `TrivialAugmentWide` gives its operations and magnitude bins), and each layer
+applies every operation once, to the images that drew it, with per-image arguments (`batch_ops`, PIL's
+definitions); the geometric ones share one resampling.
 """
 import random
 from typing import Callable, Dict, List, Sequence, Tuple

@@ -3,9 +3,9 @@
 The counterpart of `transforms.build_transform` for `decode_cache.DecodedImages`: the images arrive as uint8
 (B, 3, H, W) at the model's input size, or at their own where that is smaller. What is left is the data set's
 augmentation recipe, run on the whole batch with per-image randomness (`BatchRecipe`), then a resize to the model's
-input where the images were stored smaller (a data set of small images for a model at 224), a training run's --auto-augment policy (timm's RandAugment or
-torchvision's TrivialAugmentWide, drawn per image, `batch_auto_augment`), and the model's normalisation: one pass
-over [0, 1] images.
+input where the images were stored smaller (a data set of small images for a model at 224), a training run's
+--auto-augment policy (timm's RandAugment or torchvision's TrivialAugmentWide, drawn per image,
+`batch_auto_augment`), and the model's normalisation: one pass over [0, 1] images.
 """
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -22,6 +22,7 @@ from .transforms import rand_augment_hparams
 __all__ = ['BatchPreprocess', 'BatchRecipe', 'RESIZE_MODES', 'auto_augment_policy', 'batch_transforms']
 
 RESIZE_MODES = ('bicubic', 'bilinear', 'nearest')  # timm's interpolation names that torch's interpolate takes
+AFFINE_DRAWS = {'degrees', 'translate', 'scale', 'shear'}  # the RandomAffine arguments BatchRecipe draws from
 
 
 def auto_augment_policy(name: str, data_config: Dict[str, Any]) -> Optional[nn.Module]:
@@ -68,12 +69,11 @@ class BatchRecipe(nn.Module):
         super().__init__()
         self.hflip, self.vflip = augmentation.hflip, augmentation.vflip
         self.rotation = transforms.RandomRotation(augmentation.rotation) if augmentation.rotation else None
-        affine = augmentation.affine or {}
-        if set(affine) - {'degrees', 'translate', 'scale', 'shear'}:
-            raise ValueError(f"The batch recipe draws RandomAffine's degrees, translate, scale and shear; its "
-                             f'{", ".join(sorted(set(affine) - {"degrees", "translate", "scale", "shear"}))} would be '
-                             'ignored: use --loader pil.')
-        self.affine = transforms.RandomAffine(**affine) if augmentation.affine is not None else None
+        ignored = sorted(set(augmentation.affine or {}) - AFFINE_DRAWS)
+        if ignored:
+            raise ValueError(f"The batch recipe draws RandomAffine's {', '.join(sorted(AFFINE_DRAWS))}; its "
+                             f'{", ".join(ignored)} would be ignored: use --loader pil.')
+        self.affine = transforms.RandomAffine(**augmentation.affine) if augmentation.affine is not None else None
         self.jitter: List[Tuple[Callable, Tuple[float, float]]] = []
         if augmentation.color_jitter is not None:
             jitter = transforms.ColorJitter(*augmentation.color_jitter)
